@@ -1,0 +1,202 @@
+"""The HTTP layer shared by every vendor client.
+
+One ``HttpApi`` per vendor account: an ``httpx.Client`` with explicit timeouts, a retry loop
+for 429/5xx/timeouts that honours ``Retry-After`` (and the vendors' reset headers), and a hook
+that turns an error response into a typed :mod:`~mail_pipeline.integrations.errors` exception.
+
+Retrying a POST is only safe when the request carries an idempotency key; clients that create
+things (printers, Stripe, Klaviyo events) always send one, so a retried create never makes a
+second object.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from mail_pipeline.integrations.errors import (
+    AuthenticationFailed,
+    Conflict,
+    IntegrationError,
+    NotFound,
+    RateLimited,
+    RequestRejected,
+    VendorUnavailable,
+)
+from mail_pipeline.integrations.ratelimit import SlidingWindowLimiter
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long a client keeps trying before it gives up with a retryable error."""
+
+    max_attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    #: A ``Retry-After`` longer than this is not waited out inside the call.
+    max_retry_after: float = 60.0
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter for attempt 1, 2, ..."""
+        ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+def retry_after_seconds(response: httpx.Response, *, now: float | None = None) -> float | None:
+    """The wait a response asks for, from the headers vendors use.
+
+    ``Retry-After`` (seconds or an HTTP date; Klaviyo, Cloudflare, Shopify REST), Lob's
+    ``X-Rate-Limit-Reset`` (epoch seconds) and Stannp's ``X-RateLimit-Reset`` (seconds until
+    the reset). ``None`` when the response says nothing.
+    """
+    now = time.time() if now is None else now
+    value = response.headers.get("retry-after")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(value)
+            if parsed is not None:
+                return max(0.0, parsed.timestamp() - now)
+    reset = response.headers.get("x-rate-limit-reset") or response.headers.get("x-ratelimit-reset")
+    if reset:
+        try:
+            number = float(reset)
+        except ValueError:
+            return None
+        # Epoch seconds are far larger than any "seconds until reset" a vendor would send.
+        return max(0.0, number - now) if number > 1_000_000_000 else max(0.0, number)
+    return None
+
+
+ErrorMapper = Callable[[httpx.Response], IntegrationError | None]
+
+
+def default_error(
+    vendor: str, response: httpx.Response, message: str, code: str | None = None
+) -> IntegrationError:
+    """The typed error for a final (non-retried) error response."""
+    status = response.status_code
+    kind: type[IntegrationError]
+    if status in (401, 403):
+        kind = AuthenticationFailed
+    elif status == 404:
+        kind = NotFound
+    elif status == 409:
+        kind = Conflict
+    elif status == 429:
+        return RateLimited(vendor, message, retry_after=retry_after_seconds(response), code=code)
+    elif status >= 500:
+        kind = VendorUnavailable
+    else:
+        kind = RequestRejected
+    return kind(vendor, message, status_code=status, code=code)
+
+
+@dataclass
+class HttpApi:
+    """A vendor's HTTP API: base URL, auth, timeouts, retries and error mapping.
+
+    ``transport`` is where a sandbox plugs in: the same client code then talks to an
+    in-process stand-in that answers with the vendor's shapes.
+    """
+
+    vendor: str
+    base_url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    auth: httpx.Auth | tuple[str, str] | None = None
+    timeout: httpx.Timeout = field(default_factory=lambda: httpx.Timeout(10.0, connect=5.0))
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    transport: httpx.BaseTransport | None = None
+    limiter: SlidingWindowLimiter | None = None
+    #: Turns an error response into the vendor's typed error (reads the vendor's error body).
+    error_mapper: Callable[[httpx.Response], IntegrationError] | None = None
+    sleep: Callable[[float], None] = time.sleep
+    _client: httpx.Client | None = field(default=None, init=False, repr=False)
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(
+                base_url=self.base_url,
+                headers=dict(self.headers),
+                auth=self.auth,
+                timeout=self.timeout,
+                transport=self.transport,
+            )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        ok: Callable[[httpx.Response], bool] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send a request, retrying 429/5xx/timeouts; return the response or raise typed.
+
+        ``ok`` decides which responses are answers rather than errors (default: any 2xx);
+        Stannp's 409 idempotent replay, for one, is an answer.
+        """
+        is_ok = ok or (lambda r: r.is_success)
+        attempt = 0
+        while True:
+            attempt += 1
+            if self.limiter is not None:
+                self.limiter.acquire()
+            try:
+                response = self.client.request(method, url, **kwargs)
+            except httpx.TimeoutException as exc:
+                if attempt >= self.retry.max_attempts:
+                    raise VendorUnavailable(self.vendor, f"timed out: {exc}") from exc
+                self.sleep(self.retry.backoff(attempt))
+                continue
+            except httpx.TransportError as exc:
+                if attempt >= self.retry.max_attempts:
+                    raise VendorUnavailable(self.vendor, f"connection failed: {exc}") from exc
+                self.sleep(self.retry.backoff(attempt))
+                continue
+
+            if is_ok(response):
+                return response
+            if response.status_code in RETRYABLE_STATUSES and attempt < self.retry.max_attempts:
+                wait = retry_after_seconds(response)
+                if wait is not None and wait > self.retry.max_retry_after:
+                    raise self._error(response)
+                delay = wait if wait is not None else self.retry.backoff(attempt)
+                log.info(
+                    "%s %s %s -> %s; retrying in %.2fs",
+                    self.vendor,
+                    method,
+                    url,
+                    response.status_code,
+                    delay,
+                )
+                self.sleep(delay)
+                continue
+            raise self._error(response)
+
+    def _error(self, response: httpx.Response) -> IntegrationError:
+        if self.error_mapper is not None:
+            return self.error_mapper(response)
+        return default_error(self.vendor, response, response.text[:300] or response.reason_phrase)

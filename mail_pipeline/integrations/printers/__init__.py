@@ -1,0 +1,1 @@
+"""Print-and-mail partners: Lob, Stannp, IntelliPrint, and their sandboxes."""

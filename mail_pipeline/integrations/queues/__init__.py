@@ -1,0 +1,1 @@
+"""Message queues: AWS SQS through boto3, and a local queue with the same semantics."""
