@@ -1,0 +1,292 @@
+"""Usage billing: one Stripe meter event per mailed postcard, through the official SDK.
+
+``record_usage`` sends ``POST /v1/billing/meter_events`` with a deterministic ``identifier``
+derived from the recipient. Billing a postcard twice is the failure that matters, so the call
+is idempotent at two levels:
+
+- the SDK's ``Idempotency-Key`` header is ``meter-event-<identifier>-<digest of the
+  parameters>``: a retry of the same request within Stripe's 24 h idempotency window (after a
+  timeout, a lost response, a 5xx) is answered with the original response, so it reports
+  success exactly like the first attempt;
+- the meter event ``identifier`` is unique at Stripe for a rolling period of at least 24 h. A
+  repeat that is not an idempotent replay (another process, or a key that expired) is
+  *rejected* by Stripe with ``400 invalid_request_error`` "An event already exists with
+  identifier ..." (``Stripe-Should-Retry: false``). That means the usage *was* recorded
+  earlier, so this client reports it as success (``MeterEventResult.created`` is ``False``)
+  instead of failing the recipient.
+
+Retries are ours, not the SDK's: the SDK sleeps with ``time.sleep`` and does not retry 429s,
+so the SDK runs with ``max_network_retries=0`` by default and this class retries rate limits,
+409s, 5xx and connection errors with :class:`RetryPolicy` and an injectable ``sleep``, always
+with the same idempotency key. Errors surface as the project's typed errors.
+
+The SDK's own ``stripe.HTTPXClient`` builds its ``httpx.Client`` internally and takes no
+transport, so a sandbox plugs in through :class:`TransportHTTPClient`, a small
+``stripe.HTTPClient`` (the SDK's documented extension point) over an ``httpx.Client`` with the
+given transport. Production uses ``stripe.HTTPXClient(allow_sync_methods=True)``, which respx
+intercepts in tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import httpx
+import stripe
+from stripe.params.billing import MeterEventCreateParams
+
+from mail_pipeline.integrations.errors import (
+    AuthenticationFailed,
+    Conflict,
+    IntegrationError,
+    NotFound,
+    RateLimited,
+    RequestRejected,
+    VendorUnavailable,
+)
+from mail_pipeline.integrations.http import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+VENDOR = "stripe"
+#: The meter's default payload keys (configurable on the meter at Stripe).
+CUSTOMER_KEY = "stripe_customer_id"
+VALUE_KEY = "value"
+MAX_IDENTIFIER_LENGTH = 100
+
+
+@dataclass(frozen=True)
+class MeterEventResult:
+    """What Stripe holds for one usage fact."""
+
+    identifier: str
+    event_name: str
+    customer_id: str
+    value: int
+    timestamp: int
+    #: ``False`` when Stripe already had this identifier: recorded earlier, not billed twice.
+    created: bool
+    livemode: bool = False
+
+
+class TransportHTTPClient(stripe.HTTPClient):
+    """A synchronous ``stripe.HTTPClient`` over ``httpx`` with a caller-chosen transport.
+
+    This is how :class:`~mail_pipeline.integrations.billing.sandbox.StripeSandbox` (or any
+    ``httpx.BaseTransport``) answers the real SDK. Network failures become
+    ``stripe.APIConnectionError(should_retry=True)``, as in the SDK's own clients.
+    """
+
+    name = "httpx-transport"
+
+    def __init__(
+        self, transport: httpx.BaseTransport | None = None, *, timeout: float = 30.0
+    ) -> None:
+        super().__init__()
+        self._httpx = httpx.Client(transport=transport, timeout=timeout)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+        *,
+        _usage: list[str] | None = None,
+    ) -> tuple[str, int, Mapping[str, str]]:
+        try:
+            response = self._httpx.request(
+                method, url, headers=dict(headers or {}), content=post_data or None
+            )
+        except httpx.HTTPError as exc:
+            raise stripe.APIConnectionError(
+                f"Network error talking to Stripe ({type(exc).__name__}: {exc})",
+                should_retry=True,
+            ) from exc
+        return response.text, response.status_code, response.headers
+
+    def close(self) -> None:
+        self._httpx.close()
+
+
+def _is_duplicate_identifier(exc: stripe.InvalidRequestError) -> bool:
+    """Stripe's answer to a meter event whose identifier it already holds."""
+    message = (exc.user_message or str(exc)).lower()
+    return exc.http_status == 400 and "already exists" in message and "identifier" in message
+
+
+def _message(exc: stripe.StripeError) -> str:
+    text = exc.user_message or str(exc) or type(exc).__name__
+    param = getattr(exc, "param", None)
+    return f"{text} (param: {param})" if param else text
+
+
+def map_stripe_error(exc: stripe.StripeError) -> IntegrationError:
+    """The project's typed error for a Stripe SDK error (after retries, where retryable)."""
+    status = exc.http_status
+    code = exc.code
+    message = _message(exc)
+    if isinstance(exc, stripe.RateLimitError):
+        return RateLimited(VENDOR, message, code=code or "rate_limit")
+    if isinstance(exc, stripe.APIConnectionError):
+        return VendorUnavailable(VENDOR, message, code=code)
+    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
+        return AuthenticationFailed(VENDOR, message, status_code=status, code=code)
+    if isinstance(exc, stripe.IdempotencyError):
+        return Conflict(VENDOR, message, status_code=status, code=code or "idempotency_error")
+    if status == 404:
+        return NotFound(VENDOR, message, status_code=status, code=code)
+    if status is not None and (status >= 500 or status == 409):
+        return VendorUnavailable(VENDOR, message, status_code=status, code=code)
+    return RequestRejected(VENDOR, message, status_code=status, code=code)
+
+
+def _retryable(exc: stripe.StripeError) -> bool:
+    if isinstance(exc, stripe.RateLimitError | stripe.APIConnectionError):
+        return True
+    status = exc.http_status
+    return (
+        isinstance(exc, stripe.APIError) and status is not None and (status >= 500 or status == 409)
+    )
+
+
+def idempotency_key(
+    event_name: str, identifier: str, customer_id: str, value: int, timestamp: int
+) -> str:
+    """``meter-event-<identifier>-<digest of the other parameters>``.
+
+    Stripe answers a key reused with *different* parameters with an ``idempotency_error``;
+    folding the parameters into the key means a later repeat with, say, another timestamp
+    reaches the identifier check instead (and is reported as already recorded).
+    """
+    facts = json.dumps([event_name, customer_id, value, timestamp])
+    return f"meter-event-{identifier}-{hashlib.sha256(facts.encode()).hexdigest()[:16]}"
+
+
+class StripeMeter:
+    """Records usage on one Stripe account's meter."""
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        event_name: str = "postcards_mailed",
+        http_client: stripe.HTTPClient | None = None,
+        transport: httpx.BaseTransport | None = None,
+        api_base: str | None = None,
+        max_network_retries: int = 0,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        timeout: float = 30.0,
+    ) -> None:
+        """``transport`` (a sandbox) wins over ``http_client``; by default the SDK's
+        ``HTTPXClient`` talks to ``api_base`` (Stripe unless overridden)."""
+        if not api_key:
+            raise ValueError("a Stripe meter needs a secret API key")
+        if transport is not None:
+            http_client = TransportHTTPClient(transport, timeout=timeout)
+        elif http_client is None:
+            http_client = stripe.HTTPXClient(timeout=timeout, allow_sync_methods=True)
+        self.event_name = event_name
+        self.retry = retry or RetryPolicy(max_attempts=4)
+        self.sleep = sleep
+        self._http_client = http_client
+        self.client = stripe.StripeClient(
+            api_key,
+            http_client=http_client,
+            max_network_retries=max_network_retries,
+            base_addresses={"api": api_base} if api_base else None,
+        )
+
+    def record_usage(
+        self,
+        *,
+        customer_id: str,
+        identifier: str,
+        value: int = 1,
+        timestamp: datetime | int | None = None,
+        event_name: str | None = None,
+    ) -> MeterEventResult:
+        """Record ``value`` units for ``customer_id`` once per ``identifier``.
+
+        ``identifier`` must be deterministic (derived from what is billed, e.g. the
+        recipient), at most 100 characters. ``timestamp`` (epoch seconds or an aware
+        datetime, default now) must lie within the past 35 days and at most 5 minutes ahead;
+        Stripe rejects it otherwise (:class:`RequestRejected`).
+        """
+        if not identifier or len(identifier) > MAX_IDENTIFIER_LENGTH:
+            raise ValueError(
+                f"a meter event identifier needs 1..{MAX_IDENTIFIER_LENGTH} "
+                f"characters, got {identifier!r}"
+            )
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"a meter event value must be a whole number >= 0, not {value!r}")
+        if not customer_id:
+            raise ValueError("a meter event needs the Stripe customer id")
+        if isinstance(timestamp, datetime):
+            if timestamp.tzinfo is None:
+                raise ValueError("a meter event timestamp must be timezone-aware")
+            epoch = int(timestamp.timestamp())
+        else:
+            epoch = int(time.time()) if timestamp is None else int(timestamp)
+        name = event_name or self.event_name
+        params: MeterEventCreateParams = {
+            "event_name": name,
+            "identifier": identifier,
+            "payload": {CUSTOMER_KEY: customer_id, VALUE_KEY: str(value)},
+            "timestamp": epoch,
+        }
+        result = MeterEventResult(
+            identifier=identifier,
+            event_name=name,
+            customer_id=customer_id,
+            value=value,
+            timestamp=epoch,
+            created=True,
+        )
+        key = idempotency_key(name, identifier, customer_id, value, epoch)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                event = self.client.v1.billing.meter_events.create(
+                    params=params,
+                    options={"idempotency_key": key},
+                )
+            except stripe.InvalidRequestError as exc:
+                if _is_duplicate_identifier(exc):
+                    log.info(
+                        "stripe: meter event %s was already recorded; not billing again", identifier
+                    )
+                    return replace(result, created=False)
+                raise map_stripe_error(exc) from exc
+            except stripe.StripeError as exc:
+                if not _retryable(exc) or attempt >= self.retry.max_attempts:
+                    raise map_stripe_error(exc) from exc
+                delay = self.retry.backoff(attempt)
+                log.info(
+                    "stripe: meter event %s failed (%s); retry %d in %.2fs",
+                    identifier,
+                    type(exc).__name__,
+                    attempt,
+                    delay,
+                )
+                self.sleep(delay)
+                continue
+            return replace(result, timestamp=int(event.timestamp), livemode=bool(event.livemode))
+
+    def close(self) -> None:
+        self._http_client.close()
+
+    def __enter__(self) -> StripeMeter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,246 @@
+"""The Klaviyo client: read a segment's profiles page by page, and record events.
+
+Thin on purpose (integrations.md §3 recommends raw httpx over the urllib3 SDK): two endpoints,
+the ``revision`` header under our control, JSON:API in and out. Everything HTTP - timeouts,
+retries on 429/5xx honouring Klaviyo's ``Retry-After``, the sandbox hook - is
+:class:`~mail_pipeline.integrations.http.HttpApi`.
+
+Paging follows ``links.next`` exactly as Klaviyo sends it (the cursor is opaque; we never build
+one). Reading is side-effect free, so a sync that dies mid-segment simply reads again.
+Creating an event is idempotent through ``unique_id``: a retried or repeated POST records one
+event, so the client may retry it freely.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from time import sleep as _sleep
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from mail_pipeline.integrations.errors import IntegrationError, RequestRejected
+from mail_pipeline.integrations.http import HttpApi, RetryPolicy, default_error
+from mail_pipeline.integrations.klaviyo.models import (
+    CdpEvent,
+    CdpProfile,
+    MalformedProfile,
+    ProfilePage,
+)
+from mail_pipeline.integrations.ratelimit import SlidingWindowLimiter
+
+log = logging.getLogger(__name__)
+
+VENDOR = "klaviyo"
+BASE_URL = "https://a.klaviyo.com"
+#: The API revision we were written against; each revision is supported for two years.
+DEFAULT_REVISION = "2026-07-15"
+JSONAPI = "application/vnd.api+json"
+#: Sparse fieldset for segment members: what the sync reads, nothing else.
+PROFILE_FIELDS = (
+    "email",
+    "first_name",
+    "last_name",
+    "phone_number",
+    "location",
+    "properties",
+    "joined_group_at",
+)
+MAX_PAGE_SIZE = 100
+#: A full page of 100 profiles with properties can take a few seconds to come back.
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+class MalformedResponse(RequestRejected):
+    """Klaviyo answered 2xx with a body that is not the documented JSON:API document."""
+
+
+def klaviyo_error(response: httpx.Response) -> IntegrationError:
+    """Map Klaviyo's ``{"errors": [{"id", "code", "title", "detail", "source"}]}`` to a typed
+    error whose message is the first error's detail (plus where it points, and how many more)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
+        text = response.text[:300] or response.reason_phrase
+        return default_error(VENDOR, response, text)
+    first = errors[0]
+    message = str(first.get("detail") or first.get("title") or response.reason_phrase)
+    source = first.get("source")
+    if isinstance(source, dict):
+        where = source.get("pointer") or source.get("parameter")
+        if where:
+            message += f" (at {where})"
+    if len(errors) > 1:
+        message += f"; and {len(errors) - 1} more error(s)"
+    code = first.get("code")
+    return default_error(VENDOR, response, message, code if isinstance(code, str) else None)
+
+
+class KlaviyoClient:
+    """One Klaviyo account (one private API key)."""
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        revision: str = DEFAULT_REVISION,
+        base_url: str = BASE_URL,
+        transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+        limiter: SlidingWindowLimiter | None = None,
+        sleep: Callable[[float], None] = _sleep,
+        timeout: httpx.Timeout | None = None,
+    ) -> None:
+        if not api_key:
+            raise ValueError("a Klaviyo client needs a private API key")
+        self.revision = revision
+        self.api = HttpApi(
+            vendor=VENDOR,
+            base_url=base_url,
+            headers={
+                "Authorization": f"Klaviyo-API-Key {api_key}",
+                "revision": revision,
+                "Accept": JSONAPI,
+            },
+            retry=retry or RetryPolicy(),
+            transport=transport,
+            limiter=limiter,
+            error_mapper=klaviyo_error,
+            sleep=sleep,
+            timeout=timeout or DEFAULT_TIMEOUT,
+        )
+        self._host = httpx.URL(base_url).host
+
+    # -- segments -------------------------------------------------------------------------
+    def iter_segment_profiles(
+        self,
+        segment_id: str,
+        page_size: int = MAX_PAGE_SIZE,
+        *,
+        joined_after: datetime | None = None,
+    ) -> Iterator[ProfilePage]:
+        """Every page of a segment's members, first to last.
+
+        ``joined_after`` asks only for members who joined the segment after that moment
+        (Klaviyo's ``greater-than(joined_group_at, ...)`` filter). Malformed profiles are
+        reported in each page's ``rejected``; they never stop the iteration.
+        """
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, not {page_size}")
+        params: dict[str, str] = {
+            "page[size]": str(page_size),
+            "fields[profile]": ",".join(PROFILE_FIELDS),
+        }
+        if joined_after is not None:
+            if joined_after.tzinfo is None:
+                raise ValueError("joined_after must be timezone-aware")
+            stamp = joined_after.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            params["filter"] = f"greater-than(joined_group_at,{stamp})"
+        path = f"/api/segments/{quote(segment_id, safe='')}/profiles"
+        response = self.api.request("GET", path, params=params)
+        while True:
+            page = self._read_page(response)
+            yield page
+            if page.next_url is None:
+                return
+            if page.next_url == str(response.request.url):
+                raise MalformedResponse(
+                    VENDOR, f"links.next repeats the page it is on ({page.next_url}); stopping"
+                )
+            self._check_same_host(page.next_url)
+            response = self.api.request("GET", page.next_url)
+
+    def segment_profiles(
+        self, segment_id: str, page_size: int = MAX_PAGE_SIZE
+    ) -> tuple[list[CdpProfile], list[MalformedProfile]]:
+        """The whole segment at once: ``(profiles, rejected)``. For small segments and tools."""
+        profiles: list[CdpProfile] = []
+        rejected: list[MalformedProfile] = []
+        for page in self.iter_segment_profiles(segment_id, page_size):
+            profiles.extend(page.profiles)
+            rejected.extend(page.rejected)
+        return profiles, rejected
+
+    def _read_page(self, response: httpx.Response) -> ProfilePage:
+        try:
+            body = response.json()
+        except ValueError:
+            raise MalformedResponse(VENDOR, "a segment page is not JSON") from None
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise MalformedResponse(VENDOR, "a segment page has no data list")
+        links = body.get("links") or {}
+        next_url = links.get("next") if isinstance(links, dict) else None
+        if next_url is not None and not isinstance(next_url, str):
+            raise MalformedResponse(VENDOR, f"links.next is {next_url!r}, not a URL")
+        profiles: list[CdpProfile] = []
+        rejected: list[MalformedProfile] = []
+        for resource in data:
+            try:
+                profiles.append(CdpProfile.from_jsonapi(resource))
+            except MalformedProfile as exc:
+                log.warning("%s", exc)
+                rejected.append(exc)
+        return ProfilePage(tuple(profiles), tuple(rejected), next_url or None)
+
+    def _check_same_host(self, url: str) -> None:
+        """The API key travels with every request: never follow a link off Klaviyo's host."""
+        host = httpx.URL(url).host
+        if host and host != self._host:
+            raise MalformedResponse(
+                VENDOR,
+                f"links.next points at another host ({host}); refusing to send the API key there",
+            )
+
+    # -- events ---------------------------------------------------------------------------
+    def create_event(
+        self,
+        metric_name: str,
+        *,
+        unique_id: str,
+        email: str | None = None,
+        profile_id: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        time: datetime | None = None,
+        value: float | None = None,
+        value_currency: str | None = None,
+    ) -> None:
+        """Record an event for a profile (e.g. "Postcard Sent"); see :meth:`send_event`."""
+        self.send_event(
+            CdpEvent(
+                metric_name=metric_name,
+                unique_id=unique_id,
+                email=email,
+                profile_id=profile_id,
+                properties=dict(properties or {}),
+                time=time,
+                value=value,
+                value_currency=value_currency,
+            )
+        )
+
+    def send_event(self, event: CdpEvent) -> None:
+        """``POST /api/events``; Klaviyo answers 202 (accepted for processing, empty body).
+
+        Idempotent: Klaviyo keeps only the first event per ``unique_id``, profile and metric,
+        so a retry after a timeout or a crash does not record the event twice.
+        """
+        self.api.request(
+            "POST", "/api/events", json=event.to_jsonapi(), headers={"Content-Type": JSONAPI}
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def close(self) -> None:
+        self.api.close()
+
+    def __enter__(self) -> KlaviyoClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
