@@ -1,0 +1,61 @@
+# mail_pipeline — two commands: `make run` and `make test`. Everything else is optional.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed-stamp
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+PORT ?= 3000
+
+.PHONY: run test install lint typecheck pytest format dagster-home webserver daemon demo \
+        validate clean-data
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: install, migrate, seed the demo, start Dagster (UI on http://localhost:3000)
+run: install dagster-home demo
+	cd $(DAGSTER_HOME) && $(BIN)/dagster dev -w $(CURDIR)/workspace.yaml -h 0.0.0.0 -p $(PORT)
+
+## make test: install, then lint, type-check and run the tests
+test: install lint typecheck pytest
+
+lint:
+	$(BIN)/ruff check mail_pipeline tests benchmarks
+	$(BIN)/ruff format --check mail_pipeline tests benchmarks
+
+typecheck:
+	$(BIN)/mypy
+
+pytest:
+	$(BIN)/pytest
+
+format: install
+	$(BIN)/ruff check --fix mail_pipeline tests benchmarks
+	$(BIN)/ruff format mail_pipeline tests benchmarks
+
+dagster-home:
+	@mkdir -p $(DAGSTER_HOME)
+	@ln -sf $(CURDIR)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo: install
+	$(BIN)/mail-pipeline demo
+
+## The processes `dagster dev` runs, one by one (each in its own terminal)
+webserver: install dagster-home
+	$(BIN)/dagster-webserver -w workspace.yaml -h 0.0.0.0 -p $(PORT)
+
+daemon: install dagster-home
+	$(BIN)/dagster-daemon run -w workspace.yaml
+
+validate: install
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+## Forget local state: app database, sandbox vendors, queues, images, Dagster runs
+clean-data:
+	rm -rf data $(DAGSTER_HOME)

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, gateways that own SQL and transactions, Alembic migrations."""

@@ -1,0 +1,101 @@
+"""Engines and transactions.
+
+``engine_for(url)`` builds one engine per URL per process (cached, created on first use,
+never at import). SQLite gets WAL, a busy timeout and enforced foreign keys so the sensors,
+runs and webserver of ``dagster dev`` can share one file; PostgreSQL URLs are pointed at the
+psycopg 3 driver. ``unit_of_work`` is the one place that begins, commits and rolls back.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def normalize_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` use psycopg 3; other URLs pass through."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(conn: Any) -> None:
+    # Writers take the lock when the transaction starts, not on first write: a read that
+    # is followed by a write in the same transaction can then never deadlock on upgrade.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+_engines: dict[str, Engine] = {}
+_sessions: dict[str, sessionmaker[Session]] = {}
+_lock = threading.Lock()
+
+
+def engine_for(url: str) -> Engine:
+    """The process's engine for ``url``, created on first use."""
+    url = normalize_url(url)
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = _create_engine(url)
+        return engine
+
+
+def dispose_engine(url: str) -> None:
+    """Close the pooled connections of ``url`` and forget its engine (tests, shutdown)."""
+    url = normalize_url(url)
+    with _lock:
+        engine = _engines.pop(url, None)
+        _sessions.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+
+
+def _create_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False, "isolation_level": None}
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin_immediate)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def _session_factory(url: str) -> sessionmaker[Session]:
+    key = normalize_url(url)
+    factory = _sessions.get(key)
+    if factory is None:
+        factory = _sessions[key] = sessionmaker(bind=engine_for(url), expire_on_commit=False)
+    return factory
+
+
+@contextmanager
+def unit_of_work(url: str) -> Iterator[Session]:
+    """A session in one transaction: committed when the block ends, rolled back on error."""
+    session = _session_factory(url)()
+    try:
+        with session.begin():
+            yield session
+    finally:
+        session.close()

@@ -1,0 +1,451 @@
+"""The application's tables, as typed SQLAlchemy 2 models.
+
+Names follow the business (organization, campaign, recipient, mailpiece); enums are stored
+as their readable values (``'Pending'``, ``'first_class'``) with CHECK constraints, so the
+same rows read the same on SQLite and PostgreSQL. Every table has ``created_at``; rows that
+change have ``updated_at``. Hot queries and their indexes are listed on each model.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+
+from mail_pipeline.db.types import BigId, Json, UTCDateTime, enum_type
+from mail_pipeline.domain.campaigns import (
+    CampaignMode,
+    CampaignStatus,
+    CsmCadence,
+    IntegrationKind,
+    OrganizationStatus,
+    Postage,
+)
+from mail_pipeline.domain.mailpieces import MailpieceStatus
+from mail_pipeline.domain.recipients import RecipientStatus
+from mail_pipeline.domain.secrets import validate_secret_ref
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Timestamped:
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Organization(Timestamped, Base):
+    __tablename__ = "organizations"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    status: Mapped[OrganizationStatus] = mapped_column(
+        enum_type(OrganizationStatus, "organization_status"), default=OrganizationStatus.ACTIVE
+    )
+    churned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: ISO 3166 alpha-2; decides the default printer route.
+    country: Mapped[str] = mapped_column(String(2))
+    #: Overrides the country's default printer ("lob", "stannp", "intelliprint").
+    printer_preference: Mapped[str | None] = mapped_column(String(32))
+    csm_cadence: Mapped[CsmCadence] = mapped_column(
+        enum_type(CsmCadence, "csm_cadence"), default=CsmCadence.WEEKLY
+    )
+    csm_cadence_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(64))
+    #: Trusted organizations' uploaded recipient lists commit without review.
+    auto_commit_uploads: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The sender printed on postcards: {name, line1, line2, city, region, postal_code, country}.
+    return_address: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    timezone: Mapped[str] = mapped_column(String(64), default="America/New_York")
+
+    campaigns: Mapped[list[Campaign]] = relationship(back_populates="organization")
+    integrations: Mapped[list[OrganizationIntegration]] = relationship(
+        back_populates="organization"
+    )
+
+
+class OrganizationIntegration(Timestamped, Base):
+    """A connected CDP or store. ``secret_ref`` names where the credential lives (an
+    environment variable or a secrets-manager ARN); the credential itself is never stored."""
+
+    __tablename__ = "organization_integrations"
+    __table_args__ = (UniqueConstraint("organization_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    kind: Mapped[IntegrationKind] = mapped_column(enum_type(IntegrationKind, "integration_kind"))
+    secret_ref: Mapped[str] = mapped_column(String(200))
+    #: Non-secret settings: shop domain, placed-order metric id, ...
+    settings: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    organization: Mapped[Organization] = relationship(back_populates="integrations")
+
+    @validates("secret_ref")
+    def _check_secret_ref(self, _key: str, value: str) -> str:
+        return validate_secret_ref(value)
+
+
+class Campaign(Timestamped, Base):
+    """Hot query: sync candidates by (status, campaign_mode) per organization."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (
+        CheckConstraint("holdout_percentage >= 0 AND holdout_percentage <= 100", name="holdout"),
+        CheckConstraint("attribution_window_days > 0", name="attribution_window"),
+        Index(None, "organization_id", "status"),
+        Index(None, "status", "campaign_mode"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    campaign_mode: Mapped[CampaignMode] = mapped_column(enum_type(CampaignMode, "campaign_mode"))
+    status: Mapped[CampaignStatus] = mapped_column(
+        enum_type(CampaignStatus, "campaign_status"), default=CampaignStatus.PENDING
+    )
+    #: The CDP segment whose profiles become recipients; a one_off may have none (CSV upload).
+    provider_segment_id: Mapped[str | None] = mapped_column(String(128))
+    #: The postcard design: template, headline, body, colors, offer code, back message.
+    design: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    postage: Mapped[Postage] = mapped_column(
+        enum_type(Postage, "postage"), default=Postage.FIRST_CLASS
+    )
+    #: First-class becomes standard this many days after the campaign starts (None: never).
+    postage_downgrade_after_days: Mapped[int | None] = mapped_column(Integer)
+    postage_downgraded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    start_date: Mapped[date | None] = mapped_column(Date)
+    #: Scheduled campaigns complete once this date has passed.
+    mail_date: Mapped[date | None] = mapped_column(Date)
+    holdout_percentage: Mapped[Decimal] = mapped_column(Numeric(5, 2), default=Decimal(0))
+    attribution_window_days: Mapped[int] = mapped_column(Integer, default=30)
+    daily_send_cap: Mapped[int | None] = mapped_column(Integer)
+    total_send_cap: Mapped[int | None] = mapped_column(Integer)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    organization: Mapped[Organization] = relationship(back_populates="campaigns")
+
+
+class Recipient(Timestamped, Base):
+    """A profile that entered a campaign's segment. Hot queries:
+
+    - claim a batch: ``WHERE status = ? [AND organization_id = ?] ORDER BY id`` -> (status,
+      organization_id, id) and (status, id);
+    - per-campaign counts and campaign completion: (status, campaign_id);
+    - stale claims: (status, claimed_at); a run's own batch: (batch_id);
+    - cross-campaign exclusion, blocklist and attribution: (organization_id, email_key) and
+      (organization_id, address_key).
+    """
+
+    __tablename__ = "recipients"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "external_profile_id"),
+        Index("ix_recipients_claim", "status", "id"),
+        Index("ix_recipients_claim_org", "status", "organization_id", "id"),
+        Index("ix_recipients_status_campaign", "status", "campaign_id"),
+        Index("ix_recipients_stale", "status", "claimed_at"),
+        Index("ix_recipients_batch", "batch_id"),
+        Index("ix_recipients_org_email", "organization_id", "email_key"),
+        Index("ix_recipients_org_address", "organization_id", "address_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    status: Mapped[RecipientStatus] = mapped_column(enum_type(RecipientStatus, "recipient_status"))
+    #: Why the recipient is in Error, Skipped, Holdout or Blacklisted: a sentence for a person.
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    #: The state it failed in, so an operator retry knows where to resume.
+    error_from_status: Mapped[RecipientStatus | None] = mapped_column(
+        enum_type(RecipientStatus, "recipient_error_from_status")
+    )
+    status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: "cdp" for segment syncs, "upload" for CSV lists.
+    source: Mapped[str] = mapped_column(String(16), default="cdp")
+    external_profile_id: Mapped[str | None] = mapped_column(String(128))
+    email: Mapped[str | None] = mapped_column(String(320))
+    email_key: Mapped[str | None] = mapped_column(String(320))
+    first_name: Mapped[str | None] = mapped_column(String(100))
+    last_name: Mapped[str | None] = mapped_column(String(100))
+    address1: Mapped[str | None] = mapped_column(String(200))
+    address2: Mapped[str | None] = mapped_column(String(200))
+    city: Mapped[str | None] = mapped_column(String(100))
+    region: Mapped[str | None] = mapped_column(String(100))
+    postal_code: Mapped[str | None] = mapped_column(String(20))
+    country: Mapped[str | None] = mapped_column(String(2))
+    address_key: Mapped[str | None] = mapped_column(String(300))
+    #: Extra CDP properties used for personalization.
+    properties: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    #: The claim: which batch holds the recipient, since when, and which run took it.
+    batch_id: Mapped[str | None] = mapped_column(String(64))
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_by_run: Mapped[str | None] = mapped_column(String(64))
+    #: How many times a stage took this recipient (a poison recipient shows a high count).
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    proof_front_url: Mapped[str | None] = mapped_column(Text)
+    proof_back_url: Mapped[str | None] = mapped_column(Text)
+    proof_image_ids: Mapped[list[str] | None] = mapped_column(Json)
+    proof_renderer: Mapped[str | None] = mapped_column(String(32))
+    proofed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Mailpiece(Timestamped, Base):
+    """One printed postcard. ``recipient_id`` is unique: a recipient is mailed at most once.
+    The row (with its idempotency key) is written *before* the printer is asked."""
+
+    __tablename__ = "mailpieces"
+    __table_args__ = (
+        UniqueConstraint("printer", "provider_piece_id"),
+        Index(None, "campaign_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    recipient_id: Mapped[int] = mapped_column(ForeignKey("recipients.id"), unique=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    printer: Mapped[str] = mapped_column(String(32))
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    provider_piece_id: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[MailpieceStatus] = mapped_column(
+        enum_type(MailpieceStatus, "mailpiece_status"), default=MailpieceStatus.REQUESTED
+    )
+    postage: Mapped[Postage] = mapped_column(enum_type(Postage, "mailpiece_postage"))
+    cost_minor: Mapped[int | None] = mapped_column(Integer)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    expected_delivery_date: Mapped[date | None] = mapped_column(Date)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MailpieceEvent(Base):
+    """A status report from a printer; (printer, provider_event_id) is unique, so a
+    redelivered webhook is recorded once."""
+
+    __tablename__ = "mailpiece_events"
+    __table_args__ = (UniqueConstraint("printer", "provider_event_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    mailpiece_id: Mapped[int] = mapped_column(ForeignKey("mailpieces.id"), index=True)
+    printer: Mapped[str] = mapped_column(String(32))
+    provider_event_id: Mapped[str] = mapped_column(String(200))
+    status: Mapped[MailpieceStatus] = mapped_column(
+        enum_type(MailpieceStatus, "mailpiece_event_status")
+    )
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SideEffect(Base):
+    """The ledger of paid or visible external calls made for a recipient (print, billing
+    meter event, CDP event, image deletion): the deterministic idempotency key is stored
+    before the call and the row is marked done after it, so a resumed run repeats only what
+    did not finish, with the same key."""
+
+    __tablename__ = "side_effects"
+    __table_args__ = (UniqueConstraint("recipient_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    recipient_id: Mapped[int] = mapped_column(ForeignKey("recipients.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class BlocklistEntry(Base):
+    """Do-not-mail entries. ``organization_id`` NULL means every organization."""
+
+    __tablename__ = "blocklist_entries"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "kind", "value"),
+        CheckConstraint("kind IN ('email', 'address')", name="kind"),
+        Index(None, "kind", "value"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    organization_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id"))
+    #: "email" (an email key) or "address" (an address key); see ``domain.addresses``.
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(320))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Order(Base):
+    """An order synced from Klaviyo, Ometria or Shopify. Hot queries: unattributed orders
+    per organization, and daily aggregation by ``ordered_at``."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "source", "external_order_id"),
+        Index(None, "organization_id", "attribution_processed_at"),
+        Index(None, "ordered_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    source: Mapped[IntegrationKind] = mapped_column(enum_type(IntegrationKind, "order_source"))
+    external_order_id: Mapped[str] = mapped_column(String(128))
+    email_key: Mapped[str | None] = mapped_column(String(320))
+    address_key: Mapped[str | None] = mapped_column(String(300))
+    total_minor: Mapped[int] = mapped_column(BigId)
+    currency: Mapped[str] = mapped_column(String(3))
+    ordered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
+    attribution_processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Attribution(Base):
+    """An order credited to the postcard that caused it; an order is credited once."""
+
+    __tablename__ = "attributions"
+    __table_args__ = (
+        CheckConstraint("match_type IN ('email', 'address')", name="match_type"),
+        Index(None, "campaign_id", "attributed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), unique=True)
+    recipient_id: Mapped[int] = mapped_column(ForeignKey("recipients.id"), index=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    match_type: Mapped[str] = mapped_column(String(16))
+    revenue_minor: Mapped[int] = mapped_column(BigId)
+    currency: Mapped[str] = mapped_column(String(3))
+    attributed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EnrichmentBatch(Timestamped, Base):
+    """One address-enrichment upload to Faraday; its recipients carry ``batch_id``."""
+
+    __tablename__ = "enrichment_batches"
+    __table_args__ = (Index(None, "status"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    batch_id: Mapped[str] = mapped_column(String(64), unique=True)
+    provider: Mapped[str] = mapped_column(String(32), default="faraday")
+    external_id: Mapped[str | None] = mapped_column(String(128))
+    #: submitted -> running -> completed | failed
+    status: Mapped[str] = mapped_column(String(16), default="submitted")
+    recipient_count: Mapped[int] = mapped_column(Integer, default=0)
+    matched_count: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class EnrichmentCacheEntry(Base):
+    """A remembered enrichment answer (match or no match), kept 90 days."""
+
+    __tablename__ = "enrichment_cache"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    lookup_key: Mapped[str] = mapped_column(String(200), unique=True)
+    matched: Mapped[bool] = mapped_column(Boolean)
+    result: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class Audit(Base):
+    """An organization audit requested over SQS; ``source_message_id`` dedupes redelivery."""
+
+    __tablename__ = "audits"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    source_message_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    requested_by: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    findings: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Report(Base):
+    """A generated report (weekly, BFCM daily, ...); one per org, kind and period."""
+
+    __tablename__ = "reports"
+    __table_args__ = (UniqueConstraint("organization_id", "kind", "period_start"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    period_start: Mapped[date] = mapped_column(Date)
+    period_end: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16), default="generated")
+    content: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ManualSyncTrigger(Base):
+    """A person's "sync this campaign now" request, picked up by a 1-minute sensor."""
+
+    __tablename__ = "manual_sync_triggers"
+    __table_args__ = (Index(None, "status", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    requested_by: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text)
+    #: pending -> launched -> completed | failed
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    synced_count: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    launched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CampaignSyncLock(Base):
+    """The per-campaign sync lock shared by scheduled and manual syncs: a lease with a
+    fencing token, so a holder whose lease expired cannot write after a new holder took it."""
+
+    __tablename__ = "campaign_sync_locks"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    token: Mapped[int] = mapped_column(Integer, default=1)
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,20 @@
+"""Every partitions definition, declared once and imported wherever it is used.
+
+Business days are US/Eastern (seed 000: "All schedules run in US/Eastern timezone"); the
+IANA name ``America/New_York`` is the same zone.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+BUSINESS_TIMEZONE = "America/New_York"
+HISTORY_START = "2026-01-01"
+
+#: One partition per US/Eastern calendar day: order and recipient aggregates, BFCM reports.
+daily_partitions = dg.DailyPartitionsDefinition(
+    start_date=HISTORY_START, timezone=BUSINESS_TIMEZONE
+)
+
+#: One partition per organization (slug), added when an organization is created or synced.
+organization_partitions = dg.DynamicPartitionsDefinition(name="organizations")

@@ -1,0 +1,1 @@
+"""Thin Dagster resources that build the project's database and integration objects."""

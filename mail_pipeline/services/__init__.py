@@ -1,0 +1,1 @@
+"""Use cases: each takes repositories/sessions and clients as arguments; no Dagster."""

@@ -1,0 +1,367 @@
+"""Demo data for the embedded default: two brands, their campaigns, and their CDP segments.
+
+``seed_demo`` is idempotent: organizations are found by slug, campaigns by name, blocklist
+entries by value, and each sandbox segment is replaced whole, so running it twice leaves the
+same data. Profiles are generated deterministically (a fixed seed) and include the awkward
+cases the pipeline must handle: profiles without an address (-> AddressEnrichable), blocklisted
+emails (-> Blacklisted), the same person twice in one segment (deduped), and people in two
+campaigns of one brand (cross-campaign exclusion).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mail_pipeline.db.models import BlocklistEntry, Campaign, Organization, OrganizationIntegration
+from mail_pipeline.domain.addresses import email_key
+from mail_pipeline.domain.campaigns import CampaignMode, CampaignStatus, IntegrationKind, Postage
+from mail_pipeline.integrations.klaviyo.sandbox_data import KlaviyoSandboxData, profile_resource
+from mail_pipeline.integrations.sandbox.store import SandboxStore
+
+FIRST_NAMES = [
+    "Ava",
+    "Liam",
+    "Maya",
+    "Noah",
+    "Zoe",
+    "Ethan",
+    "Iris",
+    "Owen",
+    "Nora",
+    "Caleb",
+    "Ruby",
+    "Felix",
+    "Hazel",
+    "Jonah",
+    "Ivy",
+    "Theo",
+    "Clara",
+    "Miles",
+    "Elsie",
+    "Arlo",
+]
+LAST_NAMES = [
+    "Rivera",
+    "Chen",
+    "Okafor",
+    "Schmidt",
+    "Patel",
+    "Nguyen",
+    "Haddad",
+    "Kowalski",
+    "Murphy",
+    "Tanaka",
+    "Silva",
+    "Johansson",
+    "Bennett",
+    "Moreau",
+    "Fischer",
+    "Ali",
+]
+US_PLACES = [
+    ("Portland", "OR", "97205"),
+    ("Austin", "TX", "78701"),
+    ("Denver", "CO", "80202"),
+    ("Brooklyn", "NY", "11201"),
+    ("Asheville", "NC", "28801"),
+    ("Madison", "WI", "53703"),
+    ("Boise", "ID", "83702"),
+    ("Burlington", "VT", "05401"),
+]
+UK_PLACES = [
+    ("London", "SW1A 2AA"),
+    ("Manchester", "M1 1AE"),
+    ("Bristol", "BS1 4DJ"),
+    ("Leeds", "LS1 4AP"),
+    ("Edinburgh", "EH1 1YZ"),
+    ("Cardiff", "CF10 1EP"),
+    ("York", "YO1 7HH"),
+    ("Bath", "BA1 1LZ"),
+]
+US_STREETS = ["Maple Ave", "Oak St", "Cedar Ln", "Pine St", "Elm Dr", "Willow Way"]
+UK_STREETS = ["High Street", "Station Road", "Church Lane", "Mill Road", "Park Avenue"]
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    segment_id: str
+    size: int
+    without_address: int
+    blocklisted: int
+    duplicated: int
+    #: (segment id, count): this many profiles also belong to another segment of the brand.
+    overlap_with: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class CampaignPlan:
+    name: str
+    mode: CampaignMode
+    status: CampaignStatus
+    segment: SegmentPlan | None
+    holdout: Decimal = Decimal(0)
+    postage: Postage = Postage.FIRST_CLASS
+    downgrade_after_days: int | None = None
+
+
+@dataclass(frozen=True)
+class BrandPlan:
+    slug: str
+    name: str
+    country: str
+    campaigns: tuple[CampaignPlan, ...]
+    design: dict[str, Any] = field(default_factory=dict)
+
+
+def _design(
+    brand: str, headline: str, offer: str, background: str, accent: str, size: str
+) -> dict[str, Any]:
+    return {
+        "template": "classic",
+        "brand_name": brand,
+        "headline": headline,
+        "body": "We saved something for you. Bring this card back and it's yours.",
+        "offer_code": offer,
+        "background_color": background,
+        "accent_color": accent,
+        "back_message": "Thanks for being part of our story.",
+        "size": size,
+    }
+
+
+US_BRAND = BrandPlan(
+    slug="juniper-trail",
+    name="Juniper Trail Outfitters",
+    country="US",
+    design=_design(
+        "Juniper Trail Outfitters",
+        "{first_name}, the trail misses you",
+        "TRAIL20",
+        "#1F3B2D",
+        "#E9B44C",
+        "4x6",
+    ),
+    campaigns=(
+        CampaignPlan(
+            "Win-back automation",
+            CampaignMode.AUTOMATED,
+            CampaignStatus.ACTIVE,
+            SegmentPlan("SEG-JT-WINBACK", 120, 10, 5, 6),
+            holdout=Decimal(10),
+            downgrade_after_days=30,
+        ),
+        CampaignPlan(
+            "Spring launch",
+            CampaignMode.ONE_OFF,
+            CampaignStatus.PENDING,
+            SegmentPlan("SEG-JT-SPRING", 60, 4, 2, 2, ("SEG-JT-WINBACK", 15)),
+        ),
+        CampaignPlan("VIP list upload", CampaignMode.ONE_OFF, CampaignStatus.PENDING, None),
+    ),
+)
+UK_BRAND = BrandPlan(
+    slug="bramble-hearth",
+    name="Bramble & Hearth",
+    country="GB",
+    design=_design(
+        "Bramble & Hearth", "{first_name}, the kettle's on", "HEARTH15", "#5B2333", "#F7F4F3", "A6"
+    ),
+    campaigns=(
+        CampaignPlan(
+            "Lapsed customers",
+            CampaignMode.AUTOMATED,
+            CampaignStatus.ACTIVE,
+            SegmentPlan("SEG-BH-LAPSED", 100, 8, 4, 5),
+            holdout=Decimal(5),
+        ),
+        CampaignPlan(
+            "Summer sale",
+            CampaignMode.ONE_OFF,
+            CampaignStatus.PENDING,
+            SegmentPlan("SEG-BH-SUMMER", 40, 3, 1, 2, ("SEG-BH-LAPSED", 10)),
+        ),
+    ),
+)
+DEMO_BRANDS = (US_BRAND, UK_BRAND)
+
+
+@dataclass
+class DemoSummary:
+    organizations: int = 0
+    campaigns: int = 0
+    profiles: int = 0
+    blocklist_entries: int = 0
+    segments: dict[str, int] = field(default_factory=dict)
+
+
+def _address(rng: random.Random, country: str) -> dict[str, Any]:
+    number = rng.randint(1, 999)
+    if country == "US":
+        city, region, zip_code = rng.choice(US_PLACES)
+        return {
+            "address1": f"{number} {rng.choice(US_STREETS)}",
+            "address2": None,
+            "city": city,
+            "region": region,
+            "zip": zip_code,
+            "country": rng.choice(["United States", "US", "USA"]),
+        }
+    city, postcode = rng.choice(UK_PLACES)
+    return {
+        "address1": f"{number} {rng.choice(UK_STREETS)}",
+        "address2": None,
+        "city": city,
+        "region": None,
+        "zip": postcode,
+        "country": rng.choice(["United Kingdom", "GB"]),
+    }
+
+
+def _profiles(
+    brand: BrandPlan,
+    plan: SegmentPlan,
+    rng: random.Random,
+    existing: dict[str, list[dict[str, Any]]],
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The segment's JSON:API profile resources, and the emails to put on the blocklist."""
+    profiles: list[dict[str, Any]] = []
+    if plan.overlap_with:
+        other, count = plan.overlap_with
+        profiles.extend(existing[other][:count])
+    index = 0
+    while len(profiles) < plan.size:
+        index += 1
+        first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+        email = f"{first}.{last}.{plan.segment_id[-4:]}{index}@example.com".lower()
+        profiles.append(
+            profile_resource(
+                profile_id=f"01{brand.slug[:2].upper()}{plan.segment_id[-6:]}{index:05d}",
+                email=email,
+                first_name=first,
+                last_name=last,
+                location=_address(rng, brand.country),
+                properties={
+                    "favorite_category": rng.choice(["boots", "tents", "tea", "candles"]),
+                    "lifetime_orders": rng.randint(1, 12),
+                },
+            )
+        )
+    fresh = profiles[plan.overlap_with[1] if plan.overlap_with else 0 :]
+    for profile in fresh[: plan.without_address]:
+        profile["attributes"]["location"] = {"country": None, "address1": None}
+    blocklisted = [p["attributes"]["email"] for p in fresh[len(fresh) - plan.blocklisted :]]
+    # The same person twice: a second CDP profile with the same email and address.
+    for i, original in enumerate(
+        fresh[plan.without_address : plan.without_address + plan.duplicated]
+    ):
+        copy = {**original, "id": f"{original['id']}D{i}", "attributes": {**original["attributes"]}}
+        profiles.append(copy)
+    return profiles, blocklisted
+
+
+def seed_demo(session: Session, store: SandboxStore, *, today: date | None = None) -> DemoSummary:
+    today = today or datetime.now(UTC).date()
+    rng = random.Random(20261123)
+    cdp = KlaviyoSandboxData(store)
+    summary = DemoSummary()
+    for brand in DEMO_BRANDS:
+        org = session.scalar(select(Organization).where(Organization.slug == brand.slug))
+        if org is None:
+            org = Organization(slug=brand.slug, name=brand.name, country=brand.country)
+            session.add(org)
+        org.stripe_customer_id = f"cus_demo_{brand.slug.replace('-', '_')}"
+        org.return_address = _return_address(brand)
+        session.flush()
+        summary.organizations += 1
+        integration = session.scalar(
+            select(OrganizationIntegration).where(
+                OrganizationIntegration.organization_id == org.id,
+                OrganizationIntegration.kind == IntegrationKind.KLAVIYO,
+            )
+        )
+        if integration is None:
+            session.add(
+                OrganizationIntegration(
+                    organization_id=org.id,
+                    kind=IntegrationKind.KLAVIYO,
+                    secret_ref=f"KLAVIYO_API_KEY_{brand.slug.split('-')[0].upper()}",
+                    settings={"placed_order_metric": "Placed Order"},
+                )
+            )
+        segments: dict[str, list[dict[str, Any]]] = {}
+        for plan in brand.campaigns:
+            campaign = session.scalar(
+                select(Campaign).where(
+                    Campaign.organization_id == org.id, Campaign.name == plan.name
+                )
+            )
+            if campaign is None:
+                campaign = Campaign(
+                    organization_id=org.id,
+                    name=plan.name,
+                    campaign_mode=plan.mode,
+                    status=plan.status,
+                )
+                session.add(campaign)
+            campaign.provider_segment_id = plan.segment.segment_id if plan.segment else None
+            campaign.design = brand.design
+            campaign.holdout_percentage = plan.holdout
+            campaign.postage = plan.postage
+            campaign.postage_downgrade_after_days = plan.downgrade_after_days
+            campaign.start_date = campaign.start_date or today - timedelta(days=3)
+            summary.campaigns += 1
+            if plan.segment is None:
+                continue
+            profiles, blocklisted = _profiles(brand, plan.segment, rng, segments)
+            segments[plan.segment.segment_id] = profiles
+            cdp.put_segment_profiles(plan.segment.segment_id, profiles)
+            summary.profiles += len(profiles)
+            summary.segments[plan.segment.segment_id] = len(profiles)
+            session.flush()
+            for email in blocklisted:
+                key = email_key(email)
+                exists = session.scalar(
+                    select(BlocklistEntry.id).where(
+                        BlocklistEntry.organization_id == org.id,
+                        BlocklistEntry.kind == "email",
+                        BlocklistEntry.value == key,
+                    )
+                )
+                if exists is None and key:
+                    session.add(
+                        BlocklistEntry(
+                            organization_id=org.id,
+                            kind="email",
+                            value=key,
+                            reason="asked not to be mailed (demo)",
+                        )
+                    )
+                    summary.blocklist_entries += 1
+    session.flush()
+    return summary
+
+
+def _return_address(brand: BrandPlan) -> dict[str, Any]:
+    if brand.country == "US":
+        return {
+            "name": brand.name,
+            "line1": "400 Alder St",
+            "city": "Portland",
+            "region": "OR",
+            "postal_code": "97204",
+            "country": "US",
+        }
+    return {
+        "name": brand.name,
+        "line1": "12 Wharf Street",
+        "city": "Bristol",
+        "postal_code": "BS1 4RN",
+        "country": "GB",
+    }

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date
+
+from sqlalchemy import func, select
+
+from mail_pipeline.db.engine import unit_of_work
+from mail_pipeline.db.models import BlocklistEntry, Campaign, Organization
+from mail_pipeline.domain.campaigns import CampaignMode
+from mail_pipeline.integrations.klaviyo.sandbox_data import KlaviyoSandboxData
+from mail_pipeline.integrations.sandbox.store import SandboxStore
+from mail_pipeline.services.demo import seed_demo
+
+
+def _segment(store: SandboxStore, segment_id: str) -> list[dict]:
+    from mail_pipeline.integrations.klaviyo.sandbox_data import segment_collection
+
+    return [
+        doc["resource"] for _, _, doc in store.scan(segment_collection(segment_id), limit=10_000)
+    ]
+
+
+def test_demo_seeds_two_brands_with_the_awkward_cases(db_url: str) -> None:
+    store = SandboxStore()
+    with unit_of_work(db_url) as session:
+        summary = seed_demo(session, store, today=date(2026, 11, 23))
+    assert summary.organizations == 2 and summary.campaigns == 5
+    assert 300 <= summary.profiles <= 400
+
+    with unit_of_work(db_url) as session:
+        countries = set(session.scalars(select(Organization.country)))
+        modes = Counter(session.scalars(select(Campaign.campaign_mode)))
+        no_segment = session.scalars(
+            select(Campaign.name).where(Campaign.provider_segment_id.is_(None))
+        ).all()
+        blocked = set(session.scalars(select(BlocklistEntry.value)))
+    assert countries == {"US", "GB"}
+    assert modes == {CampaignMode.AUTOMATED: 2, CampaignMode.ONE_OFF: 3}
+    assert no_segment == ["VIP list upload"]
+
+    winback = _segment(store, "SEG-JT-WINBACK")
+    emails = Counter(p["attributes"]["email"] for p in winback)
+    assert sum(1 for p in winback if not p["attributes"]["location"]["address1"]) == 10
+    assert sum(n - 1 for n in emails.values()) == 6, "six people appear twice"
+    assert len(blocked & set(emails)) == 5
+    spring_ids = {p["id"] for p in _segment(store, "SEG-JT-SPRING")}
+    assert len(spring_ids & {p["id"] for p in winback}) == 15
+    assert set(KlaviyoSandboxData(store).segment_ids()) == {
+        "SEG-JT-WINBACK",
+        "SEG-JT-SPRING",
+        "SEG-BH-LAPSED",
+        "SEG-BH-SUMMER",
+    }
+
+
+def test_seeding_twice_changes_nothing(db_url: str) -> None:
+    store = SandboxStore()
+    with unit_of_work(db_url) as session:
+        first = seed_demo(session, store)
+    before = _segment(store, "SEG-BH-LAPSED")
+    with unit_of_work(db_url) as session:
+        second = seed_demo(session, store)
+    with unit_of_work(db_url) as session:
+        assert session.scalar(select(func.count()).select_from(Organization)) == 2
+        assert session.scalar(select(func.count()).select_from(Campaign)) == 5
+        assert (
+            session.scalar(select(func.count()).select_from(BlocklistEntry))
+            == first.blocklist_entries
+        )
+    assert second.blocklist_entries == 0
+    assert _segment(store, "SEG-BH-LAPSED") == before
