@@ -35,6 +35,7 @@ class SharedSqlite:
                     conn.row_factory = sqlite3.Row
                 if self.path != ":memory:":
                     conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA busy_timeout=30000")
                 conn.executescript(self._schema)
                 self._conn = conn
