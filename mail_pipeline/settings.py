@@ -44,6 +44,8 @@ class Settings:
     #: time (``dg.EnvVar``), so this holds the variable's *name* there.
     database_url: str
     data_dir: Path
+    #: Where a static file server publishes ``image_dir`` (local only; None: file:// URLs).
+    image_base_url: str | None = None
 
     @property
     def sandbox_path(self) -> Path:
@@ -83,4 +85,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         url = environ.get("MAIL_PIPELINE_DATABASE_URL") or (
             f"sqlite:///{data_dir}/mail_pipeline.sqlite"
         )
-    return Settings(environment=env, database_url=url, data_dir=data_dir)
+    return Settings(
+        environment=env,
+        database_url=url,
+        data_dir=data_dir,
+        image_base_url=environ.get("MAIL_PIPELINE_IMAGE_BASE_URL") or None,
+    )

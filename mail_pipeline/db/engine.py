@@ -9,8 +9,8 @@ psycopg 3 driver. ``unit_of_work`` is the one place that begins, commits and rol
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +99,8 @@ def unit_of_work(url: str) -> Iterator[Session]:
             yield session
     finally:
         session.close()
+
+
+#: What services take to open a transaction: ``Database.session`` or ``partial(unit_of_work,
+#: url)``; each call is one unit of work.
+SessionFactory = Callable[[], AbstractContextManager[Session]]

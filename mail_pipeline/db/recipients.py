@@ -13,7 +13,7 @@ The gateway works inside the caller's session and transaction; it never commits.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +21,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from mail_pipeline.db.models import Recipient, utcnow
+from mail_pipeline.db.models import Campaign, Organization, Recipient, utcnow
+from mail_pipeline.domain.campaigns import CampaignStatus, OrganizationStatus
 from mail_pipeline.domain.recipients import (
     CLAIMED_STATES,
     RecipientStatus,
@@ -65,6 +66,26 @@ class StaleClaim:
     oldest_claimed_at: datetime
 
 
+def _eligible_campaigns(statuses: Collection[CampaignStatus]) -> Any:
+    return (
+        select(Campaign.id)
+        .join(Organization, Organization.id == Campaign.organization_id)
+        .where(
+            Campaign.status.in_(list(statuses)), Organization.status == OrganizationStatus.ACTIVE
+        )
+    )
+
+
+def campaigns_by_id(session: Session, ids: Iterable[int]) -> dict[int, Campaign]:
+    return {c.id: c for c in session.scalars(select(Campaign).where(Campaign.id.in_(set(ids))))}
+
+
+def organizations_by_id(session: Session, ids: Iterable[int]) -> dict[int, Organization]:
+    return {
+        o.id: o for o in session.scalars(select(Organization).where(Organization.id.in_(set(ids))))
+    }
+
+
 def new_batch_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:20]}"
 
@@ -85,12 +106,16 @@ class RecipientGateway:
         *,
         organization_id: int | None = None,
         campaign_id: int | None = None,
+        campaign_statuses: Collection[CampaignStatus] | None = None,
         batch_id: str | None = None,
         run_id: str | None = None,
         now: datetime | None = None,
     ) -> Claim:
         """Move up to ``limit`` recipients, oldest first, from one state to another and mark
-        them with a new batch id. Exactly-once: a recipient is in at most one claim."""
+        them with a new batch id. Exactly-once: a recipient is in at most one claim.
+
+        ``campaign_statuses`` restricts the claim to campaigns in those statuses whose
+        organization is active (a paused campaign's recipients wait)."""
         require_transition(from_status, to_status)
         if limit < 1:
             raise ValueError("a claim needs a positive limit")
@@ -101,6 +126,8 @@ class RecipientGateway:
             pick = pick.where(Recipient.organization_id == organization_id)
         if campaign_id is not None:
             pick = pick.where(Recipient.campaign_id == campaign_id)
+        if campaign_statuses is not None:
+            pick = pick.where(Recipient.campaign_id.in_(_eligible_campaigns(campaign_statuses)))
         pick = pick.order_by(Recipient.id).limit(limit)
         values = {
             "status": to_status,
@@ -253,6 +280,32 @@ class RecipientGateway:
             for batch_id, status, run_id, count, oldest in self.session.execute(stmt)
             if oldest is not None  # always true: the WHERE clause needs a claimed_at
         ]
+
+    def organizations_waiting(
+        self, status: RecipientStatus, campaign_statuses: Collection[CampaignStatus]
+    ) -> list[int]:
+        """Organizations with recipients in ``status`` that a claim could take."""
+        return list(
+            self.session.scalars(
+                select(Recipient.organization_id)
+                .where(
+                    Recipient.status == status,
+                    Recipient.campaign_id.in_(_eligible_campaigns(campaign_statuses)),
+                )
+                .distinct()
+                .order_by(Recipient.organization_id)
+            )
+        )
+
+    def batch(self, batch_id: str, status: RecipientStatus) -> list[Recipient]:
+        """The batch's recipients in ``status`` (ORM rows, usable after the session ends)."""
+        return list(
+            self.session.scalars(
+                select(Recipient)
+                .where(Recipient.batch_id == batch_id, Recipient.status == status)
+                .order_by(Recipient.id)
+            )
+        )
 
     def counts_by_status(self, *, campaign_id: int | None = None) -> dict[RecipientStatus, int]:
         stmt = select(Recipient.status, func.count()).group_by(Recipient.status)

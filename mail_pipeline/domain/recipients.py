@@ -54,8 +54,10 @@ TRANSITIONS: dict[RecipientStatus, frozenset[RecipientStatus]] = {
     S.ERROR: frozenset({S.PENDING, S.PROOFED}),
 }
 
-#: States a sync may create a recipient in.
-INITIAL_STATES = frozenset({S.ADDRESS_ENRICHABLE, S.PENDING, S.SKIPPED, S.HOLDOUT, S.BLACKLISTED})
+#: States a sync may create a recipient in (Error: a profile the CDP sent malformed).
+INITIAL_STATES = frozenset(
+    {S.ADDRESS_ENRICHABLE, S.PENDING, S.SKIPPED, S.HOLDOUT, S.BLACKLISTED, S.ERROR}
+)
 
 #: States a batch claim puts recipients in; a claim older than its timeout is stale.
 CLAIMED_STATES = frozenset(
@@ -78,6 +80,13 @@ RECOVERY_TARGET = {
 
 #: Error's operator retry goes back to the start of the stage that failed.
 RETRY_TARGET = {S.PROOFING: S.PENDING, S.SENDING: S.PROOFED}
+
+
+def retry_target(error_from_status: RecipientStatus | None) -> RecipientStatus:
+    """Where an operator retry sends an Error recipient; one rejected at sync starts over."""
+    if error_from_status is None:
+        return S.PENDING
+    return RETRY_TARGET[error_from_status]
 
 
 class IllegalTransition(ValueError):

@@ -10,7 +10,8 @@ from mail_pipeline.integrations.sandbox.store import SandboxStore
 
 
 @functools.cache
-def _store(path: str) -> SandboxStore:
+def shared_store(path: str) -> SandboxStore:
+    """One store object per file per process, shared by every sandbox resource."""
     return SandboxStore(path)
 
 
@@ -20,4 +21,4 @@ class SandboxState(dg.ConfigurableResource):
     path: str
 
     def store(self) -> SandboxStore:
-        return _store(self.path)
+        return shared_store(self.path)

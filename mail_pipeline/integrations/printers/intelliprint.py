@@ -61,7 +61,11 @@ from mail_pipeline.integrations.printers.common import (
     response_json,
     webhook_json,
 )
-from mail_pipeline.integrations.printers.signing import DEFAULT_TOLERANCE_SECONDS, verify_svix
+from mail_pipeline.integrations.printers.signing import (
+    DEFAULT_TOLERANCE_SECONDS,
+    ingress_time,
+    verify_svix,
+)
 from mail_pipeline.integrations.ratelimit import SlidingWindowLimiter
 
 log = logging.getLogger(__name__)
@@ -266,7 +270,7 @@ class IntelliPrintPrinter(Printer):
                 self.webhook_secret,
                 envelope.headers,
                 envelope.body,
-                now=self.clock(),
+                now=ingress_time(envelope.received_at, self.clock),
                 tolerance=self.webhook_tolerance,
             )
         payload = webhook_json("intelliprint", envelope.body)

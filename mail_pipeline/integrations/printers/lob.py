@@ -46,7 +46,11 @@ from mail_pipeline.integrations.printers.common import (
     response_json,
     webhook_json,
 )
-from mail_pipeline.integrations.printers.signing import DEFAULT_TOLERANCE_SECONDS, verify_lob
+from mail_pipeline.integrations.printers.signing import (
+    DEFAULT_TOLERANCE_SECONDS,
+    ingress_time,
+    verify_lob,
+)
 from mail_pipeline.integrations.ratelimit import SlidingWindowLimiter
 
 log = logging.getLogger(__name__)
@@ -277,7 +281,7 @@ class LobPrinter(Printer):
                 self.webhook_secret,
                 envelope.headers,
                 envelope.body,
-                now=self.clock(),
+                now=ingress_time(envelope.received_at, self.clock),
                 tolerance=self.webhook_tolerance,
             )
         event = webhook_json("lob", envelope.body)

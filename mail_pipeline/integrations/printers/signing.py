@@ -22,7 +22,8 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 
 from mail_pipeline.integrations.printers.base import MalformedWebhook
 from mail_pipeline.integrations.printers.common import header
@@ -41,6 +42,25 @@ def _check_age(vendor: str, sent_at: float, now: float, tolerance: float) -> Non
             f"{vendor} webhook timestamp is {skew:.0f} s away from now, outside the "
             f"{tolerance:.0f} s tolerance (a replay, or a clock problem)"
         )
+
+
+def ingress_time(received_at: str | None, clock: Callable[[], float]) -> float:
+    """The moment a signature's age is measured at: when our webhook ingress received it.
+
+    A webhook may wait in the status queue (a backlog, a redelivery while its mailpiece is not
+    recorded yet) for longer than the tolerance; that is not a replay. The replay window is
+    therefore checked against the envelope's ``received_at`` (written by our own ingress onto
+    our own queue), and against the consumer's clock only when the envelope has none.
+    """
+    if received_at:
+        try:
+            moment = datetime.fromisoformat(received_at.replace("Z", "+00:00"))
+        except ValueError:
+            return clock()
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    return clock()
 
 
 # -- Lob ------------------------------------------------------------------------------------

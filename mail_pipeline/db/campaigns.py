@@ -1,0 +1,208 @@
+"""Campaign and organization queries the sync needs."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select
+from sqlalchemy.orm import Session
+
+from mail_pipeline.db.models import (
+    BlocklistEntry,
+    Campaign,
+    Organization,
+    OrganizationIntegration,
+    Recipient,
+)
+from mail_pipeline.domain.campaigns import (
+    SYNCABLE_STATUSES,
+    CampaignMode,
+    CampaignStatus,
+    IntegrationKind,
+    OrganizationStatus,
+)
+from mail_pipeline.domain.sync import NON_EXCLUDING_STATES, NOT_MAILED_STATES, ProfileFacts
+
+
+@dataclass(frozen=True)
+class IntegrationRef:
+    """Where an organization's CDP lives; ``secret_ref`` names the credential's location."""
+
+    organization_id: int
+    kind: IntegrationKind
+    secret_ref: str
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CampaignForSync:
+    id: int
+    name: str
+    organization_id: int
+    organization_active: bool
+    mode: CampaignMode
+    status: CampaignStatus
+    segment_id: str | None
+    holdout_percentage: Any
+    total_send_cap: int | None
+    cdp: IntegrationRef | None
+
+
+def _candidate_filter() -> Any:
+    """Seed 001 §1: automated in Pending/Active/Paused, one_off only while Pending."""
+    return and_(
+        Campaign.status.in_(SYNCABLE_STATUSES),
+        or_(
+            Campaign.campaign_mode == CampaignMode.AUTOMATED,
+            and_(
+                Campaign.campaign_mode == CampaignMode.ONE_OFF,
+                Campaign.status == CampaignStatus.PENDING,
+            ),
+        ),
+    )
+
+
+class CampaignGateway:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def sync_candidates(self) -> dict[int, list[int]]:
+        """Campaign ids to sync, grouped by (active) organization, in id order."""
+        rows = self.session.execute(
+            select(Campaign.organization_id, Campaign.id)
+            .join(Organization, Organization.id == Campaign.organization_id)
+            .where(Organization.status == OrganizationStatus.ACTIVE, _candidate_filter())
+            .order_by(Campaign.organization_id, Campaign.id)
+        )
+        grouped: dict[int, list[int]] = defaultdict(list)
+        for organization_id, campaign_id in rows:
+            grouped[organization_id].append(campaign_id)
+        return dict(grouped)
+
+    def organization_campaign_ids(self, organization_id: int) -> list[int]:
+        return list(
+            self.session.scalars(
+                select(Campaign.id)
+                .where(Campaign.organization_id == organization_id, _candidate_filter())
+                .order_by(Campaign.id)
+            )
+        )
+
+    def campaign_for_sync(self, campaign_id: int) -> CampaignForSync | None:
+        row = self.session.execute(
+            select(Campaign, Organization.status)
+            .join(Organization, Organization.id == Campaign.organization_id)
+            .where(Campaign.id == campaign_id)
+        ).one_or_none()
+        if row is None:
+            return None
+        campaign, org_status = row
+        integration = self.session.scalar(
+            select(OrganizationIntegration).where(
+                OrganizationIntegration.organization_id == campaign.organization_id,
+                OrganizationIntegration.kind == IntegrationKind.KLAVIYO,
+                OrganizationIntegration.enabled.is_(True),
+            )
+        )
+        cdp = (
+            None
+            if integration is None
+            else IntegrationRef(
+                integration.organization_id,
+                integration.kind,
+                integration.secret_ref,
+                dict(integration.settings or {}),
+            )
+        )
+        return CampaignForSync(
+            id=campaign.id,
+            name=campaign.name,
+            organization_id=campaign.organization_id,
+            organization_active=org_status == OrganizationStatus.ACTIVE,
+            mode=campaign.campaign_mode,
+            status=campaign.status,
+            segment_id=campaign.provider_segment_id,
+            holdout_percentage=campaign.holdout_percentage,
+            total_send_cap=campaign.total_send_cap,
+            cdp=cdp,
+        )
+
+    def existing_facts(self, campaign_id: int) -> list[ProfileFacts]:
+        rows = self.session.execute(
+            select(
+                Recipient.external_profile_id,
+                Recipient.email_key,
+                Recipient.address_key,
+                Recipient.id,
+            ).where(Recipient.campaign_id == campaign_id)
+        )
+        return [
+            ProfileFacts(profile_id or f"recipient:{rid}", email, address, bool(address))
+            for profile_id, email, address, rid in rows
+        ]
+
+    def people_in_other_campaigns(
+        self, organization_id: int, campaign_id: int
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """email key -> campaign name and address key -> campaign name for the people the
+        organization's other campaigns hold (in a state that excludes them)."""
+        rows = self.session.execute(
+            select(Recipient.email_key, Recipient.address_key, Campaign.name)
+            .join(Campaign, Campaign.id == Recipient.campaign_id)
+            .where(
+                Recipient.organization_id == organization_id,
+                Recipient.campaign_id != campaign_id,
+                Recipient.status.not_in(NON_EXCLUDING_STATES),
+            )
+            .order_by(Recipient.id)
+        )
+        emails: dict[str, str] = {}
+        addresses: dict[str, str] = {}
+        for email, address, name in rows:
+            if email:
+                emails.setdefault(email, name)
+            if address:
+                addresses.setdefault(address, name)
+        return emails, addresses
+
+    def blocklist(self, organization_id: int) -> tuple[frozenset[str], frozenset[str]]:
+        rows = self.session.execute(
+            select(BlocklistEntry.kind, BlocklistEntry.value).where(
+                or_(
+                    BlocklistEntry.organization_id == organization_id,
+                    BlocklistEntry.organization_id.is_(None),
+                )
+            )
+        )
+        emails: set[str] = set()
+        addresses: set[str] = set()
+        for kind, value in rows:
+            (emails if kind == "email" else addresses).add(value)
+        return frozenset(emails), frozenset(addresses)
+
+    def mailable_count(self, campaign_id: int) -> int:
+        """Recipients of the campaign that are or will be mailed (for the total send cap)."""
+        return int(
+            self.session.scalar(
+                select(func.count())
+                .select_from(Recipient)
+                .where(
+                    Recipient.campaign_id == campaign_id, Recipient.status.not_in(NOT_MAILED_STATES)
+                )
+            )
+            or 0
+        )
+
+    def add_recipients(self, rows: Sequence[dict[str, Any]]) -> int:
+        if rows:
+            self.session.execute(insert(Recipient), list(rows))
+        return len(rows)
+
+    def mark_synced(self, campaign_ids: Iterable[int], when: Any) -> None:
+        for campaign in self.session.scalars(
+            select(Campaign).where(Campaign.id.in_(list(campaign_ids)))
+        ):
+            campaign.last_synced_at = when

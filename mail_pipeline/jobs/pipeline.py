@@ -1,0 +1,135 @@
+"""Proofing and mailing runs: each processes one claimed batch (hundreds of recipients) with
+bounded concurrency inside; per-run totals are metadata, never one event per recipient."""
+
+import dagster as dg
+
+from mail_pipeline.jobs import tags
+from mail_pipeline.jobs.metadata import Metadata, link, reasons_table
+from mail_pipeline.resources.billing import BillingResource
+from mail_pipeline.resources.cdp import CdpResource
+from mail_pipeline.resources.database import Database
+from mail_pipeline.resources.images import ImageHostResource
+from mail_pipeline.resources.printing import PrintersResource
+from mail_pipeline.resources.queues import QueuesResource
+from mail_pipeline.resources.rendering import RenderingResource
+from mail_pipeline.services.mailing import MailingServices, mail_batch
+from mail_pipeline.services.proofing import proof_batch
+
+
+class BatchConfig(dg.Config):
+    batch_id: str
+    #: Recipients processed at once inside the run.
+    concurrency: int = 16
+
+
+@dg.op
+def proof_recipients(
+    context: dg.OpExecutionContext,
+    config: BatchConfig,
+    database: Database,
+    rendering: RenderingResource,
+    image_host: ImageHostResource,
+) -> dg.Output[None]:
+    """Render and host each recipient's postcard: ProofingStaged -> Proofing -> Proofed."""
+    result = proof_batch(
+        database.session,
+        config.batch_id,
+        rendering.renderer(),
+        image_host.client(),
+        run_id=context.run_id,
+        concurrency=config.concurrency,
+    )
+    metadata: Metadata = {
+        "batch_id": config.batch_id,
+        "recipients": result.taken,
+        "proofed": result.proofed,
+        "released_for_retry": result.released,
+        "errors": len(result.errors),
+        "renderers": dg.MetadataValue.json(dict(result.renderers)),
+    }
+    if result.errors:
+        metadata["error_reasons"] = reasons_table(result.errors)
+    for recipient_id, front, back in result.samples[:3]:
+        metadata[f"proof_{recipient_id}_front"] = link(front)
+        metadata[f"proof_{recipient_id}_back"] = link(back)
+    context.log.info(
+        "batch %s: %s of %s proofed, %s errors, %s released",
+        config.batch_id,
+        result.proofed,
+        result.taken,
+        len(result.errors),
+        result.released,
+    )
+    return dg.Output(None, metadata=metadata)
+
+
+@dg.job(
+    tags={tags.STAGE: "proofing", tags.MAX_RUNTIME: 900},
+    description="Render and host the proofs of one claimed batch.",
+)
+def proofing_job() -> None:
+    proof_recipients()
+
+
+@dg.op
+def mail_recipients(
+    context: dg.OpExecutionContext,
+    config: BatchConfig,
+    database: Database,
+    printers: PrintersResource,
+    billing: BillingResource,
+    cdp: CdpResource,
+    queues: QueuesResource,
+) -> dg.Output[None]:
+    """Print and mail each recipient's postcard at most once: SendingStaged -> Sending -> Sent."""
+    services = MailingServices(
+        printers=printers.strategy(),
+        billing=billing.meter(),
+        cdp=cdp,
+        image_deletions=queues.image_deletion_queue(),
+        test_mode=printers.test_mode,
+    )
+    result = mail_batch(
+        database.session,
+        config.batch_id,
+        services,
+        run_id=context.run_id,
+        concurrency=config.concurrency,
+    )
+    metadata: Metadata = {
+        "batch_id": config.batch_id,
+        "recipients": result.taken,
+        "sent": result.sent,
+        "postcards_created": result.created,
+        "reconciled_with_printer": result.reconciled,
+        "deferred": len(result.deferred),
+        "errors": len(result.errors),
+        "printers": dg.MetadataValue.json(dict(result.printers)),
+    }
+    if result.errors:
+        metadata["error_reasons"] = reasons_table(result.errors)
+    if result.deferred:
+        metadata["deferred_reasons"] = reasons_table(result.deferred)
+    if result.follow_up_failures:
+        metadata["follow_up_failures"] = reasons_table(
+            {k: "; ".join(v) for k, v in result.follow_up_failures.items()}
+        )
+    context.log.info(
+        "batch %s: %s of %s sent (%s created, %s reconciled), %s errors, %s deferred",
+        config.batch_id,
+        result.sent,
+        result.taken,
+        result.created,
+        result.reconciled,
+        len(result.errors),
+        len(result.deferred),
+    )
+    return dg.Output(None, metadata=metadata)
+
+
+@dg.job(
+    tags={tags.STAGE: "mailing", tags.MAX_RUNTIME: 900},
+    description="Print and mail the postcards of one claimed batch.",
+)
+def mailing_job() -> None:
+    mail_recipients()

@@ -1,0 +1,89 @@
+"""Runs that drain a queue: printer status webhooks, and hosted-image deletions.
+
+Messages are received inside the run (not in the sensor), deleted only after their effect is
+committed; a run reads at most ``max_receives`` x 10 messages, so a backlog becomes several
+short runs rather than one long one.
+"""
+
+import dataclasses
+
+import dagster as dg
+
+from mail_pipeline.jobs import tags
+from mail_pipeline.jobs.metadata import Metadata
+from mail_pipeline.resources.database import Database
+from mail_pipeline.resources.images import ImageHostResource
+from mail_pipeline.resources.printing import PrintersResource
+from mail_pipeline.resources.queues import QueuesResource
+from mail_pipeline.services.image_cleanup import process_image_deletions
+from mail_pipeline.services.status_tracking import process_status_queue
+
+
+class DrainConfig(dg.Config):
+    #: Receive calls per run (each returns at most 10 messages).
+    max_receives: int = 5
+
+
+def _totals(result: object) -> Metadata:
+    metadata: Metadata = {}
+    for f in dataclasses.fields(result):  # type: ignore[arg-type]
+        value = getattr(result, f.name)
+        if isinstance(value, int):
+            metadata[f.name] = value
+        elif isinstance(value, tuple) and value:
+            metadata[f.name] = dg.MetadataValue.json(list(value))
+    return metadata
+
+
+@dg.op
+def apply_mail_statuses(
+    context: dg.OpExecutionContext,
+    config: DrainConfig,
+    database: Database,
+    queues: QueuesResource,
+    printers: PrintersResource,
+) -> dg.Output[None]:
+    """Parse printer webhooks, update mailpieces in bulk, Sent -> Received on delivery."""
+    result = process_status_queue(
+        database.session,
+        queues.status_queue(),
+        printers.printers(),
+        max_receives=config.max_receives,
+        visibility_timeout=queues.visibility_timeout,
+        log=context.log,
+    )
+    return dg.Output(None, metadata=_totals(result))
+
+
+@dg.job(
+    tags={tags.STAGE: "status", tags.MAX_RUNTIME: 600},
+    description="Apply printer status webhooks from the status queue.",
+)
+def mail_status_job() -> None:
+    apply_mail_statuses()
+
+
+@dg.op
+def delete_hosted_images(
+    context: dg.OpExecutionContext,
+    config: DrainConfig,
+    queues: QueuesResource,
+    image_host: ImageHostResource,
+) -> dg.Output[None]:
+    """Delete proof images that were mailed (Cloudflare deletions from the queue)."""
+    result = process_image_deletions(
+        queues.image_deletion_queue(),
+        image_host.client(),
+        max_receives=config.max_receives,
+        visibility_timeout=queues.visibility_timeout,
+        log=context.log,
+    )
+    return dg.Output(None, metadata=_totals(result))
+
+
+@dg.job(
+    tags={tags.STAGE: "maintenance", tags.MAX_RUNTIME: 600},
+    description="Delete hosted proof images queued for deletion.",
+)
+def image_cleanup_job() -> None:
+    delete_hosted_images()

@@ -1,0 +1,47 @@
+"""Usage billing (Stripe billing meter events) as a resource."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from mail_pipeline.integrations.billing.sandbox import SANDBOX_API_KEY, StripeSandbox
+from mail_pipeline.integrations.billing.stripe_meter import StripeMeter
+from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour
+from mail_pipeline.resources.sandbox import shared_store
+
+
+class BillingResource(dg.ConfigurableResource):
+    #: The Stripe meter's event name: one unit per postcard mailed.
+    event_name: str = "postcards_mailed"
+    _meter: StripeMeter | None = PrivateAttr(default=None)
+
+    @abstractmethod
+    def build(self) -> StripeMeter: ...
+
+    def meter(self) -> StripeMeter:
+        if self._meter is None:
+            self._meter = self.build()
+        return self._meter
+
+
+class StripeBilling(BillingResource):
+    api_key: str
+
+    def build(self) -> StripeMeter:
+        return StripeMeter(self.api_key, event_name=self.event_name)
+
+
+class SandboxBilling(BillingResource):
+    sandbox_path: str
+    latency_seconds: float = 0.0
+    failure_rate: float = 0.0
+
+    def build(self) -> StripeMeter:
+        sandbox = StripeSandbox(
+            shared_store(self.sandbox_path),
+            SandboxBehaviour(latency_seconds=self.latency_seconds, failure_rate=self.failure_rate),
+        )
+        return StripeMeter(SANDBOX_API_KEY, event_name=self.event_name, transport=sandbox)

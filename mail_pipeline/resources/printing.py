@@ -1,0 +1,113 @@
+"""Printers as a resource: the configured printers and the routing strategy over them.
+
+"Never print a real postcard from a laptop" is a binding: locally ``SandboxPrinters`` is bound,
+in production ``LivePrinters`` with keys from the environment. An organization's
+``printer_preference`` overrides ``routes`` per country (see ``PrinterStrategy``).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, Literal
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from mail_pipeline.integrations.printers.base import Printer
+from mail_pipeline.integrations.printers.intelliprint import IntelliPrintPrinter
+from mail_pipeline.integrations.printers.lob import LobPrinter
+from mail_pipeline.integrations.printers.sandbox import emit_due_webhooks, sandbox_printers
+from mail_pipeline.integrations.printers.sandbox_base import SandboxTimeline
+from mail_pipeline.integrations.printers.stannp import StannpPrinter
+from mail_pipeline.integrations.printers.strategy import DEFAULT_ROUTES, PrinterStrategy
+from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour
+from mail_pipeline.resources.sandbox import shared_store
+
+
+class PrintersResource(dg.ConfigurableResource):
+    #: country (ISO alpha-2) -> printer name; the seed's default is US: lob, GB: stannp.
+    routes: dict[str, str] = dict(DEFAULT_ROUTES)
+    #: Pieces are created in the printers' test modes (validated, never printed or charged).
+    test_mode: bool = False
+    _printers: dict[str, Printer] | None = PrivateAttr(default=None)
+
+    @abstractmethod
+    def build_printers(self) -> dict[str, Printer]: ...
+
+    def printers(self) -> dict[str, Printer]:
+        if self._printers is None:
+            self._printers = self.build_printers()
+        return self._printers
+
+    def strategy(self) -> PrinterStrategy:
+        return PrinterStrategy(self.routes, self.printers())
+
+
+class LivePrinters(PrintersResource):
+    """The vendors' APIs; a printer without a key is simply not available for routing."""
+
+    lob_api_key: str | None = None
+    lob_webhook_secret: str | None = None
+    stannp_api_key: str | None = None
+    stannp_platform: Literal["uk", "us"] = "uk"
+    stannp_webhook_secret: str | None = None
+    intelliprint_api_key: str | None = None
+    intelliprint_webhook_secret: str | None = None
+
+    def build_printers(self) -> dict[str, Printer]:
+        printers: dict[str, Printer] = {}
+        if self.lob_api_key:
+            printers["lob"] = LobPrinter(self.lob_api_key, webhook_secret=self.lob_webhook_secret)
+        if self.stannp_api_key:
+            printers["stannp"] = StannpPrinter(
+                self.stannp_api_key,
+                platform=self.stannp_platform,
+                webhook_secret=self.stannp_webhook_secret,
+            )
+        if self.intelliprint_api_key:
+            printers["intelliprint"] = IntelliPrintPrinter(
+                self.intelliprint_api_key, webhook_secret=self.intelliprint_webhook_secret
+            )
+        return printers
+
+
+class SandboxPrinters(PrintersResource):
+    """Lob, Stannp and IntelliPrint sandboxes: each key accepted once, status webhooks
+    emitted later on the timeline below (seconds after the piece was accepted)."""
+
+    sandbox_path: str
+    test_mode: bool = True
+    latency_seconds: float = 0.0
+    failure_rate: float = 0.0
+    lost_response_rate: float = 0.0
+    in_transit_after: float = 20.0
+    delivered_after: float = 45.0
+    returned_rate: float = 0.02
+    client_rate_limits: bool = True
+
+    def build_printers(self) -> dict[str, Printer]:
+        return sandbox_printers(
+            shared_store(self.sandbox_path),
+            SandboxBehaviour(
+                latency_seconds=self.latency_seconds,
+                failure_rate=self.failure_rate,
+                lost_response_rate=self.lost_response_rate,
+            ),
+            self.timeline(),
+            client_rate_limits=self.client_rate_limits,
+        )
+
+    def timeline(self) -> SandboxTimeline:
+        step = self.in_transit_after / 3
+        return SandboxTimeline(
+            in_production_after=step,
+            mailed_after=2 * step,
+            in_transit_after=self.in_transit_after,
+            in_local_area_after=(self.in_transit_after + self.delivered_after) / 2,
+            delivered_after=self.delivered_after,
+            returned_rate=self.returned_rate,
+        )
+
+    def emit_webhooks(self, send: Any, now: float | None = None) -> int:
+        """Deliver the status webhooks that are due onto the status queue (``send``)."""
+        return emit_due_webhooks(shared_store(self.sandbox_path), send, now)

@@ -1,0 +1,210 @@
+"""Sensors that move recipients: stage batches for proofing and mailing, drain the status and
+image-deletion queues, and recover claims whose run died.
+
+Each is built by a small factory so tests can build one with other numbers. Sensors only
+claim and launch; the work happens in runs.
+"""
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+
+import dagster as dg
+
+from mail_pipeline.jobs import tags
+from mail_pipeline.jobs.pipeline import BatchConfig, mailing_job, proofing_job
+from mail_pipeline.jobs.queues import DrainConfig, image_cleanup_job, mail_status_job
+from mail_pipeline.resources.database import Database
+from mail_pipeline.resources.queues import QueuesResource
+from mail_pipeline.sensors.runs import active_runs
+from mail_pipeline.services.recovery import recover_stale_claims
+from mail_pipeline.services.staging import MAILING, PROOFING, Stage, stage_batches
+
+RUNNING = dg.DefaultSensorStatus.RUNNING
+
+
+def staging_sensor(
+    stage: Stage,
+    job: dg.JobDefinition,
+    op_name: str,
+    *,
+    batch_size: int,
+    max_runs_in_flight: int,
+    interval_seconds: int,
+) -> dg.SensorDefinition:
+    """Claim recipients into batches (one organization each) and launch one run per batch,
+    never more runs in flight than ``max_runs_in_flight``."""
+
+    @dg.sensor(
+        name=f"{stage.name}_sensor",
+        job=job,
+        minimum_interval_seconds=interval_seconds,
+        default_status=RUNNING,
+        description=f"Claims {stage.from_status} recipients into {stage.to_status} "
+        f"batches of up to {batch_size} and launches {job.name} runs.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext, database: Database) -> dg.SensorResult:
+        in_flight = active_runs(context.instance, job_name=job.name)
+        free = max_runs_in_flight - in_flight
+        if free <= 0:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(
+                    f"{in_flight} {stage.name} runs in flight (limit {max_runs_in_flight})"
+                )
+            )
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        claims = stage_batches(
+            database.session,
+            stage,
+            free_slots=free,
+            batch_size=batch_size,
+            after_organization=cursor.get("last_organization"),
+        )
+        if not claims:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(
+                    f"no {stage.from_status} recipients in campaigns that {stage.name} takes"
+                )
+            )
+        requests = [
+            dg.RunRequest(
+                run_key=claim.batch_id,
+                run_config=dg.RunConfig(ops={op_name: BatchConfig(batch_id=claim.batch_id)}),
+                tags=tags.batch_tags(
+                    stage.name, claim.recipients[0].organization_id, claim.batch_id
+                ),
+            )
+            for claim in claims
+        ]
+        last = claims[-1].recipients[0].organization_id
+        context.log.info(
+            "claimed %s recipients in %s batches", sum(len(c) for c in claims), len(claims)
+        )
+        return dg.SensorResult(
+            run_requests=requests, cursor=json.dumps({"last_organization": last})
+        )
+
+    return _sensor
+
+
+def queue_sensor(
+    name: str,
+    job: dg.JobDefinition,
+    op_name: str,
+    queue_of: Callable[[QueuesResource], object],
+    *,
+    interval_seconds: int,
+) -> dg.SensorDefinition:
+    """Launch a draining run when the queue has messages and no such run is in flight."""
+
+    @dg.sensor(
+        name=name,
+        job=job,
+        minimum_interval_seconds=interval_seconds,
+        default_status=RUNNING,
+        description=f"Launches {job.name} when its queue has messages.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext, queues: QueuesResource) -> dg.SensorResult:
+        depth = queue_of(queues).approximate_depth()  # type: ignore[attr-defined]
+        if depth == 0:
+            return dg.SensorResult(skip_reason=dg.SkipReason("the queue is empty"))
+        if active_runs(context.instance, job_name=job.name):
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(
+                    f"{depth} messages wait; a {job.name} run is already draining the queue"
+                )
+            )
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_config=dg.RunConfig(ops={op_name: DrainConfig()}),
+                    tags={tags.STAGE: str(job.tags.get(tags.STAGE, "maintenance"))},
+                )
+            ]
+        )
+
+    return _sensor
+
+
+def recovery_sensor(
+    *, stale_after_seconds: int = 120, interval_seconds: int = 60
+) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="recovery_sensor",
+        jobs=[mailing_job],
+        minimum_interval_seconds=interval_seconds,
+        default_status=RUNNING,
+        description="Returns claims whose run died to where they can start again; "
+        "re-staged Sending batches get a mailing run that reconciles "
+        "with the printer first.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext, database: Database) -> dg.SensorResult:
+        def batch_is_active(batch_id: str) -> bool:
+            return active_runs(context.instance, tags={tags.BATCH: batch_id}) > 0
+
+        result = recover_stale_claims(
+            database.session, batch_is_active, older_than=timedelta(seconds=stale_after_seconds)
+        )
+        tick = int(context.cursor or 0) + 1
+        requests = [
+            dg.RunRequest(
+                run_key=f"{batch_id}-resume-{tick}",
+                job_name=mailing_job.name,
+                run_config=dg.RunConfig(ops={"mail_recipients": BatchConfig(batch_id=batch_id)}),
+                tags={
+                    **tags.batch_tags("mailing", organization_id, batch_id),
+                    tags.REASON: "recovery: resume a batch whose run died",
+                },
+            )
+            for batch_id, organization_id in result.mailing_batches
+        ]
+        if not requests and not result.returned:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(
+                    "no stale claims"
+                    + (
+                        f" ({len(result.still_running)} batches still running)"
+                        if result.still_running
+                        else ""
+                    )
+                )
+            )
+        context.log.warning(
+            "recovered %s; resuming %s mailing batches", dict(result.returned), len(requests)
+        )
+        return dg.SensorResult(run_requests=requests, cursor=str(tick))
+
+    return _sensor
+
+
+proofing_sensor = staging_sensor(
+    PROOFING,
+    proofing_job,
+    "proof_recipients",
+    batch_size=200,
+    max_runs_in_flight=2,
+    interval_seconds=10,
+)
+mailing_sensor = staging_sensor(
+    MAILING,
+    mailing_job,
+    "mail_recipients",
+    batch_size=200,
+    max_runs_in_flight=2,
+    interval_seconds=10,
+)
+mail_status_sensor = queue_sensor(
+    "mail_status_sensor",
+    mail_status_job,
+    "apply_mail_statuses",
+    lambda q: q.status_queue(),
+    interval_seconds=15,
+)
+image_cleanup_sensor = queue_sensor(
+    "image_cleanup_sensor",
+    image_cleanup_job,
+    "delete_hosted_images",
+    lambda q: q.image_deletion_queue(),
+    interval_seconds=10,
+)
+stale_claims_sensor = recovery_sensor()

@@ -1,0 +1,88 @@
+"""The recipient sync's triggers: every 15 minutes (US/Eastern) for every organization with
+sync candidates, and each minute for manual "sync now" requests."""
+
+import json
+
+import dagster as dg
+
+from mail_pipeline.db.campaigns import CampaignGateway
+from mail_pipeline.jobs import tags
+from mail_pipeline.jobs.sync import SyncConfig, sync_organization_job
+from mail_pipeline.partitions import BUSINESS_TIMEZONE
+from mail_pipeline.resources.database import Database
+from mail_pipeline.sensors.runs import active_runs
+from mail_pipeline.services.manual_sync import pending_triggers
+
+
+@dg.schedule(
+    cron_schedule="*/15 * * * *",
+    execution_timezone=BUSINESS_TIMEZONE,
+    job=sync_organization_job,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="One sync run per organization with sync candidates; an organization "
+    "whose previous sync is still queued or running is skipped.",
+)
+def recipient_sync_schedule(
+    context: dg.ScheduleEvaluationContext, database: Database
+) -> list[dg.RunRequest] | dg.SkipReason:
+    with database.session() as session:
+        candidates = CampaignGateway(session).sync_candidates()
+    tick = context.scheduled_execution_time.isoformat()
+    requests = []
+    busy = []
+    for organization_id in candidates:
+        if active_runs(
+            context.instance,
+            job_name=sync_organization_job.name,
+            tags={tags.SYNC_ORG: str(organization_id)},
+        ):
+            busy.append(organization_id)
+            continue
+        requests.append(
+            dg.RunRequest(
+                run_key=f"sync-{organization_id}-{tick}",
+                run_config=dg.RunConfig(
+                    ops={"sync_recipients": SyncConfig(organization_id=organization_id)}
+                ),
+                tags=tags.sync_tags(organization_id, "schedule"),
+            )
+        )
+    if not requests:
+        return dg.SkipReason(
+            f"no organization to sync ({len(busy)} still syncing)"
+            if busy
+            else "no campaign is a sync candidate"
+        )
+    return requests
+
+
+@dg.sensor(
+    job=sync_organization_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Launches a sync run for each manual 'sync now' request.",
+)
+def manual_sync_sensor(context: dg.SensorEvaluationContext, database: Database) -> dg.SensorResult:
+    cursor = json.loads(context.cursor) if context.cursor else {"last_trigger": 0}
+    triggers = pending_triggers(database.session, after_id=cursor["last_trigger"])
+    if not triggers:
+        return dg.SensorResult(skip_reason=dg.SkipReason("no pending manual sync request"))
+    requests = [
+        dg.RunRequest(
+            run_key=f"manual-sync-{t.id}",
+            run_config=dg.RunConfig(
+                ops={
+                    "sync_recipients": SyncConfig(
+                        organization_id=t.organization_id,
+                        campaign_ids=[t.campaign_id],
+                        manual_trigger_id=t.id,
+                    )
+                }
+            ),
+            tags=tags.sync_tags(t.organization_id, t.requested_by, t.reason or ""),
+        )
+        for t in triggers
+    ]
+    return dg.SensorResult(
+        run_requests=requests, cursor=json.dumps({"last_trigger": triggers[-1].id})
+    )

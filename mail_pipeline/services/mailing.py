@@ -1,0 +1,436 @@
+"""Mailing a batch (seed 001 §4): SendingStaged -> Sending -> Sent.
+
+For each recipient, with bounded concurrency inside the run:
+
+1. the address is checked and the printer chosen by the strategy (the organization's
+   preference, else the country's default); a bad address or an unroutable country puts the
+   recipient in ``Error`` before anything is asked of anyone;
+2. the mailpiece row with the recipient's idempotency key is **committed before the printer
+   is called**. If the row was already there (a resumed run), the printer is first asked
+   whether it has a piece with that key (reconciliation, which also covers crashes older than
+   the printer's 24 h idempotency window); only if it has none is the postcard created,
+   with the same key. A postcard is never printed twice;
+3. the printer's answer is committed; a refusal (4xx) is ``Error`` with the printer's
+   reason (no postcard exists); an outage that outlived the retries leaves the recipient in
+   ``Sending`` for recovery to resume;
+4. each follow-up - Stripe meter event, Klaviyo "Postcard Sent" event, deletion of the
+   hosted proof images - gets a ledger row with its key before the call and is marked done
+   after it. A retryable failure leaves the recipient in ``Sending`` (resumed later, same
+   keys); a permanent one is recorded on the ledger row and reported, and the recipient
+   still becomes ``Sent``, because the postcard is in the mail;
+5. ``Sending -> Sent``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from mail_pipeline.db.campaigns import IntegrationRef
+from mail_pipeline.db.engine import SessionFactory
+from mail_pipeline.db.mailpiece_status import MailpieceStatusGateway
+from mail_pipeline.db.mailpieces import MailpieceLedger, MailpieceRecord
+from mail_pipeline.db.models import Campaign, Organization, OrganizationIntegration, Recipient
+from mail_pipeline.db.models import utcnow as _utcnow
+from mail_pipeline.db.recipients import RecipientGateway, campaigns_by_id, organizations_by_id
+from mail_pipeline.domain.addresses import Address, InvalidAddress
+from mail_pipeline.domain.campaigns import IntegrationKind
+from mail_pipeline.domain.recipients import RecipientStatus
+from mail_pipeline.integrations.billing.stripe_meter import StripeMeter
+from mail_pipeline.integrations.errors import IntegrationError
+from mail_pipeline.integrations.klaviyo.client import KlaviyoClient
+from mail_pipeline.integrations.printers.base import PostcardRequest, PrintedPiece, Printer
+from mail_pipeline.integrations.printers.strategy import PrinterStrategy, RoutingError
+from mail_pipeline.integrations.queues.base import MessageQueue
+from mail_pipeline.services.image_cleanup import deletion_message
+
+log = logging.getLogger(__name__)
+S = RecipientStatus
+CDP_EVENT = "Postcard Sent"
+
+
+class SideEffect(StrEnum):
+    BILLING = "billing_meter"
+    CDP_EVENT = "cdp_event"
+    IMAGE_DELETION = "image_deletion"
+
+
+class CdpClients(Protocol):
+    def client_for(self, integration: IntegrationRef) -> KlaviyoClient: ...
+
+
+@dataclass(frozen=True)
+class MailingServices:
+    """Everything a mailing run talks to."""
+
+    printers: PrinterStrategy
+    billing: StripeMeter
+    cdp: CdpClients
+    image_deletions: MessageQueue
+    test_mode: bool = True
+
+
+class Result(StrEnum):
+    SENT = "sent"
+    ERROR = "error"
+    DEFERRED = "deferred"
+
+
+@dataclass(frozen=True)
+class MailOutcome:
+    recipient_id: int
+    result: Result
+    reason: str | None = None
+    printer: str | None = None
+    reconciled: bool = False
+    created: bool = False
+    follow_up_failures: tuple[str, ...] = ()
+
+
+@dataclass
+class MailingResult:
+    batch_id: str
+    taken: int = 0
+    sent: int = 0
+    #: Left in Sending (an outage outlived the retries); recovery resumes them.
+    deferred: dict[int, str] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
+    printers: Counter[str] = field(default_factory=Counter)
+    #: Postcards the printer already had when asked (a resumed run's reconciliation).
+    reconciled: int = 0
+    created: int = 0
+    #: Permanent failures of billing/CDP/image follow-ups, for an operator.
+    follow_up_failures: dict[int, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Context:
+    campaign: Campaign
+    organization: Organization
+    cdp: IntegrationRef | None
+
+
+def mail_batch(
+    sessions: SessionFactory,
+    batch_id: str,
+    services: MailingServices,
+    *,
+    run_id: str | None = None,
+    concurrency: int = 16,
+    clock: Callable[[], datetime] = _utcnow,
+) -> MailingResult:
+    result = MailingResult(batch_id)
+    with sessions() as session:
+        gateway = RecipientGateway(session)
+        gateway.transition_batch(batch_id, S.SENDING_STAGED, S.SENDING, run_id=run_id, now=clock())
+        recipients = gateway.batch(batch_id, S.SENDING)
+        contexts = _contexts(session, recipients)
+    result.taken = len(recipients)
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        outcomes = list(
+            pool.map(
+                lambda r: _mail_safely(sessions, r, contexts[r.id], services, clock), recipients
+            )
+        )
+    for outcome in outcomes:
+        if outcome.printer:
+            result.printers[outcome.printer] += 1
+        result.reconciled += outcome.reconciled
+        result.created += outcome.created
+        if outcome.follow_up_failures:
+            result.follow_up_failures[outcome.recipient_id] = outcome.follow_up_failures
+        if outcome.result is Result.SENT:
+            result.sent += 1
+        elif outcome.result is Result.ERROR:
+            result.errors[outcome.recipient_id] = outcome.reason or "mailing failed"
+        else:
+            result.deferred[outcome.recipient_id] = outcome.reason or "deferred"
+    return result
+
+
+def _contexts(session: Any, recipients: list[Recipient]) -> dict[int, _Context]:
+    campaigns = campaigns_by_id(session, (r.campaign_id for r in recipients))
+    organizations = organizations_by_id(session, (r.organization_id for r in recipients))
+    integrations = {
+        i.organization_id: IntegrationRef(
+            i.organization_id, i.kind, i.secret_ref, dict(i.settings or {})
+        )
+        for i in session.query(OrganizationIntegration).filter(
+            OrganizationIntegration.organization_id.in_(set(organizations)),
+            OrganizationIntegration.kind == IntegrationKind.KLAVIYO,
+            OrganizationIntegration.enabled.is_(True),
+        )
+    }
+    return {
+        r.id: _Context(
+            campaigns[r.campaign_id],
+            organizations[r.organization_id],
+            integrations.get(r.organization_id),
+        )
+        for r in recipients
+    }
+
+
+def _mail_safely(
+    sessions: SessionFactory,
+    recipient: Recipient,
+    context: _Context,
+    services: MailingServices,
+    clock: Callable[[], datetime],
+) -> MailOutcome:
+    try:
+        return _mail_one(sessions, recipient, context, services, clock)
+    except Exception as exc:
+        log.exception("recipient %s: unexpected failure; left in Sending", recipient.id)
+        return MailOutcome(recipient.id, Result.DEFERRED, f"unexpected failure: {exc!r}")
+
+
+def _mail_one(
+    sessions: SessionFactory,
+    recipient: Recipient,
+    context: _Context,
+    services: MailingServices,
+    clock: Callable[[], datetime],
+) -> MailOutcome:
+    rid = recipient.id
+    with sessions() as session:
+        mailpiece = MailpieceLedger(session).request_existing(rid)
+    if mailpiece is None or mailpiece.provider_piece_id is None:
+        try:
+            request, printer = _postcard(recipient, context, services, mailpiece)
+        except (InvalidAddress, RoutingError) as exc:
+            return _error(sessions, rid, f"cannot mail this recipient: {exc}", clock)
+        with sessions() as session:
+            mailpiece = MailpieceLedger(session).request(
+                recipient_id=rid,
+                organization_id=recipient.organization_id,
+                campaign_id=recipient.campaign_id,
+                printer=printer.name,
+                postage=context.campaign.postage,
+            )
+        request = _with_key(request, mailpiece.idempotency_key)
+        try:
+            piece, reconciled = _print_once(printer, request, mailpiece)
+        except IntegrationError as exc:
+            if exc.retryable:
+                return MailOutcome(rid, Result.DEFERRED, str(exc), printer=printer.name)
+            with sessions() as session:
+                MailpieceLedger(session).rejected(mailpiece.id, now=clock())
+            return _error(sessions, rid, f"{printer.name} refused the postcard: {exc}", clock)
+        with sessions() as session:
+            MailpieceLedger(session).accepted(mailpiece.id, piece, now=clock())
+            mailpiece = MailpieceLedger(session).request_existing(rid)
+        assert mailpiece is not None
+        created, reconciled_flag = not reconciled, reconciled
+    else:
+        created, reconciled_flag = False, False
+    deferred, failures = _follow_ups(sessions, recipient, context, services, mailpiece)
+    if deferred:
+        return MailOutcome(
+            rid,
+            Result.DEFERRED,
+            deferred,
+            printer=mailpiece.printer,
+            reconciled=reconciled_flag,
+            created=created,
+            follow_up_failures=failures,
+        )
+    with sessions() as session:
+        RecipientGateway(session).transition(
+            rid, S.SENDING, S.SENT, now=clock(), values={"sent_at": clock(), "status_reason": None}
+        )
+        # The delivery webhook may have been applied while the recipient was still Sending.
+        MailpieceStatusGateway(session).receive_if_delivered([rid], now=clock())
+    return MailOutcome(
+        rid,
+        Result.SENT,
+        printer=mailpiece.printer,
+        reconciled=reconciled_flag,
+        created=created,
+        follow_up_failures=failures,
+    )
+
+
+def _postcard(
+    recipient: Recipient,
+    context: _Context,
+    services: MailingServices,
+    existing: MailpieceRecord | None,
+) -> tuple[PostcardRequest, Printer]:
+    """The request (without its key yet) and the printer: the one already on the ledger
+    for a resumed recipient, else the strategy's choice."""
+    to = Address.build(
+        name=" ".join(p for p in (recipient.first_name, recipient.last_name) if p),
+        line1=recipient.address1,
+        line2=recipient.address2,
+        city=recipient.city,
+        region=recipient.region,
+        postal_code=recipient.postal_code,
+        country=recipient.country,
+    )
+    if existing is not None and existing.printer in services.printers.printers:
+        printer = services.printers.printers[existing.printer]
+    else:
+        printer = services.printers.choose(to.country, context.organization.printer_preference)
+    if not (recipient.proof_front_url and recipient.proof_back_url):
+        raise InvalidAddress("the recipient has no proof images")
+    request = PostcardRequest(
+        idempotency_key="",
+        recipient_id=recipient.id,
+        campaign_id=recipient.campaign_id,
+        organization_id=recipient.organization_id,
+        to=to,
+        front_url=recipient.proof_front_url,
+        back_url=recipient.proof_back_url,
+        postage=str(context.campaign.postage),
+        size=str((context.campaign.design or {}).get("size") or "4x6"),
+        sender=_sender(context.organization),
+        test_mode=services.test_mode,
+    )
+    return request, printer
+
+
+def _with_key(request: PostcardRequest, key: str) -> PostcardRequest:
+    from dataclasses import replace
+
+    return replace(request, idempotency_key=key)
+
+
+def _print_once(
+    printer: Printer, request: PostcardRequest, mailpiece: MailpieceRecord
+) -> tuple[PrintedPiece, bool]:
+    """Create the postcard, unless an earlier attempt already did (then return that one)."""
+    if not mailpiece.new:
+        found = printer.find_postcard(request.idempotency_key, request.recipient_id)
+        if found is not None:
+            log.info(
+                "recipient %s: %s already had piece %s (reconciled)",
+                request.recipient_id,
+                printer.name,
+                found.provider_piece_id,
+            )
+            return found, True
+    return printer.create_postcard(request), False
+
+
+def _follow_ups(
+    sessions: SessionFactory,
+    recipient: Recipient,
+    context: _Context,
+    services: MailingServices,
+    mailpiece: MailpieceRecord,
+) -> tuple[str | None, tuple[str, ...]]:
+    """Run the pending follow-ups; return (a retryable failure, permanent failures)."""
+    mailed_at = mailpiece.accepted_at or _utcnow()
+    actions: list[tuple[SideEffect, Callable[[str], object]]] = []
+    if context.organization.stripe_customer_id:
+        customer = context.organization.stripe_customer_id
+        actions.append(
+            (
+                SideEffect.BILLING,
+                lambda key: services.billing.record_usage(
+                    customer_id=customer, identifier=key, value=1, timestamp=mailed_at
+                ),
+            )
+        )
+    if context.cdp is not None and (recipient.email or recipient.external_profile_id):
+        cdp = context.cdp
+        actions.append(
+            (
+                SideEffect.CDP_EVENT,
+                lambda key: _cdp_event(
+                    services, cdp, recipient, context, mailpiece, key, mailed_at
+                ),
+            )
+        )
+    if recipient.proof_image_ids:
+        ids = list(recipient.proof_image_ids)
+        actions.append(
+            (
+                SideEffect.IMAGE_DELETION,
+                lambda key: _enqueue_deletion(services.image_deletions, recipient.id, ids),
+            )
+        )
+    failures: list[str] = []
+    for kind, action in actions:
+        with sessions() as session:
+            ledger = MailpieceLedger(session)
+            if ledger.side_effect_done(recipient.id, kind):
+                continue
+            key = ledger.begin_side_effect(recipient.id, kind)
+        try:
+            action(key)
+        except IntegrationError as exc:
+            with sessions() as session:
+                if exc.retryable:
+                    MailpieceLedger(session).side_effect_deferred(key, str(exc))
+                    return f"{kind} will be retried: {exc}", tuple(failures)
+                MailpieceLedger(session).finish_side_effect(key, error=str(exc))
+            failures.append(f"{kind}: {exc}")
+            log.error("recipient %s: %s failed for good: %s", recipient.id, kind, exc)
+            continue
+        with sessions() as session:
+            MailpieceLedger(session).finish_side_effect(key)
+    return None, tuple(failures)
+
+
+def _cdp_event(
+    services: MailingServices,
+    cdp: IntegrationRef,
+    recipient: Recipient,
+    context: _Context,
+    mailpiece: MailpieceRecord,
+    key: str,
+    mailed_at: datetime,
+) -> None:
+    client = services.cdp.client_for(cdp)
+    client.create_event(
+        CDP_EVENT,
+        unique_id=key,
+        email=recipient.email,
+        profile_id=None if recipient.email else recipient.external_profile_id,
+        properties={
+            "campaign_id": context.campaign.id,
+            "campaign_name": context.campaign.name,
+            "printer": mailpiece.printer,
+            "provider_piece_id": mailpiece.provider_piece_id or "",
+        },
+        time=mailed_at,
+    )
+
+
+def _enqueue_deletion(queue: MessageQueue, recipient_id: int, image_ids: list[str]) -> None:
+    queue.send(deletion_message(recipient_id, image_ids))
+
+
+def _sender(organization: Organization) -> Address | None:
+    raw: Mapping[str, Any] | None = organization.return_address
+    if not raw:
+        return None
+    try:
+        return Address.build(
+            name=raw.get("name"),
+            line1=raw.get("line1"),
+            line2=raw.get("line2"),
+            city=raw.get("city"),
+            region=raw.get("region"),
+            postal_code=raw.get("postal_code"),
+            country=raw.get("country"),
+        )
+    except InvalidAddress:
+        log.warning("organization %s has an unusable return address", organization.id)
+        return None
+
+
+def _error(
+    sessions: SessionFactory, recipient_id: int, reason: str, clock: Callable[[], datetime]
+) -> MailOutcome:
+    with sessions() as session:
+        RecipientGateway(session).mark_error(recipient_id, S.SENDING, reason, now=clock())
+    return MailOutcome(recipient_id, Result.ERROR, reason)

@@ -1,0 +1,202 @@
+"""Proofing a batch (seed 001 §3): ProofingStaged -> Proofing -> Proofed.
+
+The run takes its batch (ProofingStaged -> Proofing, stamped with the run id), renders each
+recipient's postcard and uploads front and back, with bounded concurrency inside the run.
+Results are written in small groups as they finish, so a crash loses little and recovery
+redoes the rest (uploads are idempotent: the image id is derived from campaign, recipient and
+the card's content).
+
+Per recipient, failures stay with that recipient and never stop the batch:
+
+- a request no renderer can draw (bad design, incomplete address) -> ``Error`` with the reason;
+- a vendor outage that outlived the retries (every renderer down, image host 429 lockout) ->
+  back to ``Pending`` for a later batch, until the recipient has been tried ``max_attempts``
+  times; then ``Error`` with the last reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from mail_pipeline.db.engine import SessionFactory
+from mail_pipeline.db.models import Campaign, Recipient, utcnow
+from mail_pipeline.db.recipients import RecipientGateway, campaigns_by_id
+from mail_pipeline.domain.recipients import RecipientStatus
+from mail_pipeline.integrations.errors import IntegrationError
+from mail_pipeline.integrations.images.cloudflare import CloudflareImages, proof_image_id
+from mail_pipeline.integrations.renderer.chain import FallbackRenderer
+from mail_pipeline.integrations.renderer.models import (
+    InvalidProofRequest,
+    PostcardDesign,
+    ProofRequest,
+)
+
+log = logging.getLogger(__name__)
+S = RecipientStatus
+FLUSH_EVERY = 25
+
+
+@dataclass(frozen=True)
+class ProofOutcome:
+    recipient_id: int
+    #: Proofed values on success; None on failure.
+    values: dict[str, Any] | None = None
+    reason: str | None = None
+    retryable: bool = False
+
+
+@dataclass
+class ProofingResult:
+    batch_id: str
+    taken: int = 0
+    proofed: int = 0
+    released: int = 0
+    errors: dict[int, str] = field(default_factory=dict)
+    renderers: Counter[str] = field(default_factory=Counter)
+    #: A few (recipient id, front URL, back URL) to look at.
+    samples: list[tuple[int, str, str]] = field(default_factory=list)
+
+
+def proof_batch(
+    sessions: SessionFactory,
+    batch_id: str,
+    renderer: FallbackRenderer,
+    images: CloudflareImages,
+    *,
+    run_id: str | None = None,
+    concurrency: int = 16,
+    max_attempts: int = 3,
+    clock: Callable[[], datetime] = utcnow,
+) -> ProofingResult:
+    result = ProofingResult(batch_id)
+    with sessions() as session:
+        gateway = RecipientGateway(session)
+        gateway.transition_batch(
+            batch_id, S.PROOFING_STAGED, S.PROOFING, run_id=run_id, now=clock()
+        )
+        # A retried or resumed run also finishes what its batch left in Proofing.
+        recipients = gateway.batch(batch_id, S.PROOFING)
+        campaigns = campaigns_by_id(session, (r.campaign_id for r in recipients))
+    result.taken = len(recipients)
+    pending: list[ProofOutcome] = []
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        futures = [
+            pool.submit(_proof_one, r, campaigns[r.campaign_id], renderer, images, clock)
+            for r in recipients
+        ]
+        for future in as_completed(futures):
+            pending.append(future.result())
+            if len(pending) >= FLUSH_EVERY:
+                _apply(sessions, pending, result, recipients, max_attempts, clock)
+                pending = []
+    _apply(sessions, pending, result, recipients, max_attempts, clock)
+    return result
+
+
+def _proof_one(
+    recipient: Recipient,
+    campaign: Campaign,
+    renderer: FallbackRenderer,
+    images: CloudflareImages,
+    clock: Callable[[], datetime],
+) -> ProofOutcome:
+    try:
+        request = proof_request(recipient, campaign)
+        outcome = renderer.render_with_report(request)
+        proof = outcome.proof
+        fingerprint = request.fingerprint()
+        hosted = {}
+        for side, png in (("front", proof.front_png), ("back", proof.back_png)):
+            image_id = proof_image_id(campaign.id, recipient.id, fingerprint, side)
+            hosted[side] = images.upload(
+                image_id,
+                png,
+                {"recipient_id": recipient.id, "campaign_id": campaign.id, "side": side},
+            )
+    except InvalidProofRequest as exc:
+        return ProofOutcome(recipient.id, reason=f"cannot proof this recipient: {exc}")
+    except IntegrationError as exc:
+        return ProofOutcome(recipient.id, reason=str(exc), retryable=exc.retryable)
+    return ProofOutcome(
+        recipient.id,
+        values={
+            "proof_front_url": hosted["front"].url,
+            "proof_back_url": hosted["back"].url,
+            "proof_image_ids": [hosted["front"].id, hosted["back"].id],
+            "proof_renderer": proof.renderer,
+            "proofed_at": clock(),
+            "status_reason": None,
+        },
+    )
+
+
+def proof_request(recipient: Recipient, campaign: Campaign) -> ProofRequest:
+    """The renderer's request for one recipient; ``InvalidProofRequest`` says what is missing."""
+    design = PostcardDesign.from_mapping(campaign.design or {})
+    lines = tuple(line for line in (recipient.address1, recipient.address2) if line)
+    return ProofRequest(
+        recipient_id=recipient.id,
+        campaign_id=campaign.id,
+        design=design,
+        address_lines=lines,
+        city=recipient.city or "",
+        postal_code=recipient.postal_code or "",
+        country=recipient.country or "",
+        region=recipient.region,
+        first_name=recipient.first_name,
+        last_name=recipient.last_name,
+        properties={k: str(v) for k, v in (recipient.properties or {}).items()},
+    )
+
+
+def _apply(
+    sessions: SessionFactory,
+    outcomes: list[ProofOutcome],
+    result: ProofingResult,
+    recipients: list[Recipient],
+    max_attempts: int,
+    clock: Callable[[], datetime],
+) -> None:
+    if not outcomes:
+        return
+    attempts = {r.id: r.attempts for r in recipients}
+    now = clock()
+    with sessions() as session:
+        gateway = RecipientGateway(session)
+        for outcome in outcomes:
+            rid = outcome.recipient_id
+            if outcome.values is not None:
+                if gateway.transition(rid, S.PROOFING, S.PROOFED, now=now, values=outcome.values):
+                    result.proofed += 1
+                    result.renderers[outcome.values["proof_renderer"]] += 1
+                    if len(result.samples) < 5:
+                        result.samples.append(
+                            (
+                                rid,
+                                outcome.values["proof_front_url"],
+                                outcome.values["proof_back_url"],
+                            )
+                        )
+                continue
+            reason = outcome.reason or "proofing failed"
+            if outcome.retryable and attempts.get(rid, 0) < max_attempts:
+                if gateway.transition(
+                    rid,
+                    S.PROOFING,
+                    S.PENDING,
+                    now=now,
+                    values={"status_reason": f"will retry: {reason}"},
+                ):
+                    result.released += 1
+                log.warning("recipient %s released for retry: %s", rid, reason)
+                continue
+            if outcome.retryable:
+                reason = f"gave up after {attempts.get(rid, 0)} attempts: {reason}"
+            if gateway.mark_error(rid, S.PROOFING, reason, now=now):
+                result.errors[rid] = reason

@@ -1,0 +1,72 @@
+"""Staging: which recipients a sensor tick claims into new batches.
+
+Every batch belongs to one organization (tenant-scoped runs: the organization travels in the
+run's tags). Organizations take turns: a tick serves them in id order starting after the one
+served last, so a brand with a huge backlog cannot starve the others. A tick claims at most
+``free_slots`` batches, the runs the stage may still start, so claims never outrun the
+workers that will process them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mail_pipeline.db.engine import SessionFactory
+from mail_pipeline.db.recipients import Claim, RecipientGateway
+from mail_pipeline.domain.campaigns import CampaignStatus
+from mail_pipeline.domain.recipients import RecipientStatus
+
+S = RecipientStatus
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    from_status: RecipientStatus
+    to_status: RecipientStatus
+    #: Campaign statuses whose recipients this stage takes.
+    campaign_statuses: frozenset[CampaignStatus]
+
+
+#: Proofs are made ahead for scheduled (Pending) campaigns; mail goes out only for Active
+#: ones. A Paused campaign's recipients wait in place.
+PROOFING = Stage(
+    "proofing",
+    S.PENDING,
+    S.PROOFING_STAGED,
+    frozenset({CampaignStatus.PENDING, CampaignStatus.ACTIVE}),
+)
+MAILING = Stage("mailing", S.PROOFED, S.SENDING_STAGED, frozenset({CampaignStatus.ACTIVE}))
+
+
+def stage_batches(
+    sessions: SessionFactory,
+    stage: Stage,
+    *,
+    free_slots: int,
+    batch_size: int,
+    after_organization: int | None = None,
+) -> list[Claim]:
+    if free_slots <= 0:
+        return []
+    with sessions() as session:
+        waiting = RecipientGateway(session).organizations_waiting(
+            stage.from_status, stage.campaign_statuses
+        )
+    if after_organization is not None:
+        waiting = [o for o in waiting if o > after_organization] + [
+            o for o in waiting if o <= after_organization
+        ]
+    claims: list[Claim] = []
+    for organization_id in waiting[:free_slots]:
+        with sessions() as session:
+            claim = RecipientGateway(session).claim_batch(
+                stage.from_status,
+                stage.to_status,
+                batch_size,
+                organization_id=organization_id,
+                campaign_statuses=stage.campaign_statuses,
+            )
+        if claim.ids:
+            claims.append(claim)
+    return claims

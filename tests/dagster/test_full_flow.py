@@ -1,0 +1,117 @@
+"""The whole recipient pipeline: demo data -> sync -> proof -> mail -> track, driven through
+the real schedule, sensors and jobs on an ephemeral instance (SQLite, or PostgreSQL when
+MAIL_PIPELINE_TEST_DATABASE_URL is set)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from sqlalchemy import func, select, update
+
+from mail_pipeline.db.engine import unit_of_work
+from mail_pipeline.db.models import Campaign, Mailpiece, Recipient, SideEffect
+from mail_pipeline.definitions import sandbox_resources
+from mail_pipeline.domain.campaigns import CampaignStatus
+from mail_pipeline.domain.mailpieces import MailpieceStatus
+from mail_pipeline.domain.recipients import RecipientStatus
+from mail_pipeline.integrations.billing.sandbox import StripeSandboxData
+from mail_pipeline.integrations.klaviyo.sandbox_data import KlaviyoSandboxData
+from mail_pipeline.resources.printing import SandboxPrinters
+from mail_pipeline.resources.sandbox import shared_store
+from mail_pipeline.services.demo import seed_demo
+from mail_pipeline.settings import Environment, Settings
+from tests.dagster.flow import FAR_FUTURE, driver_for
+
+S = RecipientStatus
+SETTLED = {
+    S.RECEIVED,
+    S.SKIPPED,
+    S.HOLDOUT,
+    S.BLACKLISTED,
+    S.ERROR,
+    S.ADDRESS_ENRICHABLE,
+}  # waiting for the enrichment flow, which owns them
+
+
+@pytest.fixture
+def pipeline(db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    settings = Settings(Environment.TEST, db_url, tmp_path / "data")
+    resources = {key: _without_latency(r) for key, r in sandbox_resources(settings).items()}
+    sandbox = str(settings.sandbox_path)
+    resources["printers"] = SandboxPrinters(sandbox_path=sandbox, returned_rate=0.0)
+    resources["rendering"] = resources["rendering"].model_copy(
+        update={"latency_seconds": 0.0, "failure_rate": 0.2}
+    )
+    with unit_of_work(db_url) as session:
+        seed_demo(session, shared_store(sandbox))
+    with dg.instance_for_test() as instance:
+        yield driver_for(settings, resources, instance), resources, db_url
+
+
+def test_demo_recipients_flow_from_segment_to_mailbox(pipeline) -> None:  # type: ignore[no-untyped-def]
+    driver, resources, db_url = pipeline
+    assert driver.tick_schedule("recipient_sync_schedule") == 2  # one run per organization
+    assert all(r.success for r in driver.runs)
+    with unit_of_work(db_url) as session:
+        synced = Counter(session.scalars(select(Recipient.status)))
+        # one_off campaigns sync while Pending; mail goes out once they are Active
+        session.execute(update(Campaign).values(status=CampaignStatus.ACTIVE))
+    assert synced[S.PENDING] > 200
+    assert synced[S.BLACKLISTED] == 12 and synced[S.ADDRESS_ENRICHABLE] > 0
+    assert synced[S.SKIPPED] > 0 and synced[S.HOLDOUT] > 0
+
+    printers: SandboxPrinters = resources["printers"]
+    rounds = driver.run_until_settled(
+        deliver_webhooks=lambda: printers.emit_webhooks(
+            resources["queues"].status_queue().send, now=FAR_FUTURE
+        )
+    )
+    assert rounds < 30
+    failed = [r for r in driver.runs if not r.success]
+    assert not failed, [r.dagster_run.job_name for r in failed]
+
+    with unit_of_work(db_url) as session:
+        final = Counter(session.scalars(select(Recipient.status)))
+        reasons = session.scalars(
+            select(Recipient.status_reason).where(
+                Recipient.status.in_([S.ERROR, S.SKIPPED, S.HOLDOUT, S.BLACKLISTED])
+            )
+        ).all()
+        pieces = session.scalar(select(func.count()).select_from(Mailpiece))
+        delivered = session.scalar(
+            select(func.count())
+            .select_from(Mailpiece)
+            .where(Mailpiece.status == MailpieceStatus.DELIVERED)
+        )
+        pending_effects = session.scalar(
+            select(func.count()).select_from(SideEffect).where(SideEffect.status != "done")
+        )
+    assert set(final) <= SETTLED, final
+    assert final[S.RECEIVED] == synced[S.PENDING] - final[S.ERROR]
+    assert all(reason for reason in reasons), "every unmailed recipient says why"
+    assert pieces == delivered == final[S.RECEIVED]
+    assert pending_effects == 0
+
+    store = shared_store(resources["sandbox"].path)
+    printed = sum(t.created_count() for t in _printer_sandboxes(store))
+    assert printed == final[S.RECEIVED], "one postcard per mailed recipient, none twice"
+    assert len(StripeSandboxData(store).meter_events()) == final[S.RECEIVED]
+    assert len(KlaviyoSandboxData(store).events("Postcard Sent")) == final[S.RECEIVED]
+    assert not list((Path(resources["image_host"].image_dir)).rglob("*.png")), (
+        "hosted proofs are deleted once mailed"
+    )
+
+
+def _without_latency(resource):  # type: ignore[no-untyped-def]
+    if "latency_seconds" in type(resource).model_fields:
+        return resource.model_copy(update={"latency_seconds": 0.0})
+    return resource
+
+
+def _printer_sandboxes(store):  # type: ignore[no-untyped-def]
+    from mail_pipeline.integrations.printers.sandbox import sandbox_transports
+
+    return sandbox_transports(store).values()
