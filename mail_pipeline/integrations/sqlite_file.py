@@ -21,6 +21,7 @@ class SharedSqlite:
         self._rows_as_mappings = rows_as_mappings
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._depth = 0
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -43,15 +44,28 @@ class SharedSqlite:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """An immediate (write-locked) transaction: committed at the end, rolled back on error."""
+        """An immediate (write-locked) transaction: committed at the end, rolled back on error.
+
+        Re-entrant: a transaction opened inside another (by the same thread, which holds the
+        lock) joins it, so several writes can be made atomic by wrapping them in one."""
         with self._lock:
             conn = self.conn
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield conn
+                finally:
+                    self._depth -= 1
+                return
             conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
             try:
                 yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._depth = 0
             conn.execute("COMMIT")
 
     @contextmanager

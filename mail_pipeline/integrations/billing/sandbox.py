@@ -35,7 +35,7 @@ from urllib.parse import parse_qsl
 import httpx
 
 from mail_pipeline.integrations.sandbox.store import SandboxStore
-from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour, SandboxTransport
+from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour, SandboxTransport, atomic
 
 SANDBOX_API_KEY = "sk_test_sandbox_stripe"
 #: Stripe's basic rate limit in test mode, as ``SandboxBehaviour.rate_limit``.
@@ -134,6 +134,7 @@ class StripeSandbox(SandboxTransport):
         )
 
     # -- POST /v1/billing/meter_events -------------------------------------------------------
+    @atomic
     def create_meter_event(self, request: httpx.Request) -> httpx.Response:
         now = self.clock()
         form = parse_qsl(request.content.decode(), keep_blank_values=True)

@@ -44,6 +44,7 @@ from mail_pipeline.integrations.sandbox.store import SandboxStore
 from mail_pipeline.integrations.sandbox.transport import (
     SandboxBehaviour,
     SandboxTransport,
+    atomic,
     json_response,
 )
 
@@ -213,6 +214,7 @@ class CloudflareImagesSandbox(SandboxTransport):
             "7003",
         )
 
+    @atomic
     def upload(self, request: httpx.Request, account_id: str) -> httpx.Response:
         if account_id != self.account_id:
             return self._unroutable(request)

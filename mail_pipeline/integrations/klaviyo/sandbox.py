@@ -40,7 +40,7 @@ from mail_pipeline.integrations.klaviyo.sandbox_data import (
     segment_collection,
 )
 from mail_pipeline.integrations.sandbox.store import SandboxStore
-from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour, SandboxTransport
+from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour, SandboxTransport, atomic
 
 SANDBOX_API_KEY = "pk_sandbox_klaviyo"
 JSONAPI = "application/vnd.api+json"
@@ -331,6 +331,7 @@ class KlaviyoSandbox(SandboxTransport):
             after = rows[-1][0]
 
     # -- POST /api/events -------------------------------------------------------------------
+    @atomic
     def create_event(self, request: httpx.Request) -> httpx.Response:
         denied, limit_headers = self._preflight(request, "events")
         if denied is not None:

@@ -37,7 +37,7 @@ from mail_pipeline.integrations.printers.sandbox_base import (
     stage_at,
 )
 from mail_pipeline.integrations.printers.signing import svix_signature
-from mail_pipeline.integrations.sandbox.transport import json_response
+from mail_pipeline.integrations.sandbox.transport import atomic, json_response
 
 #: Stage -> letter status.
 LETTER_STATUS = {
@@ -123,6 +123,7 @@ class IntelliPrintSandbox(PrinterSandbox):
         return None
 
     # -- routes ---------------------------------------------------------------------------
+    @atomic
     def create(self, request: httpx.Request) -> httpx.Response:
         try:
             body = json.loads(request.read() or b"null")

@@ -42,7 +42,7 @@ from mail_pipeline.integrations.printers.sandbox_base import (
     new_id,
 )
 from mail_pipeline.integrations.printers.signing import lob_signature
-from mail_pipeline.integrations.sandbox.transport import json_response
+from mail_pipeline.integrations.sandbox.transport import atomic, json_response
 
 TRACKING_NAMES = {
     MAILED: "Mailed",
@@ -120,6 +120,7 @@ class LobSandbox(PrinterSandbox):
         return None
 
     # -- routes ---------------------------------------------------------------------------
+    @atomic
     def create(self, request: httpx.Request) -> httpx.Response:
         key = request.headers.get("idempotency-key")
         query_key = request.url.params.get("idempotency_key")

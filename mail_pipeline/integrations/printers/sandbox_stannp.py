@@ -48,7 +48,7 @@ from mail_pipeline.integrations.printers.sandbox_base import (
 from mail_pipeline.integrations.printers.signing import stannp_signature
 from mail_pipeline.integrations.printers.stannp import SIZES, STANNP_RATE_LIMIT
 from mail_pipeline.integrations.sandbox.store import SandboxStore
-from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour, json_response
+from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour, atomic, json_response
 
 #: Stage -> status as the reporting endpoints spell it.
 REPORTING_STATUS = {
@@ -142,6 +142,7 @@ class StannpSandbox(PrinterSandbox):
         return "us" if "api-us1" in request.url.host else "uk"
 
     # -- routes ---------------------------------------------------------------------------
+    @atomic
     def create(self, request: httpx.Request) -> httpx.Response:
         raw = request.read()
         form = dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))

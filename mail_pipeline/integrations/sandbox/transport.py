@@ -10,6 +10,7 @@ Subclasses declare routes and the vendor's error body.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -42,6 +43,18 @@ class SandboxBehaviour:
 
 
 Handler = Callable[..., httpx.Response]
+
+
+def atomic(handler: Handler) -> Handler:
+    """Run a sandbox handler in one store transaction, as a vendor applies a request whole:
+    a crash mid-request never leaves an idempotency key without the object it names."""
+
+    @functools.wraps(handler)
+    def wrapper(self: SandboxTransport, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        with self.store.transaction():
+            return handler(self, request, **kwargs)
+
+    return wrapper
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
