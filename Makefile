@@ -6,6 +6,7 @@ BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 PORT ?= 3000
+IMAGES_PORT ?= 3001
 
 .PHONY: run test install lint typecheck pytest format dagster-home webserver daemon demo \
         validate clean-data
@@ -18,9 +19,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## make run: install, migrate, seed the demo, start Dagster (UI on http://localhost:3000)
+## make run: install, migrate, seed the demo, start Dagster (UI on http://localhost:3000);
+## proof images of the sandbox image host are served on http://localhost:3001
 run: install dagster-home demo
-	cd $(DAGSTER_HOME) && $(BIN)/dagster dev -w $(CURDIR)/workspace.yaml -h 0.0.0.0 -p $(PORT)
+	@mkdir -p data/images
+	$(BIN)/python -m http.server $(IMAGES_PORT) --bind 127.0.0.1 --directory data/images \
+	  >/dev/null 2>&1 & images=$$!; trap "kill $$images" EXIT INT TERM; \
+	cd $(DAGSTER_HOME) && MAIL_PIPELINE_IMAGE_BASE_URL=http://localhost:$(IMAGES_PORT) \
+	  $(BIN)/dagster dev -w $(CURDIR)/workspace.yaml -h 0.0.0.0 -p $(PORT)
 
 ## make test: install, then lint, type-check and run the tests
 test: install lint typecheck pytest

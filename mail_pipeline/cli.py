@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from functools import partial
 
 from mail_pipeline.db.engine import unit_of_work
 from mail_pipeline.db.migrate import upgrade
 from mail_pipeline.db.recipients import RecipientGateway
+from mail_pipeline.services.manual_sync import request_sync
+from mail_pipeline.services.operations import error_recipients, retry_errors
 from mail_pipeline.settings import Environment, load_settings
 
 
@@ -27,6 +30,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("demo", help="migrate and seed demo data (local/test only)")
     sub.add_parser("status", help="recipients by status")
+    request = sub.add_parser("request-sync", help="ask for a sync of one campaign now")
+    request.add_argument("campaign_id", type=int)
+    request.add_argument("--by", required=True, help="who asks (kept on the run's tags)")
+    request.add_argument("--reason", default=None)
+    errors = sub.add_parser("errors", help="recipients in Error, with their reasons")
+    errors.add_argument("--campaign", type=int, default=None)
+    retry = sub.add_parser("retry", help="retry Error recipients")
+    retry.add_argument("recipient_ids", type=int, nargs="+")
+    retry.add_argument("--by", required=True)
     args = parser.parse_args(argv)
 
     settings = load_settings()
@@ -48,16 +60,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("refusing to seed demo data in production", file=sys.stderr)
             return 2
         from mail_pipeline.integrations.sandbox.store import SandboxStore
-        from mail_pipeline.services.demo import seed_demo
+        from mail_pipeline.services.demo import request_demo_syncs, seed_demo
 
         upgrade(url)
         store = SandboxStore(settings.sandbox_path)
         with unit_of_work(url) as session:
             summary = seed_demo(session, store)
+            syncs = request_demo_syncs(session)
         print(
             f"demo data: {summary.organizations} organizations, {summary.campaigns} campaigns, "
             f"{summary.profiles} sandbox CDP profiles in {len(summary.segments)} segments, "
-            f"{summary.blocklist_entries} new blocklist entries"
+            f"{summary.blocklist_entries} new blocklist entries; {syncs} first syncs requested"
         )
     elif args.command == "status":
         with unit_of_work(url) as session:
@@ -66,6 +79,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{status:<18} {count}")
         if not counts:
             print("no recipients yet")
+    elif args.command == "request-sync":
+        trigger = request_sync(partial(unit_of_work, url), args.campaign_id, args.by, args.reason)
+        print(f"sync request {trigger} filed; the manual-sync sensor launches it")
+    elif args.command == "errors":
+        rows = error_recipients(partial(unit_of_work, url), campaign_id=args.campaign)
+        for row in rows:
+            print(
+                f"{row.id:>8}  campaign {row.campaign_id:<5} "
+                f"{(row.failed_in or 'sync'):<10} {row.reason}"
+            )
+        if not rows:
+            print("no recipient is in Error")
+    elif args.command == "retry":
+        moved = retry_errors(partial(unit_of_work, url), args.recipient_ids, by=args.by)
+        print(f"{len(moved)} recipients sent back: {moved}")
     return 0
 
 

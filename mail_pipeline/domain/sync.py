@@ -79,12 +79,13 @@ class SyncDecider:
         for facts in existing:
             self._remember(facts)
 
-    def claim_profile(self, profile_id: str) -> bool:
+    def claim(self, facts: ProfileFacts) -> bool:
         """Record a profile that becomes a recipient outside the rules (a malformed one, in
-        Error); False when the campaign already has it."""
-        if profile_id in self._profiles:
+        Error), so later profiles of the same person are still duplicates; False when the
+        campaign already has this profile."""
+        if facts.profile_id in self._profiles:
             return False
-        self._profiles.add(profile_id)
+        self._remember(facts)
         return True
 
     def decide(self, facts: ProfileFacts) -> Decision | None:

@@ -42,13 +42,25 @@ def sync_recipients(
         )
     if config.manual_trigger_id is not None:
         start_trigger(database.session, config.manual_trigger_id, context.run_id)
-    result = sync_organization(
-        database.session,
-        cdp,
-        config.organization_id,
-        SyncSettings(holder=f"run:{context.run_id}"),
-        campaign_ids=config.campaign_ids or None,
-    )
+    try:
+        result = sync_organization(
+            database.session,
+            cdp,
+            config.organization_id,
+            SyncSettings(holder=f"run:{context.run_id}"),
+            campaign_ids=config.campaign_ids or None,
+        )
+    except Exception as exc:
+        # The requester must hear about it: the request is closed as failed, then the run
+        # fails with the error.
+        if config.manual_trigger_id is not None:
+            finish_trigger(
+                database.session,
+                config.manual_trigger_id,
+                synced=0,
+                error=f"the sync run crashed: {exc!r}",
+            )
+        raise
     problems = result.with_outcome(Outcome.MISCONFIGURED, Outcome.FAILED)
     if config.manual_trigger_id is not None:
         finish_trigger(

@@ -1,8 +1,6 @@
 """The recipient sync's triggers: every 15 minutes (US/Eastern) for every organization with
 sync candidates, and each minute for manual "sync now" requests."""
 
-import json
-
 import dagster as dg
 
 from mail_pipeline.db.campaigns import CampaignGateway
@@ -63,8 +61,11 @@ def recipient_sync_schedule(
     description="Launches a sync run for each manual 'sync now' request.",
 )
 def manual_sync_sensor(context: dg.SensorEvaluationContext, database: Database) -> dg.SensorResult:
-    cursor = json.loads(context.cursor) if context.cursor else {"last_trigger": 0}
-    triggers = pending_triggers(database.session, after_id=cursor["last_trigger"])
+    """Every pending request is asked for each tick; the run key (one per request) makes
+    Dagster launch it once. No id cursor: on PostgreSQL a request can commit after one with
+    a higher id, and a cursor would skip it for ever. A request leaves 'pending' when its
+    run starts."""
+    triggers = pending_triggers(database.session)
     if not triggers:
         return dg.SensorResult(skip_reason=dg.SkipReason("no pending manual sync request"))
     requests = [
@@ -83,6 +84,4 @@ def manual_sync_sensor(context: dg.SensorEvaluationContext, database: Database) 
         )
         for t in triggers
     ]
-    return dg.SensorResult(
-        run_requests=requests, cursor=json.dumps({"last_trigger": triggers[-1].id})
-    )
+    return dg.SensorResult(run_requests=requests)

@@ -19,7 +19,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mail_pipeline.db.models import BlocklistEntry, Campaign, Organization, OrganizationIntegration
+from mail_pipeline.db.models import (
+    BlocklistEntry,
+    Campaign,
+    ManualSyncTrigger,
+    Organization,
+    OrganizationIntegration,
+    Recipient,
+)
 from mail_pipeline.domain.addresses import email_key
 from mail_pipeline.domain.campaigns import CampaignMode, CampaignStatus, IntegrationKind, Postage
 from mail_pipeline.integrations.klaviyo.sandbox_data import KlaviyoSandboxData, profile_resource
@@ -98,6 +105,8 @@ class SegmentPlan:
     duplicated: int
     #: (segment id, count): this many profiles also belong to another segment of the brand.
     overlap_with: tuple[str, int] | None = None
+    #: Profiles the pipeline must refuse with a reason (unknown country, address too long).
+    unmailable: int = 0
 
 
 @dataclass(frozen=True)
@@ -153,7 +162,7 @@ US_BRAND = BrandPlan(
             "Win-back automation",
             CampaignMode.AUTOMATED,
             CampaignStatus.ACTIVE,
-            SegmentPlan("SEG-JT-WINBACK", 120, 10, 5, 6),
+            SegmentPlan("SEG-JT-WINBACK", 120, 10, 5, 6, unmailable=3),
             holdout=Decimal(10),
             downgrade_after_days=30,
         ),
@@ -257,6 +266,8 @@ def _profiles(
     for profile in fresh[: plan.without_address]:
         profile["attributes"]["location"] = {"country": None, "address1": None}
     blocklisted = [p["attributes"]["email"] for p in fresh[len(fresh) - plan.blocklisted :]]
+    for profile in fresh[len(fresh) // 3 : len(fresh) // 3 + plan.unmailable]:
+        _make_unmailable(profile, rng)
     # The same person twice: a second CDP profile with the same email and address.
     for i, original in enumerate(
         fresh[plan.without_address : plan.without_address + plan.duplicated]
@@ -264,6 +275,49 @@ def _profiles(
         copy = {**original, "id": f"{original['id']}D{i}", "attributes": {**original["attributes"]}}
         profiles.append(copy)
     return profiles, blocklisted
+
+
+def _make_unmailable(profile: dict[str, Any], rng: random.Random) -> None:
+    """Alternately: a country no printer serves, or a street line too long for Lob."""
+    location = profile["attributes"]["location"]
+    if rng.random() < 0.5:
+        location["country"] = "Atlantis"
+    else:
+        location["address1"] = "Apartment 12B, The Old Granary Building, 1450 Long Meadow Road"
+
+
+def request_demo_syncs(session: Session) -> int:
+    """Ask for a sync of every demo campaign with a segment now, instead of waiting for the
+    15-minute schedule (what a person would do with 'sync now'). Skips campaigns that already
+    have recipients or a pending request."""
+    requested = 0
+    for brand in DEMO_BRANDS:
+        campaigns = session.scalars(
+            select(Campaign)
+            .join(Organization)
+            .where(Organization.slug == brand.slug, Campaign.provider_segment_id.is_not(None))
+        )
+        for campaign in campaigns:
+            busy = session.scalar(
+                select(ManualSyncTrigger.id).where(
+                    ManualSyncTrigger.campaign_id == campaign.id,
+                    ManualSyncTrigger.status.in_(["pending", "running"]),
+                )
+            )
+            synced = session.scalar(
+                select(Recipient.id).where(Recipient.campaign_id == campaign.id).limit(1)
+            )
+            if busy is None and synced is None:
+                session.add(
+                    ManualSyncTrigger(
+                        organization_id=campaign.organization_id,
+                        campaign_id=campaign.id,
+                        requested_by="demo",
+                        reason="first sync of the demo data",
+                    )
+                )
+                requested += 1
+    return requested
 
 
 def seed_demo(session: Session, store: SandboxStore, *, today: date | None = None) -> DemoSummary:

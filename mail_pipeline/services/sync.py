@@ -27,10 +27,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from mail_pipeline.db.campaigns import CampaignForSync, CampaignGateway, IntegrationRef
 from mail_pipeline.db.engine import SessionFactory
 from mail_pipeline.db.locks import CampaignLocks, LockLost
-from mail_pipeline.db.models import utcnow
+from mail_pipeline.db.models import Recipient, utcnow
 from mail_pipeline.domain.addresses import address_key, email_key, normalize_country
 from mail_pipeline.domain.campaigns import CampaignMode, is_sync_candidate
 from mail_pipeline.domain.recipients import RecipientStatus
@@ -153,6 +155,12 @@ def sync_campaign(
     except LockLost as exc:
         result.outcome, result.detail = Outcome.FAILED, str(exc)
         result.created.clear()
+    except SQLAlchemyError as exc:
+        # Rolled back: nothing of this campaign was written; the next campaign still syncs.
+        log.exception("campaign %s: writing recipients failed", campaign.id)
+        result.outcome = Outcome.FAILED
+        result.detail = f"writing recipients failed: {getattr(exc, 'orig', None) or exc}"
+        result.created.clear()
     finally:
         with sessions() as session:
             CampaignLocks(session).release(lease)
@@ -217,6 +225,12 @@ def _write_recipients(
                 rows.append(row)
         for profile in page.profiles:
             result.profiles_seen += 1
+            if len(profile.profile_id) > PROFILE_ID_LIMIT:
+                result.rejected.append(
+                    f"profile id {profile.profile_id[:40]}... is longer "
+                    f"than {PROFILE_ID_LIMIT} characters"
+                )
+                continue
             row = _profile_row(campaign, profile, decider, now)
             if row:
                 rows.append(row)
@@ -231,16 +245,21 @@ def _profile_row(
     """The new recipient for ``profile``, or ``None`` when it is already in the campaign."""
     has_any_address = bool(profile.address1 or profile.city or profile.zip)
     country = normalize_country(profile.country)
-    if has_any_address and profile.country and country is None:
+    key = address_key(profile.address1, profile.zip, country, profile.address2)
+    problem = _too_long(profile)
+    if problem is None and has_any_address and profile.country and country is None:
+        problem = f"unknown country {profile.country!r}"
+    if problem is not None:
+        email = profile.email if profile.email and len(profile.email) <= EMAIL_LIMIT else None
         return _error_row(
             campaign,
             profile.profile_id,
-            profile.email,
+            email,
             decider,
             now,
-            f"profile {profile.profile_id}: unknown country {profile.country!r}",
+            f"profile {profile.profile_id}: {problem}",
+            address=key,
         )
-    key = address_key(profile.address1, profile.zip, country, profile.address2)
     facts = ProfileFacts(profile.profile_id, email_key(profile.email), key, profile.has_address)
     decision = decider.decide(facts)
     if decision is None:
@@ -264,12 +283,47 @@ def _profile_row(
     }
 
 
+#: Profile field -> (recipient column, what a person calls it). Free text from the CDP is
+#: checked against the column's length, so one odd value fails one recipient, not the sync.
+_LIMITED_FIELDS = {
+    "email": ("email", "email"),
+    "first_name": ("first_name", "first name"),
+    "last_name": ("last_name", "last name"),
+    "address1": ("address1", "address line 1"),
+    "address2": ("address2", "address line 2"),
+    "city": ("city", "city"),
+    "region": ("region", "region"),
+    "zip": ("postal_code", "postal code"),
+}
+
+
+def _column_length(column: str) -> int:
+    length = getattr(Recipient.__table__.c[column].type, "length", None)
+    assert isinstance(length, int), column
+    return length
+
+
+EMAIL_LIMIT = _column_length("email")
+
+
+PROFILE_ID_LIMIT = _column_length("external_profile_id")
+
+
+def _too_long(profile: CdpProfile) -> str | None:
+    for field_name, (column, label) in _LIMITED_FIELDS.items():
+        value = getattr(profile, field_name)
+        limit = _column_length(column)
+        if value and len(value) > limit:
+            return f"{label} is {len(value)} characters long; at most {limit} fit"
+    return None
+
+
 def _malformed_row(
     campaign: CampaignForSync, rejected: MalformedProfile, decider: SyncDecider, now: datetime
 ) -> dict[str, Any] | None:
     """``None`` for a profile without an id (reported instead); ``{}`` when the profile is
     already a recipient; else an Error recipient carrying the reason."""
-    if not rejected.profile_id:
+    if not rejected.profile_id or len(rejected.profile_id) > PROFILE_ID_LIMIT:
         return None
     return _error_row(campaign, rejected.profile_id, None, decider, now, str(rejected)) or {}
 
@@ -281,15 +335,18 @@ def _error_row(
     decider: SyncDecider,
     now: datetime,
     reason: str,
+    address: str | None = None,
 ) -> dict[str, Any] | None:
-    if not decider.claim_profile(profile_id):
+    facts = ProfileFacts(profile_id, email_key(email), address, has_address=False)
+    if not decider.claim(facts):
         return None
     return {
         **_base_row(campaign, profile_id, now),
         "status": RecipientStatus.ERROR,
         "status_reason": reason,
         "email": email,
-        "email_key": email_key(email),
+        "email_key": facts.email_key,
+        "address_key": address,
         "properties": {},
     }
 

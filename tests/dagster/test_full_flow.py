@@ -80,7 +80,16 @@ def test_demo_recipients_flow_from_segment_to_mailbox(pipeline) -> None:  # type
                 Recipient.status.in_([S.ERROR, S.SKIPPED, S.HOLDOUT, S.BLACKLISTED])
             )
         ).all()
-        pieces = session.scalar(select(func.count()).select_from(Mailpiece))
+        pieces = session.scalar(
+            select(func.count())
+            .select_from(Mailpiece)
+            .where(Mailpiece.provider_piece_id.is_not(None))
+        )
+        refused = session.scalar(
+            select(func.count())
+            .select_from(Mailpiece)
+            .where(Mailpiece.status == MailpieceStatus.FAILED)
+        )
         delivered = session.scalar(
             select(func.count())
             .select_from(Mailpiece)
@@ -90,9 +99,13 @@ def test_demo_recipients_flow_from_segment_to_mailbox(pipeline) -> None:  # type
             select(func.count()).select_from(SideEffect).where(SideEffect.status != "done")
         )
     assert set(final) <= SETTLED, final
-    assert final[S.RECEIVED] == synced[S.PENDING] - final[S.ERROR]
+    failed_later = final[S.ERROR] - synced[S.ERROR]
+    assert synced[S.ERROR] >= 1, "the demo's profile in an unknown country fails at sync"
+    assert failed_later >= 1, "the demo's address too long for Lob fails at mailing"
+    assert final[S.RECEIVED] == synced[S.PENDING] - failed_later, (synced, final)
     assert all(reason for reason in reasons), "every unmailed recipient says why"
     assert pieces == delivered == final[S.RECEIVED]
+    assert refused == failed_later, "a refused postcard leaves its ledger row, marked failed"
     assert pending_effects == 0
 
     store = shared_store(resources["sandbox"].path)
@@ -100,9 +113,17 @@ def test_demo_recipients_flow_from_segment_to_mailbox(pipeline) -> None:  # type
     assert printed == final[S.RECEIVED], "one postcard per mailed recipient, none twice"
     assert len(StripeSandboxData(store).meter_events()) == final[S.RECEIVED]
     assert len(KlaviyoSandboxData(store).events("Postcard Sent")) == final[S.RECEIVED]
-    assert not list((Path(resources["image_host"].image_dir)).rglob("*.png")), (
-        "hosted proofs are deleted once mailed"
-    )
+    kept = {
+        int(path.parent.parent.name.removeprefix("r"))
+        for path in Path(resources["image_host"].image_dir).rglob("*.png")
+    }
+    with unit_of_work(db_url) as session:
+        refused_ids = set(
+            session.scalars(
+                select(Mailpiece.recipient_id).where(Mailpiece.status == MailpieceStatus.FAILED)
+            )
+        )
+    assert kept == refused_ids, "mailed proofs are deleted; refused ones kept for a retry"
 
 
 def _without_latency(resource):  # type: ignore[no-untyped-def]
