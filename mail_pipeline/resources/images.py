@@ -61,5 +61,5 @@ class SandboxImageHost(ImageHostResource):
             sandbox.account_id,
             sandbox.api_token,
             transport=sandbox,
-            delivery_url=LocalImageUrl(storage),
+            delivery_url=LocalImageUrl(storage, base_url=self.public_base_url),
         )

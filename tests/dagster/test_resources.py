@@ -1,0 +1,53 @@
+"""Resources build the right clients for their environment, without I/O until used."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from mail_pipeline.definitions import production_resources, sandbox_resources
+from mail_pipeline.resources.images import SandboxImageHost
+from mail_pipeline.settings import load_settings
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (12, 8), "white").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_sandbox_proofs_are_links_a_person_can_open(tmp_path: Path) -> None:
+    host = SandboxImageHost(
+        sandbox_path=str(tmp_path / "s.sqlite"),
+        image_dir=str(tmp_path / "images"),
+        public_base_url="http://localhost:3001",
+    )
+    hosted = host.client().upload("proofs/c1/r1/abc/front.png", _png(), {})
+    assert hosted.url == "http://localhost:3001/sandbox-hash/proofs/c1/r1/abc/front.png"
+    assert (tmp_path / "images" / "sandbox-hash" / "proofs/c1/r1/abc/front.png").exists()
+
+    plain = SandboxImageHost(
+        sandbox_path=str(tmp_path / "s.sqlite"), image_dir=str(tmp_path / "images")
+    )
+    assert plain.client().upload("proofs/c1/r2/abc/front.png", _png(), {}).url.startswith("file://")
+
+
+def test_local_settings_bind_the_image_server_url(tmp_path: Path) -> None:
+    settings = load_settings(
+        {
+            "MAIL_PIPELINE_DATA_DIR": str(tmp_path),
+            "MAIL_PIPELINE_IMAGE_BASE_URL": "http://localhost:3001",
+        }
+    )
+    assert sandbox_resources(settings)["image_host"].public_base_url == "http://localhost:3001"
+    assert not tmp_path.joinpath("images").exists()
+
+
+def test_production_binds_no_sandbox(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("LOB_API_KEY", "test_x")
+    resources = production_resources()
+    names = {type(r).__name__ for r in resources.values()}
+    assert not any("Sandbox" in name for name in names), names
+    assert "LivePrinters" in names and "SqsQueues" in names
