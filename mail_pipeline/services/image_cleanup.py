@@ -41,7 +41,8 @@ from typing import Any
 
 from mail_pipeline.integrations.errors import IntegrationError, RateLimited
 from mail_pipeline.integrations.images.cloudflare import CloudflareImages, id_problem
-from mail_pipeline.integrations.queues.base import MAX_RECEIVE, MessageQueue, QueueMessage
+from mail_pipeline.integrations.queues.base import MessageQueue, QueueMessage
+from mail_pipeline.services.draining import dead_letter, delete_processed, receive_pages
 
 logger = logging.getLogger(__name__)
 
@@ -144,12 +145,7 @@ def process_image_deletions(
     """One pass over the image-deletion queue (see the module docstring)."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-    messages: list[QueueMessage] = []
-    for _ in range(max_receives):
-        batch = queue.receive(MAX_RECEIVE, visibility_timeout=visibility_timeout)
-        if not batch:
-            break
-        messages += batch
+    messages = receive_pages(queue, max_receives, visibility_timeout)
 
     requests: list[tuple[QueueMessage, ImageDeletion]] = []
     reasons: list[str] = []
@@ -158,7 +154,7 @@ def process_image_deletions(
         try:
             requests.append((message, parse_deletion_message(message.body)))
         except MalformedDeletion as exc:
-            if _dead_letter(queue, message, str(exc), log):
+            if dead_letter(queue, message, str(exc), log, "image-deletion"):
                 dead_lettered += 1
                 if len(reasons) < MAX_REASONS:
                     reasons.append(str(exc))
@@ -169,7 +165,7 @@ def process_image_deletions(
     outcomes, rate_limited = _delete_images(images, image_ids, concurrency, log)
     gone = {_Outcome.DELETED, _Outcome.ALREADY_GONE}
     done = [m for m, request in requests if all(outcomes[i] in gone for i in request.image_ids)]
-    delete_failures = _delete_messages(queue, done, log)
+    delete_failures = delete_processed(queue, done, log, "image-deletion")
 
     counts = Counter(outcomes.values())
     result = ImageCleanupResult(
@@ -228,31 +224,3 @@ def _delete_images(
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="image-cleanup") as pool:
         outcomes = dict(zip(image_ids, pool.map(delete_one, image_ids), strict=True))
     return outcomes, stop.is_set()
-
-
-def _dead_letter(
-    queue: MessageQueue, message: QueueMessage, reason: str, log: logging.Logger
-) -> bool:
-    log.warning("image-deletion message %s to the DLQ: %s", message.message_id, reason)
-    try:
-        queue.dead_letter(message, reason)
-    except IntegrationError as exc:
-        log.error("image-deletion message %s not moved to the DLQ: %s", message.message_id, exc)
-        return False
-    return True
-
-
-def _delete_messages(
-    queue: MessageQueue, messages: Sequence[QueueMessage], log: logging.Logger
-) -> int:
-    """Delete the messages; return how many could not be (they come back, harmlessly)."""
-    if not messages:
-        return 0
-    try:
-        failures = queue.delete([m.receipt_handle for m in messages])
-    except IntegrationError as exc:
-        log.error("could not delete %s image-deletion messages: %s", len(messages), exc)
-        return len(messages)
-    for failure in failures:
-        log.warning("image-deletion message not deleted (%s): %s", failure.code, failure.message)
-    return len(failures)

@@ -52,10 +52,10 @@ from mail_pipeline.db.mailpiece_status import (
 )
 from mail_pipeline.db.models import utcnow
 from mail_pipeline.domain.mailpieces import DELIVERED_STATUSES, RANK, advances
-from mail_pipeline.integrations.errors import IntegrationError
 from mail_pipeline.integrations.printers.base import MalformedWebhook, Printer, StatusUpdate
 from mail_pipeline.integrations.printers.webhooks import parse_envelope
-from mail_pipeline.integrations.queues.base import MAX_RECEIVE, MessageQueue, QueueMessage
+from mail_pipeline.integrations.queues.base import MessageQueue, QueueMessage
+from mail_pipeline.services.draining import dead_letter, delete_processed, receive_pages
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def process_status_queue(
 
     A database failure propagates after nothing was deleted (every message comes back).
     """
-    messages = _receive(queue, max_receives, visibility_timeout)
+    messages = receive_pages(queue, max_receives, visibility_timeout)
     parsed: list[tuple[QueueMessage, list[StatusUpdate]]] = []
     reasons: list[str] = []
     dead_lettered = dead_letter_failures = 0
@@ -122,7 +122,7 @@ def process_status_queue(
             parsed.append((message, parse_envelope(message.body, printers)))
         except (ValueError, TypeError, KeyError) as exc:
             reason = _unparseable_reason(exc)
-            if _dead_letter(queue, message, reason, log):
+            if dead_letter(queue, message, reason, log, "status"):
                 dead_lettered += 1
                 if len(reasons) < MAX_REASONS:
                     reasons.append(reason)
@@ -146,7 +146,7 @@ def process_status_queue(
             )
         else:
             done.append(message)
-    delete_failures = _delete(queue, done, log)
+    delete_failures = delete_processed(queue, done, log, "status")
 
     result = StatusRunResult(
         received=len(messages),
@@ -265,39 +265,3 @@ def _unparseable_reason(exc: Exception) -> str:
     if isinstance(exc, MalformedWebhook):
         return str(exc)
     return f"the status message could not be parsed: {type(exc).__name__}: {exc}"
-
-
-def _dead_letter(
-    queue: MessageQueue, message: QueueMessage, reason: str, log: logging.Logger
-) -> bool:
-    log.warning("status message %s to the DLQ: %s", message.message_id, reason)
-    try:
-        queue.dead_letter(message, reason)
-    except IntegrationError as exc:
-        log.error("status message %s not moved to the DLQ: %s", message.message_id, exc)
-        return False
-    return True
-
-
-def _receive(queue: MessageQueue, max_receives: int, visibility_timeout: int) -> list[QueueMessage]:
-    messages: list[QueueMessage] = []
-    for _ in range(max_receives):
-        batch = queue.receive(MAX_RECEIVE, visibility_timeout=visibility_timeout)
-        if not batch:
-            break
-        messages += batch
-    return messages
-
-
-def _delete(queue: MessageQueue, messages: Sequence[QueueMessage], log: logging.Logger) -> int:
-    """Delete the messages; return how many could not be (they will come back, harmlessly)."""
-    if not messages:
-        return 0
-    try:
-        failures = queue.delete([m.receipt_handle for m in messages])
-    except IntegrationError as exc:
-        log.error("could not delete %s applied status messages: %s", len(messages), exc)
-        return len(messages)
-    for failure in failures:
-        log.warning("status message not deleted (%s): %s", failure.code, failure.message)
-    return len(failures)

@@ -1,0 +1,56 @@
+"""Reading a queue inside a run: receive in pages of at most 10, dead-letter what can never be
+processed (with its reason), and delete only what was processed, after its effect committed.
+
+A delete that fails is logged and counted, never raised: the message comes back after its
+visibility timeout and processing it again changes nothing (both consumers are idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from mail_pipeline.integrations.errors import IntegrationError
+from mail_pipeline.integrations.queues.base import MAX_RECEIVE, MessageQueue, QueueMessage
+
+
+def receive_pages(
+    queue: MessageQueue, max_receives: int, visibility_timeout: int
+) -> list[QueueMessage]:
+    """Up to ``max_receives`` receives of at most 10 messages; stops at the first empty one."""
+    messages: list[QueueMessage] = []
+    for _ in range(max_receives):
+        page = queue.receive(MAX_RECEIVE, visibility_timeout=visibility_timeout)
+        if not page:
+            break
+        messages += page
+    return messages
+
+
+def dead_letter(
+    queue: MessageQueue, message: QueueMessage, reason: str, log: logging.Logger, what: str
+) -> bool:
+    """Move ``message`` to the DLQ with ``reason``; False if that failed (it comes back)."""
+    log.warning("%s message %s to the DLQ: %s", what, message.message_id, reason)
+    try:
+        queue.dead_letter(message, reason)
+    except IntegrationError as exc:
+        log.error("%s message %s not moved to the DLQ: %s", what, message.message_id, exc)
+        return False
+    return True
+
+
+def delete_processed(
+    queue: MessageQueue, messages: Sequence[QueueMessage], log: logging.Logger, what: str
+) -> int:
+    """Delete the messages; return how many could not be (they come back, harmlessly)."""
+    if not messages:
+        return 0
+    try:
+        failures = queue.delete([m.receipt_handle for m in messages])
+    except IntegrationError as exc:
+        log.error("could not delete %s %s messages: %s", len(messages), what, exc)
+        return len(messages)
+    for failure in failures:
+        log.warning("%s message not deleted (%s): %s", what, failure.code, failure.message)
+    return len(failures)
