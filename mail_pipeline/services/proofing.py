@@ -123,6 +123,9 @@ def _proof_one(
         return ProofOutcome(recipient.id, reason=f"cannot proof this recipient: {exc}")
     except IntegrationError as exc:
         return ProofOutcome(recipient.id, reason=str(exc), retryable=exc.retryable)
+    except Exception as exc:
+        log.exception("recipient %s: unexpected failure while proofing", recipient.id)
+        return ProofOutcome(recipient.id, reason=f"unexpected failure while proofing: {exc!r}")
     return ProofOutcome(
         recipient.id,
         values={
