@@ -14,6 +14,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from mail_pipeline.integrations.printers.base import Printer
+from mail_pipeline.integrations.printers.common import DEFAULT_LIMIT_FRACTION
 from mail_pipeline.integrations.printers.intelliprint import IntelliPrintPrinter
 from mail_pipeline.integrations.printers.lob import LobPrinter
 from mail_pipeline.integrations.printers.sandbox import emit_due_webhooks, sandbox_printers
@@ -29,6 +30,15 @@ class PrintersResource(dg.ConfigurableResource):
     routes: dict[str, str] = dict(DEFAULT_ROUTES)
     #: Pieces are created in the printers' test modes (validated, never printed or charged).
     test_mode: bool = False
+    #: Mailing runs that may use one API key at once (the mailing sensor's limit on runs in
+    #: flight). Each run's client keeps to its share of 95% of the vendor's rate limit, so
+    #: together they never draw a 429.
+    runs_sharing_key: int = 2
+
+    @property
+    def limit_fraction(self) -> float:
+        return DEFAULT_LIMIT_FRACTION / max(1, self.runs_sharing_key)
+
     _printers: dict[str, Printer] | None = PrivateAttr(default=None)
 
     @abstractmethod
@@ -57,16 +67,23 @@ class LivePrinters(PrintersResource):
     def build_printers(self) -> dict[str, Printer]:
         printers: dict[str, Printer] = {}
         if self.lob_api_key:
-            printers["lob"] = LobPrinter(self.lob_api_key, webhook_secret=self.lob_webhook_secret)
+            printers["lob"] = LobPrinter(
+                self.lob_api_key,
+                webhook_secret=self.lob_webhook_secret,
+                limit_fraction=self.limit_fraction,
+            )
         if self.stannp_api_key:
             printers["stannp"] = StannpPrinter(
                 self.stannp_api_key,
                 platform=self.stannp_platform,
                 webhook_secret=self.stannp_webhook_secret,
+                limit_fraction=self.limit_fraction,
             )
         if self.intelliprint_api_key:
             printers["intelliprint"] = IntelliPrintPrinter(
-                self.intelliprint_api_key, webhook_secret=self.intelliprint_webhook_secret
+                self.intelliprint_api_key,
+                webhook_secret=self.intelliprint_webhook_secret,
+                limit_fraction=self.limit_fraction,
             )
         return printers
 
@@ -95,6 +112,7 @@ class SandboxPrinters(PrintersResource):
             ),
             self.timeline(),
             client_rate_limits=self.client_rate_limits,
+            limit_fraction=self.limit_fraction,
         )
 
     def timeline(self) -> SandboxTimeline:

@@ -185,6 +185,8 @@ proofing_sensor = staging_sensor(
     max_runs_in_flight=2,
     interval_seconds=10,
 )
+#: Keep in step with PrintersResource.runs_sharing_key: runs in flight share the printers'
+#: rate limits.
 mailing_sensor = staging_sensor(
     MAILING,
     mailing_job,

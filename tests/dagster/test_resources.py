@@ -51,3 +51,13 @@ def test_production_binds_no_sandbox(monkeypatch) -> None:  # type: ignore[no-un
     names = {type(r).__name__ for r in resources.values()}
     assert not any("Sandbox" in name for name in names), names
     assert "LivePrinters" in names and "SqsQueues" in names
+
+
+def test_mailing_runs_in_flight_share_the_printers_rate_limit(tmp_path: Path) -> None:
+    from mail_pipeline.resources.printing import SandboxPrinters
+
+    printers = SandboxPrinters(sandbox_path=str(tmp_path / "s.sqlite"))
+    lob = printers.printers()["lob"]
+    # 2 runs in flight, each at half of 95% of Lob's 150 requests per 5 s
+    assert printers.runs_sharing_key == 2
+    assert lob.limiter is not None and lob.limiter.capacity == int(150 * 0.95 / 2)

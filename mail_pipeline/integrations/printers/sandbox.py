@@ -20,6 +20,7 @@ from typing import Any
 from mail_pipeline.integrations.http import RetryPolicy
 from mail_pipeline.integrations.printers import sandbox_intelliprint, sandbox_lob, sandbox_stannp
 from mail_pipeline.integrations.printers.base import Printer, WebhookEnvelope
+from mail_pipeline.integrations.printers.common import DEFAULT_LIMIT_FRACTION
 from mail_pipeline.integrations.printers.intelliprint import IntelliPrintPrinter
 from mail_pipeline.integrations.printers.lob import LobPrinter
 from mail_pipeline.integrations.printers.sandbox_base import (
@@ -89,6 +90,7 @@ def sandbox_printers(
     *,
     retry: RetryPolicy | None = None,
     client_rate_limits: bool = True,
+    limit_fraction: float = DEFAULT_LIMIT_FRACTION,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.time,
 ) -> dict[str, Printer]:
@@ -105,6 +107,8 @@ def sandbox_printers(
     common: dict[str, Any] = {"retry": retry, "sleep": sleep, "clock": clock}
     if not client_rate_limits:
         common["rate_limit"] = None
+    else:
+        common["limit_fraction"] = limit_fraction
     return {
         "lob": LobPrinter(lob.api_key, transport=lob, webhook_secret=lob.webhook_secret, **common),
         "stannp": StannpPrinter(
