@@ -27,10 +27,13 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from mail_pipeline.db.campaigns import IntegrationRef
 from mail_pipeline.db.engine import SessionFactory
@@ -154,17 +157,19 @@ def mail_batch(
     return result
 
 
-def _contexts(session: Any, recipients: list[Recipient]) -> dict[int, _Context]:
+def _contexts(session: Session, recipients: list[Recipient]) -> dict[int, _Context]:
     campaigns = campaigns_by_id(session, (r.campaign_id for r in recipients))
     organizations = organizations_by_id(session, (r.organization_id for r in recipients))
     integrations = {
         i.organization_id: IntegrationRef(
             i.organization_id, i.kind, i.secret_ref, dict(i.settings or {})
         )
-        for i in session.query(OrganizationIntegration).filter(
-            OrganizationIntegration.organization_id.in_(set(organizations)),
-            OrganizationIntegration.kind == IntegrationKind.KLAVIYO,
-            OrganizationIntegration.enabled.is_(True),
+        for i in session.scalars(
+            select(OrganizationIntegration).where(
+                OrganizationIntegration.organization_id.in_(set(organizations)),
+                OrganizationIntegration.kind == IntegrationKind.KLAVIYO,
+                OrganizationIntegration.enabled.is_(True),
+            )
         )
     }
     return {
@@ -297,8 +302,6 @@ def _postcard(
 
 
 def _with_key(request: PostcardRequest, key: str) -> PostcardRequest:
-    from dataclasses import replace
-
     return replace(request, idempotency_key=key)
 
 
