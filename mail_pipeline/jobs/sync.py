@@ -16,8 +16,8 @@ from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.metadata import counts
 from mail_pipeline.resources.cdp import CdpResource
 from mail_pipeline.resources.database import Database
-from mail_pipeline.services.manual_sync import finish_trigger, start_trigger
-from mail_pipeline.services.sync import Outcome, SyncSettings, sync_organization
+from mail_pipeline.services.manual_sync import sync_for_request
+from mail_pipeline.services.sync import SyncSettings, sync_organization
 
 
 class SyncConfig(dg.Config):
@@ -40,35 +40,25 @@ def sync_recipients(
             f"{config.organization_id}, so that two syncs of one organization "
             "never run at once (cross-campaign exclusion depends on it)"
         )
+    campaign_ids = config.campaign_ids or None
     if config.manual_trigger_id is not None:
-        start_trigger(database.session, config.manual_trigger_id, context.run_id)
-    try:
+        result = sync_for_request(
+            database.session,
+            cdp,
+            config.manual_trigger_id,
+            context.run_id,
+            config.organization_id,
+            campaign_ids,
+        )
+    else:
         result = sync_organization(
             database.session,
             cdp,
             config.organization_id,
             SyncSettings(holder=f"run:{context.run_id}"),
-            campaign_ids=config.campaign_ids or None,
+            campaign_ids=campaign_ids,
         )
-    except Exception as exc:
-        # The requester must hear about it: the request is closed as failed, then the run
-        # fails with the error.
-        if config.manual_trigger_id is not None:
-            finish_trigger(
-                database.session,
-                config.manual_trigger_id,
-                synced=0,
-                error=f"the sync run crashed: {exc!r}",
-            )
-        raise
-    problems = result.with_outcome(Outcome.MISCONFIGURED, Outcome.FAILED)
-    if config.manual_trigger_id is not None:
-        finish_trigger(
-            database.session,
-            config.manual_trigger_id,
-            synced=sum(result.created.values()),
-            error="; ".join(p.detail or "" for p in problems) or None,
-        )
+    problems = result.problems
     table = ["| campaign | outcome | profiles | created | detail |", "|---|---|---|---|---|"]
     for c in result.campaigns:
         created = ", ".join(f"{k} {v}" for k, v in sorted(c.created.items())) or "-"

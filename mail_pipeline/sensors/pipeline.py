@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from mail_pipeline.integrations.queues.base import MessageQueue
 from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.pipeline import BatchConfig, mailing_job, proofing_job
 from mail_pipeline.jobs.queues import DrainConfig, image_cleanup_job, mail_status_job
@@ -91,7 +92,7 @@ def queue_sensor(
     name: str,
     job: dg.JobDefinition,
     op_name: str,
-    queue_of: Callable[[QueuesResource], object],
+    queue_of: Callable[[QueuesResource], MessageQueue],
     *,
     interval_seconds: int,
 ) -> dg.SensorDefinition:
@@ -105,7 +106,7 @@ def queue_sensor(
         description=f"Launches {job.name} when its queue has messages.",
     )
     def _sensor(context: dg.SensorEvaluationContext, queues: QueuesResource) -> dg.SensorResult:
-        depth = queue_of(queues).approximate_depth()  # type: ignore[attr-defined]
+        depth = queue_of(queues).approximate_depth()
         if depth == 0:
             return dg.SensorResult(skip_reason=dg.SkipReason("the queue is empty"))
         if active_runs(context.instance, job_name=job.name):
@@ -118,7 +119,7 @@ def queue_sensor(
             run_requests=[
                 dg.RunRequest(
                     run_config=dg.RunConfig(ops={op_name: DrainConfig()}),
-                    tags={tags.STAGE: str(job.tags.get(tags.STAGE, "maintenance"))},
+                    tags={tags.STAGE: job.tags[tags.STAGE]},
                 )
             ]
         )

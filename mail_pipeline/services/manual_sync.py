@@ -14,6 +14,12 @@ from sqlalchemy import select, update
 
 from mail_pipeline.db.engine import SessionFactory
 from mail_pipeline.db.models import Campaign, ManualSyncTrigger, utcnow
+from mail_pipeline.services.sync import (
+    CdpDirectory,
+    OrganizationSyncResult,
+    SyncSettings,
+    sync_organization,
+)
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,39 @@ def pending_triggers(
             PendingTrigger(t.id, t.organization_id, t.campaign_id, t.requested_by, t.reason)
             for t in rows
         ]
+
+
+def sync_for_request(
+    sessions: SessionFactory,
+    cdp: CdpDirectory,
+    trigger_id: int,
+    run_id: str,
+    organization_id: int,
+    campaign_ids: list[int] | None,
+) -> OrganizationSyncResult:
+    """Run the sync a request asked for, keeping the request's state with it: running while
+    it syncs, then completed with the number created, or failed with the problem campaigns'
+    details - or with the error if the sync crashed (re-raised), so the requester always
+    hears how it ended."""
+    start_trigger(sessions, trigger_id, run_id)
+    try:
+        result = sync_organization(
+            sessions,
+            cdp,
+            organization_id,
+            SyncSettings(holder=f"run:{run_id}"),
+            campaign_ids=campaign_ids,
+        )
+    except Exception as exc:
+        finish_trigger(sessions, trigger_id, synced=0, error=f"the sync run crashed: {exc!r}")
+        raise
+    finish_trigger(
+        sessions,
+        trigger_id,
+        synced=sum(result.created.values()),
+        error="; ".join(p.detail or "" for p in result.problems) or None,
+    )
+    return result
 
 
 def start_trigger(sessions: SessionFactory, trigger_id: int, run_id: str) -> None:

@@ -87,6 +87,11 @@ class OrganizationSyncResult:
     def with_outcome(self, *outcomes: Outcome) -> list[CampaignSyncResult]:
         return [r for r in self.campaigns if r.outcome in outcomes]
 
+    @property
+    def problems(self) -> list[CampaignSyncResult]:
+        """Campaigns that need a person: misconfigured, or failed to sync."""
+        return self.with_outcome(Outcome.MISCONFIGURED, Outcome.FAILED)
+
 
 @dataclass(frozen=True)
 class SyncSettings:
