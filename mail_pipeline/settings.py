@@ -20,17 +20,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
+
+from mail_pipeline.domain.environments import Environment
 
 ENV_VAR = "MAIL_PIPELINE_ENV"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-
-class Environment(StrEnum):
-    LOCAL = "local"
-    TEST = "test"
-    PRODUCTION = "production"
+__all__ = ["Environment", "Settings", "SettingsError", "load_settings"]
 
 
 class SettingsError(RuntimeError):

@@ -36,6 +36,7 @@ from mail_pipeline.domain.campaigns import (
     OrganizationStatus,
     Postage,
 )
+from mail_pipeline.domain.environments import Environment
 from mail_pipeline.domain.mailpieces import MailpieceStatus
 from mail_pipeline.domain.recipients import RecipientStatus
 from mail_pipeline.domain.secrets import validate_secret_ref
@@ -449,3 +450,18 @@ class CampaignSyncLock(Base):
     token: Mapped[int] = mapped_column(Integer, default=1)
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AppEnvironment(Base):
+    """The kind of environment this database serves (one row). The first migration run
+    stamps it with the migrating process's environment; a process of another kind refuses
+    the database (see ``db.environment``), so a laptop never drives production data."""
+
+    __tablename__ = "app_environment"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, default=1)
+    environment: Mapped[Environment] = mapped_column(enum_type(Environment, "app_environment"))
+    #: Who stamped it: host and command, for the person reading a refusal.
+    stamped_by: Mapped[str] = mapped_column(String(200))
+    stamped_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
