@@ -45,13 +45,18 @@ TRANSITIONS: dict[RecipientStatus, frozenset[RecipientStatus]] = {
     # recipient is re-staged only after the printer was asked about its idempotency key.
     S.SENDING_STAGED: frozenset({S.SENDING, S.PROOFED}),
     S.SENDING: frozenset({S.SENT, S.ERROR, S.SENDING_STAGED}),
-    S.SENT: frozenset({S.RECEIVED}),
+    # the printer reports the piece failed or cancelled after accepting it: nothing will be
+    # delivered, so the recipient must not look Sent (status tracking).
+    S.SENT: frozenset({S.RECEIVED, S.ERROR}),
     S.RECEIVED: frozenset(),
     S.SKIPPED: frozenset(),
     S.HOLDOUT: frozenset(),
     S.BLACKLISTED: frozenset(),
-    # an operator retry: back to the start of the stage that failed.
-    S.ERROR: frozenset({S.PENDING, S.PROOFED}),
+    # an operator retry: back to the start of the stage that failed; a re-sync re-decides a
+    # profile that was rejected at sync (Error with no error_from_status) from fresh data.
+    S.ERROR: frozenset(
+        {S.PENDING, S.PROOFED, S.ADDRESS_ENRICHABLE, S.SKIPPED, S.HOLDOUT, S.BLACKLISTED}
+    ),
 }
 
 #: States a sync may create a recipient in (Error: a profile the CDP sent malformed).
@@ -78,8 +83,10 @@ RECOVERY_TARGET = {
     S.SENDING: S.SENDING_STAGED,
 }
 
-#: Error's operator retry goes back to the start of the stage that failed.
-RETRY_TARGET = {S.PROOFING: S.PENDING, S.SENDING: S.PROOFED}
+#: Error's operator retry goes back to the start of the stage that failed. A piece the printer
+#: failed or cancelled after accepting it (Error from Sent) starts again at proofing: its
+#: hosted proofs were deleted once the printer accepted it, and it needs a new print attempt.
+RETRY_TARGET = {S.PROOFING: S.PENDING, S.SENDING: S.PROOFED, S.SENT: S.PENDING}
 
 
 def retry_target(error_from_status: RecipientStatus | None) -> RecipientStatus:

@@ -48,6 +48,12 @@ RECOVERY_AND_RETRY_EDGES = {
     (S.SENDING, S.SENDING_STAGED),  # a dead mailing run, after reconciliation
     (S.ERROR, S.PENDING),
     (S.ERROR, S.PROOFED),  # an operator retry
+    (S.SENT, S.ERROR),  # the printer failed or cancelled the piece after accepting it
+    # a re-sync re-decides a profile that was rejected at sync, from its fresh data
+    (S.ERROR, S.ADDRESS_ENRICHABLE),
+    (S.ERROR, S.SKIPPED),
+    (S.ERROR, S.HOLDOUT),
+    (S.ERROR, S.BLACKLISTED),
 }
 ALLOWED = SPEC_EDGES | RECOVERY_AND_RETRY_EDGES
 
