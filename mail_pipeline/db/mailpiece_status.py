@@ -17,26 +17,35 @@ this gateway owns *how*, inside the caller's session and transaction (it never c
 - :meth:`MailpieceStatusGateway.mark_received` moves delivered pieces' recipients Sent ->
   Received through :class:`~mail_pipeline.db.recipients.RecipientGateway` (a guarded
   transition), with ``received_at`` = the piece's ``delivered_at``;
-  :meth:`MailpieceStatusGateway.receive_if_delivered` does the same for recipients that
-  became Sent after their piece was already delivered.
+  :meth:`MailpieceStatusGateway.mark_failed` moves failed or cancelled pieces' recipients
+  Sent -> Error (``error_from_status`` Sent) with the printer's reason.
+- :meth:`MailpieceStatusGateway.settle_sent` does either for recipients that became Sent
+  after their piece was already delivered, failed or cancelled (the webhook was applied
+  while the recipient was still Sending, and no later webhook would move it on).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, or_, select, update
+from sqlalchemy import and_, case, exists, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from mail_pipeline.db.models import Mailpiece, MailpieceEvent, Recipient, utcnow
 from mail_pipeline.db.recipients import RecipientGateway
 from mail_pipeline.db.types import UTCDateTime
-from mail_pipeline.domain.mailpieces import DELIVERED_STATUSES, MailpieceStatus, advances
+from mail_pipeline.domain.mailpieces import (
+    DELIVERED_STATUSES,
+    FAILED_STATUSES,
+    MailpieceStatus,
+    advances,
+    failure_reason,
+)
 from mail_pipeline.domain.recipients import RecipientStatus
 
 #: ``(printer, provider_piece_id)`` or ``(printer, provider_event_id)``.
@@ -90,6 +99,14 @@ class AdvancedPiece:
     id: int
     recipient_id: int
     status: MailpieceStatus
+
+
+@dataclass(frozen=True)
+class SettledRecipients:
+    """What :meth:`MailpieceStatusGateway.settle_sent` did with just-Sent recipients."""
+
+    received: tuple[int, ...] = ()
+    failed: tuple[int, ...] = ()
 
 
 def statuses_advanced_by(new: MailpieceStatus) -> list[MailpieceStatus]:
@@ -243,6 +260,8 @@ class MailpieceStatusGateway:
         delivered_at = (
             select(Mailpiece.delivered_at)
             .where(Mailpiece.recipient_id == Recipient.id)
+            .order_by(Mailpiece.attempt.desc())
+            .limit(1)
             .scalar_subquery()
         )
         return RecipientGateway(self.session).transition_many(
@@ -253,22 +272,70 @@ class MailpieceStatusGateway:
             values={"received_at": func.coalesce(delivered_at, now)},
         )
 
-    def receive_if_delivered(
+    def mark_failed(self, reasons: Mapping[int, str], *, now: datetime | None = None) -> list[int]:
+        """Move these recipients Sent -> Error (those still Sent), each with its reason;
+        ``error_from_status`` = Sent, so an operator retry starts it again at proofing.
+        Returns the recipients moved."""
+        return RecipientGateway(self.session).mark_errors(
+            reasons, RecipientStatus.SENT, now=now or utcnow()
+        )
+
+    def settle_sent(
         self, recipient_ids: Iterable[int], *, now: datetime | None = None
-    ) -> list[int]:
-        """Move to Received those of these Sent recipients whose mailpiece is already
-        delivered. For the mailing run when it marks a recipient Sent: the delivery webhook
-        may have been applied while the recipient was still Sending (the printer's id is
-        recorded before the follow-ups run), and no later webhook would move it on."""
+    ) -> SettledRecipients:
+        """Settle recipients the mailing run just marked Sent whose piece already reached the
+        end: delivered -> Received, failed or cancelled -> Error with the printer's reason
+        (from the earliest recorded event of that status, whose printer-side status name
+        is not kept, so the reason reads ``lob reported the mailpiece failed: <detail>``).
+
+        The status webhook may have been applied while the recipient was still Sending (the
+        printer's id is recorded before the follow-ups run); the guarded moves of the status
+        consumer skipped it then, and no later webhook would move it on."""
         ids = list(recipient_ids)
         if not ids:
-            return []
-        delivered = self.session.scalars(
-            select(Mailpiece.recipient_id).where(
-                Mailpiece.recipient_id.in_(ids), Mailpiece.status.in_(DELIVERED_STATUSES)
+            return SettledRecipients()
+        now = now or utcnow()
+        ended = self.session.execute(
+            select(Mailpiece.id, Mailpiece.recipient_id, Mailpiece.printer, Mailpiece.status)
+            .where(
+                Mailpiece.recipient_id.in_(ids),
+                Mailpiece.status.in_(DELIVERED_STATUSES | FAILED_STATUSES),
+                _latest_attempt(),
             )
+            .order_by(Mailpiece.id)
         ).all()
-        return self.mark_received(delivered, now=now)
+        received = self.mark_received(
+            [row.recipient_id for row in ended if row.status in DELIVERED_STATUSES], now=now
+        )
+        reasons = {
+            row.recipient_id: failure_reason(
+                row.printer,
+                f"the mailpiece {MailpieceStatus(row.status)}",
+                self._first_detail(row.id, MailpieceStatus(row.status)),
+            )
+            for row in ended
+            if row.status in FAILED_STATUSES
+        }
+        failed = self.mark_failed(reasons, now=now)
+        return SettledRecipients(received=tuple(received), failed=tuple(failed))
+
+    def _first_detail(self, mailpiece_id: int, status: MailpieceStatus) -> str | None:
+        """The detail of the piece's earliest recorded event of ``status``."""
+        return self.session.scalar(
+            select(MailpieceEvent.detail)
+            .where(MailpieceEvent.mailpiece_id == mailpiece_id, MailpieceEvent.status == status)
+            .order_by(MailpieceEvent.occurred_at, MailpieceEvent.id)
+            .limit(1)
+        )
+
+
+def _latest_attempt() -> Any:
+    """The piece is its recipient's latest print attempt (an earlier one is dead: a failed
+    or cancelled piece an operator retried; it says nothing about the recipient now)."""
+    later = aliased(Mailpiece)
+    return ~exists().where(
+        later.recipient_id == Mailpiece.recipient_id, later.attempt > Mailpiece.attempt
+    )
 
 
 def _per_piece(moves: Sequence[PieceMove], attribute: str) -> Any:

@@ -45,13 +45,16 @@ def apply_mail_statuses(
     queues: QueuesResource,
     printers: PrintersResource,
 ) -> dg.Output[None]:
-    """Parse printer webhooks, update mailpieces in bulk, Sent -> Received on delivery."""
+    """Parse printer webhooks and apply them, each message on its own (one bad message goes
+    to the dead-letter queue alone): mailpieces move forward, Sent -> Received on delivery,
+    Sent -> Error when the printer reports the piece failed or cancelled."""
     result = process_status_queue(
         database.session,
         queues.status_queue(),
         printers.printers(),
         max_receives=config.max_receives,
         visibility_timeout=queues.visibility_timeout,
+        max_receive_count=queues.max_receive_count,
         log=context.log,
     )
     return dg.Output(None, metadata=_totals(result))

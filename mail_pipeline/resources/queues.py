@@ -11,7 +11,7 @@ from abc import abstractmethod
 
 import dagster as dg
 
-from mail_pipeline.integrations.queues.base import MessageQueue
+from mail_pipeline.integrations.queues.base import MAX_RECEIVE_COUNT, MessageQueue
 from mail_pipeline.integrations.queues.local import LocalQueue
 from mail_pipeline.integrations.queues.local_db import QueueDatabase
 from mail_pipeline.integrations.queues.sqs import SqsQueue
@@ -23,6 +23,10 @@ IMAGE_DELETION_QUEUE = "image-deletion"
 class QueuesResource(dg.ConfigurableResource):
     #: Seconds a received message stays hidden; longer than the worst batch processing time.
     visibility_timeout: int = 120
+    #: Receives before a message moves to the dead-letter queue: the local queues' redrive
+    #: setting, and for SQS what the queues' redrive policy says (set up with the same
+    #: default). Consumers dead-letter a message they keep for redelivery on its last one.
+    max_receive_count: int = MAX_RECEIVE_COUNT
 
     @abstractmethod
     def queue(self, name: str) -> MessageQueue: ...
@@ -60,8 +64,6 @@ def _database(path: str) -> QueueDatabase:
 
 class LocalQueues(QueuesResource):
     path: str
-    #: Receives before a message moves to the dead-letter queue (SQS maxReceiveCount).
-    max_receive_count: int = 5
 
     def queue(self, name: str) -> MessageQueue:
         return LocalQueue(

@@ -3,6 +3,10 @@ processed (with its reason), and delete only what was processed, after its effec
 
 A delete that fails is logged and counted, never raised: the message comes back after its
 visibility timeout and processing it again changes nothing (both consumers are idempotent).
+
+A dead-letter reason may quote a hostile message (a NUL, a lone surrogate): both queues
+escape what SQS would refuse in it (see :mod:`mail_pipeline.integrations.queues.conventions`),
+so the move to the DLQ cannot fail on it.
 """
 
 from __future__ import annotations

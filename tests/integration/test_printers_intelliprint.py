@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 from typing import Any
 
@@ -28,7 +29,7 @@ from mail_pipeline.integrations.printers.base import (
 )
 from mail_pipeline.integrations.printers.intelliprint import IntelliPrintPrinter, print_body
 from mail_pipeline.integrations.printers.sandbox import IntelliPrintSandbox, emit_due_webhooks
-from mail_pipeline.integrations.printers.sandbox_base import SandboxTimeline
+from mail_pipeline.integrations.printers.sandbox.base import SandboxTimeline
 from mail_pipeline.integrations.printers.webhooks import parse_envelope
 from mail_pipeline.integrations.sandbox.store import SandboxStore
 from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour
@@ -401,6 +402,36 @@ def test_bad_svix_webhooks_are_malformed() -> None:
         )
         == []
     )
+
+
+@pytest.mark.parametrize(
+    ("event", "headers", "reason"),
+    [
+        ({"print_id": {"id": 1}}, {}, "print_id is an object, not text"),
+        ({"returned": {"reason": ["Refused"]}}, {}, "returned.reason is a list, not text"),
+        ({"returned": {"reason": "Refused\x00"}}, {}, "detail contains U+0000"),
+        ({}, {"svix-id": "m" * 201}, "event id is 201 characters long"),
+        ({"id": {"x": 1}}, {"svix-id": ""}, "letter.updated id is an object, not text"),
+    ],
+)
+def test_intelliprint_values_of_the_wrong_kind_are_malformed(
+    event: dict[str, Any], headers: dict[str, str], reason: str
+) -> None:
+    body = json.dumps({**json.loads(letter_event()), **event})
+    envelope = WebhookEnvelope("intelliprint", {"svix-timestamp": "1701970000", **headers}, body)
+    with pytest.raises(MalformedWebhook, match=re.escape(reason)):
+        client().parse_webhook(envelope)
+
+
+def test_a_svix_timestamp_in_other_digits_falls_back_to_the_ingress_time() -> None:
+    envelope = WebhookEnvelope(
+        "intelliprint",
+        {"svix-timestamp": "\u00b2"},
+        letter_event(),
+        received_at="2024-05-01T12:00:00Z",
+    )
+    [update] = client().parse_webhook(envelope)
+    assert update.occurred_at.isoformat() == "2024-05-01T12:00:00+00:00"
 
 
 def test_sandbox_webhooks_round_trip() -> None:

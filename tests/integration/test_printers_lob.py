@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 from typing import Any
 
@@ -30,7 +31,7 @@ from mail_pipeline.integrations.printers.base import (
 )
 from mail_pipeline.integrations.printers.lob import LobPrinter
 from mail_pipeline.integrations.printers.sandbox import LobSandbox, emit_due_webhooks
-from mail_pipeline.integrations.printers.sandbox_base import SandboxTimeline
+from mail_pipeline.integrations.printers.sandbox.base import SandboxTimeline
 from mail_pipeline.integrations.printers.webhooks import parse_envelope
 from mail_pipeline.integrations.ratelimit import SlidingWindowLimiter
 from mail_pipeline.integrations.sandbox.store import SandboxStore
@@ -529,10 +530,39 @@ def test_bad_lob_webhooks_are_malformed_with_a_reason() -> None:
         printer.parse_webhook(WebhookEnvelope("lob", {}, lob_event()))
     with pytest.raises(MalformedWebhook, match="does not match"):
         printer.parse_webhook(signed(lob_event(), int(now * 1000), secret="other"))
-    with pytest.raises(MalformedWebhook, match="has no id"):
+    with pytest.raises(MalformedWebhook, match="event id is missing"):
         LobPrinter(KEY).parse_webhook(WebhookEnvelope("lob", {}, lob_event(id=None)))
     with pytest.raises(MalformedWebhook, match="not JSON"):
         LobPrinter(KEY).parse_webhook(WebhookEnvelope("lob", {}, "<html>"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ({"reference_id": {"id": "psc_42"}}, "reference_id is an object, not text"),
+        ({"id": ["evt_1"]}, "event id is a list, not text"),
+        ({"id": "evt_" + "1" * 200}, "event id is 204 characters long; at most 200 are stored"),
+        ({"date_created": 1e20}, "lob date_created 1e+20 is not a representable time"),
+        ({"body": {"id": "psc_42", "tracking_events": 7}}, "tracking_events is not a list"),
+        (
+            {"body": {"tracking_events": [{"name": "Delivered", "location": {"zip": 1}}]}},
+            "lob tracking event location is an object, not text",
+        ),
+    ],
+)
+def test_lob_values_of_the_wrong_kind_are_malformed(extra: dict[str, Any], reason: str) -> None:
+    with pytest.raises(MalformedWebhook, match=re.escape(reason)):
+        LobPrinter(KEY).parse_webhook(WebhookEnvelope("lob", {}, lob_event(**extra)))
+
+
+def test_a_long_lob_detail_is_cut_and_the_status_name_kept() -> None:
+    body = {"id": "psc_42", "tracking_events": [{"name": "In Transit", "location": "x" * 900}]}
+    [update] = LobPrinter(KEY).parse_webhook(
+        WebhookEnvelope("lob", {}, lob_event("postcard.rejected", body=body))
+    )
+    assert update.detail is not None and len(update.detail) == 500
+    assert update.detail.startswith("In Transit at xxx")
+    assert update.provider_status == "postcard.rejected"
 
 
 def test_a_seconds_timestamp_is_also_accepted() -> None:

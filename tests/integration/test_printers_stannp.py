@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 from typing import Any
 from urllib.parse import parse_qsl
@@ -29,7 +30,7 @@ from mail_pipeline.integrations.printers.base import (
     WebhookEnvelope,
 )
 from mail_pipeline.integrations.printers.sandbox import StannpSandbox, emit_due_webhooks
-from mail_pipeline.integrations.printers.sandbox_base import SandboxTimeline
+from mail_pipeline.integrations.printers.sandbox.base import SandboxTimeline
 from mail_pipeline.integrations.printers.stannp import StannpPrinter, postcard_form
 from mail_pipeline.integrations.printers.webhooks import parse_envelope
 from mail_pipeline.integrations.sandbox.store import SandboxStore
@@ -404,6 +405,39 @@ def test_bad_stannp_webhooks_are_malformed_and_test_url_is_ignored() -> None:
         client.parse_webhook(signed(stannp_webhook([{"status": "delivered"}])))
     test_url = json.dumps({"webhook_id": 0, "event": "test_url", "created": "x", "retries": 0})
     assert client.parse_webhook(signed(test_url)) == []
+
+
+@pytest.mark.parametrize(
+    ("piece", "reason"),
+    [
+        ({"id": 1, "status": "delivered", "tracking_ref": {"a": 1}}, "tracking_ref is an object"),
+        (
+            {"id": 1, "status": "delivered", "tracking_reference": [1]},
+            "tracking_reference is a list",
+        ),
+        ({"id": [1], "status": "delivered"}, "mailpiece id is a list, not text"),
+        ({"id": 1, "status": "delivered", "updated": "0001-01-01T00:00:00+14:00"}, "outside"),
+        ({"id": "9" * 129, "status": "delivered"}, "piece id is 129 characters long"),
+    ],
+)
+def test_stannp_values_of_the_wrong_kind_are_malformed(piece: dict[str, Any], reason: str) -> None:
+    client = StannpPrinter(KEY, webhook_secret="shh")
+    with pytest.raises(MalformedWebhook, match=re.escape(reason)):
+        client.parse_webhook(signed(stannp_webhook([{"id": 2, "status": "delivered"}, piece])))
+
+
+def test_stannp_tracking_refs_and_statuses_are_kept() -> None:
+    client = StannpPrinter(KEY, webhook_secret="shh")
+    pieces = [
+        {"id": 1, "status": "delivered", "tracking_ref": 123456},
+        {"id": 2, "status": {"odd": True}},
+        {"id": 3, "status": "cancelled", "tracking_reference": "RM-1"},
+    ]
+    updates = client.parse_webhook(signed(stannp_webhook(pieces)))
+    assert [(u.provider_piece_id, u.detail, u.provider_status) for u in updates] == [
+        ("1", "123456", "delivered"),
+        ("3", "RM-1", "cancelled"),
+    ]
 
 
 def test_sandbox_webhooks_are_chunked_by_50_and_verified() -> None:

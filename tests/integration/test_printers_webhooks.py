@@ -16,7 +16,7 @@ from mail_pipeline.integrations.printers.sandbox import (
     sandbox_printers,
     sandbox_transports,
 )
-from mail_pipeline.integrations.printers.sandbox_base import SandboxTimeline
+from mail_pipeline.integrations.printers.sandbox.base import SandboxTimeline
 from mail_pipeline.integrations.printers.webhooks import parse_envelope
 from mail_pipeline.integrations.sandbox.store import SandboxStore
 

@@ -20,7 +20,12 @@ from moto import mock_aws
 from sqlalchemy.orm import Session
 
 from mail_pipeline.db.engine import SessionFactory, unit_of_work
-from mail_pipeline.db.mailpiece_status import Key, MailpieceStatusGateway, PieceState
+from mail_pipeline.db.mailpiece_status import (
+    Key,
+    MailpieceStatusGateway,
+    PieceState,
+    SettledRecipients,
+)
 from mail_pipeline.db.models import Mailpiece, MailpieceEvent, Recipient
 from mail_pipeline.db.recipients import RecipientGateway
 from mail_pipeline.domain.addresses import Address
@@ -29,7 +34,7 @@ from mail_pipeline.domain.mailpieces import MailpieceStatus as M
 from mail_pipeline.domain.recipients import RecipientStatus as R
 from mail_pipeline.integrations.printers.base import PostcardRequest, Printer, StatusUpdate
 from mail_pipeline.integrations.printers.sandbox import emit_due_webhooks, sandbox_printers
-from mail_pipeline.integrations.printers.sandbox_base import SandboxTimeline
+from mail_pipeline.integrations.printers.sandbox.base import SandboxTimeline
 from mail_pipeline.integrations.printers.webhooks import parse_envelope
 from mail_pipeline.integrations.queues.base import DeleteFailure
 from mail_pipeline.integrations.queues.local import LocalQueue
@@ -40,6 +45,15 @@ from mail_pipeline.services.status_tracking import (
     StatusRunResult,
     plan_moves,
     process_status_queue,
+)
+from tests.signed_webhooks import (
+    intelliprint_message,
+    letter_event,
+    lob_event,
+    lob_message,
+    signing_printers,
+    stannp_message,
+    stannp_webhook,
 )
 
 QUICK = SandboxTimeline(
@@ -359,23 +373,33 @@ def test_a_webhook_for_a_piece_not_recorded_yet_waits_on_the_queue(
     assert queue.receive() == []
 
 
-def test_a_webhook_for_a_piece_never_recorded_ends_in_the_dlq_by_redrive(
+def test_a_webhook_for_a_piece_never_recorded_is_dead_lettered_on_its_last_delivery(
     db_url: str,
     sessions: SessionFactory,
     clock: FakeClock,
     printing: Printing,
 ) -> None:
+    """Kept while the mailing run may still record the piece; on the delivery the redrive
+    policy would be the last (receive count = max receive count), dead-lettered by the
+    consumer with a reason naming the piece, not moved silently by the redrive."""
     queue = LocalQueue(
-        ":memory:", "mail-status", visibility_timeout=VISIBILITY, max_receive_count=2, clock=clock
+        ":memory:", "mail-status", visibility_timeout=VISIBILITY, max_receive_count=3, clock=clock
     )
-    printing.mail("lob", 99)
+    piece = printing.mail("lob", 99)
     queue.send(printing.webhooks()[-1])
     for _ in range(2):
-        assert run(sessions, queue, printing).messages_retained == 1
+        kept = run(sessions, queue, printing, max_receive_count=3)
+        assert (kept.messages_retained, kept.unknown_pieces, kept.dead_lettered) == (1, 1, 0)
         clock.advance(VISIBILITY + 1)
-    assert run(sessions, queue, printing).received == 0
+
+    last = run(sessions, queue, printing, max_receive_count=3)
+
+    assert (last.received, last.messages_retained, last.dead_lettered) == (1, 0, 1)
+    assert last.dead_letter_reasons == (f"unknown piece {piece} after 3 deliveries",)
     (dead,) = queue.dead_letters()
-    assert "received 2 times" in dead.reason
+    assert dead.reason == f"unknown piece {piece} after 3 deliveries"
+    clock.advance(VISIBILITY + 1)
+    assert queue.receive() == []
 
 
 def test_late_events_are_recorded_but_never_move_a_piece_back(
@@ -653,12 +677,149 @@ def test_a_recipient_marked_sent_after_its_delivery_can_be_caught_up(
     with unit_of_work(db_url) as session:
         recipients = RecipientGateway(session)
         assert recipients.transition_many([sending, in_transit], R.SENDING, R.SENT)
-        received = MailpieceStatusGateway(session).receive_if_delivered([sending, in_transit])
-    assert received == [sending]
+        settled = MailpieceStatusGateway(session).settle_sent([sending, in_transit])
+    assert settled == SettledRecipients(received=(sending,))
     with unit_of_work(db_url) as session:
         assert session.get_one(Recipient, sending).status == R.RECEIVED
         assert (
             session.get_one(Recipient, sending).received_at
             == piece_of(session, sending).delivered_at
         )
+        assert session.get_one(Recipient, in_transit).status == R.SENT
+
+
+# -- failed and cancelled pieces -------------------------------------------------------------
+
+FAILED_PIECES = {"lob": "psc_failed_1", "stannp": "5551", "intelliprint": "print_failed_1"}
+
+
+@pytest.mark.parametrize(
+    ("printer", "webhook", "status", "reason"),
+    [
+        (
+            "lob",
+            lambda piece: lob_message(lob_event("evt_f", piece, "postcard.failed")),
+            M.FAILED,
+            "lob reported postcard.failed: In Transit at 94107",
+        ),
+        (
+            "lob",
+            lambda piece: lob_message(
+                lob_event("evt_f", piece, "postcard.rejected", body={"id": piece})
+            ),
+            M.FAILED,
+            "lob reported postcard.rejected",
+        ),
+        (
+            "lob",
+            lambda piece: lob_message(
+                lob_event("evt_f", piece, "postcard.deleted", body={"id": piece})
+            ),
+            M.CANCELLED,
+            "lob reported postcard.deleted",
+        ),
+        (
+            "stannp",
+            lambda piece: stannp_message(stannp_webhook([{"id": piece, "status": "cancelled"}])),
+            M.CANCELLED,
+            "stannp reported cancelled",
+        ),
+        (
+            "intelliprint",
+            lambda piece: intelliprint_message(
+                letter_event(piece, "failed_wrong_address", returned={"reason": "Unknown"})
+            ),
+            M.FAILED,
+            "intelliprint reported failed_wrong_address: Unknown",
+        ),
+        (
+            "intelliprint",
+            lambda piece: intelliprint_message(letter_event(piece, "cancelled")),
+            M.CANCELLED,
+            "intelliprint reported cancelled",
+        ),
+    ],
+)
+def test_a_failed_or_cancelled_piece_moves_its_recipient_from_sent_to_error(
+    printer: str,
+    webhook: Callable[[str], str],
+    status: M,
+    reason: str,
+    db_url: str,
+    sessions: SessionFactory,
+    queue: LocalQueue,
+    sent_recipients: Callable[[int], list[int]],
+) -> None:
+    failing, other = sent_recipients(2)
+    record_pieces(db_url, {failing: (printer, FAILED_PIECES[printer]), other: ("lob", "psc_ok")})
+    queue.send_batch([webhook(FAILED_PIECES[printer]), lob_message(lob_event("evt_ok", "psc_ok"))])
+
+    result = process_status_queue(sessions, queue, signing_printers())
+
+    assert (result.pieces_advanced, result.recipients_failed, result.messages_deleted) == (2, 1, 2)
+    with unit_of_work(db_url) as session:
+        assert piece_of(session, failing).status == status
+        recipient = session.get_one(Recipient, failing)
+        assert recipient.status == R.ERROR
+        assert recipient.error_from_status == R.SENT
+        assert recipient.status_reason == reason
+        assert session.get_one(Recipient, other).status == R.SENT
+
+
+def test_a_returned_piece_leaves_its_recipient_sent(
+    db_url: str,
+    sessions: SessionFactory,
+    queue: LocalQueue,
+    sent_recipients: Callable[[int], list[int]],
+) -> None:
+    (recipient_id,) = sent_recipients(1)
+    record_pieces(db_url, {recipient_id: ("lob", "psc_back")})
+    queue.send(lob_message(lob_event("evt_back", "psc_back", "postcard.returned_to_sender")))
+
+    result = process_status_queue(sessions, queue, signing_printers())
+
+    assert (result.pieces_advanced, result.recipients_failed) == (1, 0)
+    with unit_of_work(db_url) as session:
+        assert piece_of(session, recipient_id).status == M.RETURNED
+        assert session.get_one(Recipient, recipient_id).status == R.SENT
+
+
+def test_a_failure_applied_while_the_recipient_was_sending_settles_it_in_error(
+    db_url: str,
+    sessions: SessionFactory,
+    queue: LocalQueue,
+    make_campaign: Any,
+    add_recipients: Any,
+) -> None:
+    """The printer rejects the piece while the mailing run is still on its follow-ups: the
+    status pass moves the piece only; marking the recipient Sent then settles it in Error."""
+    _, campaign_id = make_campaign()
+    sending, delivered, in_transit = add_recipients(campaign_id, 3, R.SENDING)
+    record_pieces(
+        db_url,
+        {sending: ("lob", "psc_race"), delivered: ("lob", "psc_done"), in_transit: ("lob", "p")},
+    )
+    queue.send_batch(
+        [
+            lob_message(
+                lob_event("evt_race", "psc_race", "postcard.rejected", body={"id": "psc_race"})
+            ),
+            lob_message(lob_event("evt_done", "psc_done", "postcard.delivered")),
+        ]
+    )
+    applied = process_status_queue(sessions, queue, signing_printers())
+    assert (applied.pieces_advanced, applied.recipients_failed) == (2, 0)  # still Sending
+
+    with unit_of_work(db_url) as session:
+        ids = [sending, delivered, in_transit]
+        assert RecipientGateway(session).transition_many(ids, R.SENDING, R.SENT) == ids
+        settled = MailpieceStatusGateway(session).settle_sent(ids)
+
+    assert settled == SettledRecipients(received=(delivered,), failed=(sending,))
+    with unit_of_work(db_url) as session:
+        recipient = session.get_one(Recipient, sending)
+        assert recipient.status == R.ERROR
+        assert recipient.error_from_status == R.SENT
+        assert recipient.status_reason == "lob reported the mailpiece failed"
+        assert session.get_one(Recipient, delivered).status == R.RECEIVED
         assert session.get_one(Recipient, in_transit).status == R.SENT

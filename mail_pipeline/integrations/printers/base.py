@@ -8,7 +8,10 @@ implementation:
   it never creates a second one.
 - ``find_postcard`` asks the printer whether a piece with this key exists (for recovery after
   the printer's own 24 h idempotency window), returning ``None`` only when the printer
-  positively has none.
+  positively has none within what it can search: Lob and IntelliPrint search all their
+  pieces, Stannp's reporting list only the last ``lookback_days`` (60 by default). A mailing
+  batch resumed more than 60 days after a Stannp create could therefore print again; recovery
+  resumes a batch within minutes, so that window is never reached in practice.
 - Webhooks (in transit, delivered, returned, ...) are parsed by ``parse_webhook`` into
   :class:`StatusUpdate` values in the shared :class:`MailpieceStatus` vocabulary.
 """
@@ -17,12 +20,21 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from mail_pipeline.domain.addresses import Address
-from mail_pipeline.domain.mailpieces import MailpieceStatus
+from mail_pipeline.domain.mailpieces import (
+    MAX_EVENT_DETAIL_LENGTH,
+    MAX_PRINTER_NAME_LENGTH,
+    MAX_PROVIDER_EVENT_ID_LENGTH,
+    MAX_PROVIDER_PIECE_ID_LENGTH,
+    MAX_PROVIDER_STATUS_LENGTH,
+    MailpieceStatus,
+    PrintedPiece,
+    occurred_at_problem,
+    text_problem,
+)
 
 
 @dataclass(frozen=True)
@@ -43,20 +55,22 @@ class PostcardRequest:
     test_mode: bool = True
 
 
-@dataclass(frozen=True)
-class PrintedPiece:
-    printer: str
-    provider_piece_id: str
-    status: MailpieceStatus
-    expected_delivery_date: date | None = None
-    #: The printer's price for the piece in minor units of its currency, when it says.
-    cost_minor: int | None = None
-    currency: str | None = None
-    raw: Mapping[str, Any] = field(default_factory=dict)
+class MalformedWebhook(ValueError):
+    """A webhook that cannot be parsed or verified; the message says why."""
 
 
 @dataclass(frozen=True)
 class StatusUpdate:
+    """One status a printer reported, in values the database stores as they are.
+
+    Construction checks every field against its column
+    (:mod:`mail_pipeline.domain.mailpieces`: lengths, characters PostgreSQL refuses, an aware
+    UTC ``occurred_at`` inside the accepted window) and raises :class:`MalformedWebhook`
+    saying which field and why: a webhook that would fail in the database is refused while
+    it is parsed, and goes to the dead-letter queue alone. ``detail`` must already be cut to
+    its bound (the parsers use :func:`~mail_pipeline.domain.mailpieces.clip_detail`).
+    """
+
     printer: str
     provider_piece_id: str
     #: Unique per event at the printer: Lob ``evt_...``, Svix ``msg_...``, Stannp
@@ -65,10 +79,51 @@ class StatusUpdate:
     status: MailpieceStatus
     occurred_at: datetime
     detail: str | None = None
+    #: The printer's own name for the status (``postcard.failed``), for people to read.
+    provider_status: str | None = None
+
+    def __post_init__(self) -> None:
+        problem = status_update_problem(self)
+        if problem is not None:
+            raise MalformedWebhook(f"{_shown(self.printer)} webhook: {problem}")
 
 
-class MalformedWebhook(ValueError):
-    """A webhook that cannot be parsed or verified; the message says why."""
+#: Each text field of a :class:`StatusUpdate`: what people call it, and its bound.
+_TEXT_FIELDS: tuple[tuple[str, str, int, bool], ...] = (
+    ("printer", "printer name", MAX_PRINTER_NAME_LENGTH, True),
+    ("provider_piece_id", "piece id", MAX_PROVIDER_PIECE_ID_LENGTH, True),
+    ("provider_event_id", "event id", MAX_PROVIDER_EVENT_ID_LENGTH, True),
+    ("detail", "detail", MAX_EVENT_DETAIL_LENGTH, False),
+    ("provider_status", "status name", MAX_PROVIDER_STATUS_LENGTH, False),
+)
+
+
+def status_update_problem(update: StatusUpdate, *, now: datetime | None = None) -> str | None:
+    """Why ``update`` cannot be stored as it is, or ``None`` (see :class:`StatusUpdate`)."""
+    for attribute, label, bound, required in _TEXT_FIELDS:
+        value = getattr(update, attribute)
+        if value is None and not required:
+            continue
+        if not isinstance(value, str):
+            return f"the {label} is {type(value).__name__}, not text"
+        problem = text_problem(value, max_length=bound)
+        if problem is not None:
+            return f"the {label} {problem}"
+    if not isinstance(update.status, MailpieceStatus):
+        return f"the status {_shown(update.status)} is not a mailpiece status"
+    if not isinstance(update.occurred_at, datetime):
+        return f"the event time is {type(update.occurred_at).__name__}, not a time"
+    problem = occurred_at_problem(update.occurred_at, now or datetime.now(UTC))
+    if problem is not None:
+        return f"the event time {update.occurred_at.isoformat()} {problem}"
+    return None
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """A short, printable-ASCII rendering of a value for a reason."""
+    text = value if isinstance(value, str) else type(value).__name__
+    cut = text[:limit] + ("..." if len(text) > limit else "")
+    return cut.encode("unicode_escape").decode("ascii")
 
 
 @dataclass(frozen=True)

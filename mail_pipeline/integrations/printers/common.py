@@ -2,20 +2,34 @@
 
 Nothing here knows a vendor; each client passes its own name so errors read
 "lob: ..." or "stannp: ...".
+
+The webhook helpers turn whatever a (validly signed) body holds into typed values or a
+:class:`MalformedWebhook` naming the field and the problem - never another exception: a body
+nested deeper than :data:`MAX_WEBHOOK_DEPTH` levels, an object where text belongs, a
+timestamp that is not finite, not a time, or outside the datetime range once converted to
+UTC are all refused here. Reasons quote values only through :func:`shown` (short, ASCII), so
+they fit in a dead-letter attribute whatever the body held.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
+from mail_pipeline.domain.mailpieces import clip_detail
 from mail_pipeline.integrations.errors import VendorUnavailable
 from mail_pipeline.integrations.printers.base import MalformedWebhook
 from mail_pipeline.integrations.ratelimit import SlidingWindowLimiter
+
+#: Levels of nesting a webhook body may have. The printers' bodies have fewer than 10; a
+#: body nested hundreds deep is hostile, and would make later recursive code (``repr``,
+#: logging) fail where the reason would be harder to read.
+MAX_WEBHOOK_DEPTH = 32
 
 #: Every client runs at this fraction of the vendor's published limit unless told otherwise.
 DEFAULT_LIMIT_FRACTION = 0.95
@@ -57,34 +71,128 @@ def error_body(response: httpx.Response) -> Any:
         return None
 
 
+def load_json(text: str, *, what: str) -> Any:
+    """``json.loads`` with every failure as :class:`MalformedWebhook`: not JSON, or nested
+    so deep that the decoder runs out of recursion (``RecursionError``)."""
+    try:
+        return json.loads(text)
+    except RecursionError as exc:
+        raise MalformedWebhook(f"{what} is nested too deep to decode") from exc
+    except (TypeError, ValueError) as exc:
+        raise MalformedWebhook(f"{what} is not JSON: {shown(str(exc), 120)}") from exc
+
+
+def json_depth(value: Any) -> int:
+    """Levels of nesting of a decoded JSON value (a scalar is 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
 def webhook_json(vendor: str, body: str) -> dict[str, Any]:
     """A webhook body as a JSON object, or :class:`MalformedWebhook` saying why not."""
-    try:
-        data = json.loads(body)
-    except (TypeError, ValueError) as exc:
-        raise MalformedWebhook(f"{vendor} webhook body is not JSON: {exc}") from exc
+    data = load_json(body, what=f"{vendor} webhook body")
     if not isinstance(data, dict):
         raise MalformedWebhook(f"{vendor} webhook body is not a JSON object")
+    if json_depth(data) > MAX_WEBHOOK_DEPTH:
+        raise MalformedWebhook(
+            f"{vendor} webhook body is nested more than {MAX_WEBHOOK_DEPTH} levels deep"
+        )
     return data
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """A value as a reason may quote it: text cut to ``limit`` characters and escaped to
+    ASCII (a NUL or a lone surrogate would not survive a queue attribute), anything else by
+    its JSON type name."""
+    if isinstance(value, str):
+        cut = value[:limit] + ("..." if len(value) > limit else "")
+        return repr(cut).encode("ascii", "backslashreplace").decode("ascii")
+    return _json_type(value)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+def id_text(value: Any, *, what: str) -> str:
+    """An identifier the printer sent as text or as an integer (Stannp's ids are numbers),
+    as text. Anything else - missing, empty, a boolean, a fraction, an object - is refused;
+    the length and characters are checked when the update is built."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if value is None or value == "":
+        raise MalformedWebhook(f"{what} is missing")
+    raise MalformedWebhook(f"{what} is {_json_type(value)}, not text")
+
+
+def detail_text(value: Any, *, what: str) -> str | None:
+    """An informational text field (a tracking reference, a return reason): ``None`` when
+    absent or empty, text or an integer as text, cut to the stored length
+    (:func:`~mail_pipeline.domain.mailpieces.clip_detail`); an object, list, boolean or
+    fraction is refused."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise MalformedWebhook(f"{what} is {_json_type(value)}, not text")
+    return clip_detail(value)
 
 
 def parse_timestamp(value: Any, *, what: str) -> datetime:
     """An aware UTC datetime from ISO 8601, ``YYYY-MM-DD HH:MM:SS`` or epoch seconds.
 
-    Naive values (Stannp's ``"2024-01-15 10:30:00"``) are taken as UTC.
+    Naive values (Stannp's ``"2024-01-15 10:30:00"``) are taken as UTC; an offset is
+    converted to UTC here, so a time whose conversion leaves the datetime range
+    (``0001-01-01T00:00:00+14:00``) is refused, as is a number that is not finite or not a
+    representable epoch time. Whether the time is plausible is checked when the update is
+    built (:func:`~mail_pipeline.domain.mailpieces.occurred_at_problem`).
     """
     if isinstance(value, bool) or value is None or value == "":
         raise MalformedWebhook(f"{what} is missing")
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(float(value), tz=UTC)
+        try:
+            seconds = float(value)
+            if not math.isfinite(seconds):
+                raise ValueError("not finite")
+            return datetime.fromtimestamp(seconds, tz=UTC)
+        except (OverflowError, ValueError, OSError) as exc:
+            raise MalformedWebhook(f"{what} {value!r:.40} is not a representable time") from exc
     if isinstance(value, str):
         text = value.strip()
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError as exc:
-            raise MalformedWebhook(f"{what} {value!r} is not a timestamp") from exc
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    raise MalformedWebhook(f"{what} {value!r} is not a timestamp")
+            raise MalformedWebhook(f"{what} {shown(value)} is not a timestamp") from exc
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError as exc:
+            raise MalformedWebhook(
+                f"{what} {shown(value)} is outside the representable range in UTC"
+            ) from exc
+    raise MalformedWebhook(f"{what} is {_json_type(value)}, not a timestamp")
 
 
 def iso_utc(epoch_seconds: float, *, milliseconds: bool = False) -> str:

@@ -37,6 +37,7 @@ from urllib.parse import quote
 import httpx
 
 from mail_pipeline.domain.mailpieces import MailpieceStatus as S
+from mail_pipeline.domain.mailpieces import PrintedPiece
 from mail_pipeline.integrations.errors import (
     IntegrationError,
     RateLimited,
@@ -45,9 +46,7 @@ from mail_pipeline.integrations.errors import (
 )
 from mail_pipeline.integrations.http import NO_RETRY, HttpApi, RetryPolicy, default_error
 from mail_pipeline.integrations.printers.base import (
-    MalformedWebhook,
     PostcardRequest,
-    PrintedPiece,
     Printer,
     StatusUpdate,
     WebhookEnvelope,
@@ -55,10 +54,13 @@ from mail_pipeline.integrations.printers.base import (
 from mail_pipeline.integrations.printers.common import (
     DEFAULT_LIMIT_FRACTION,
     build_limiter,
+    detail_text,
     error_body,
     header,
+    id_text,
     parse_timestamp,
     response_json,
+    shown,
     webhook_json,
 )
 from mail_pipeline.integrations.printers.signing import (
@@ -264,6 +266,11 @@ class IntelliPrintPrinter(Printer):
         self._api.request("DELETE", f"/prints/{quote(provider_piece_id, safe='')}")
 
     def parse_webhook(self, envelope: WebhookEnvelope) -> list[StatusUpdate]:
+        """The status in a ``letter.updated`` event (``[]`` for other events or statuses).
+
+        The event id is the ``svix-id`` header, else ``intelliprint:<letter id>:<status>``;
+        the time is the ``svix-timestamp`` header, else the ingress's ``received_at``; the
+        detail is ``returned.reason``, which must be text when present."""
         if self.webhook_secret:
             verify_svix(
                 "intelliprint",
@@ -277,33 +284,41 @@ class IntelliPrintPrinter(Printer):
         data = payload["data"] if isinstance(payload.get("data"), dict) else payload
         event_type = payload.get("type") or data.get("type")
         if event_type != "letter.updated":
-            log.debug("intelliprint %s event is not a letter status; ignored", event_type)
+            log.debug("intelliprint %s event is not a letter status; ignored", shown(event_type))
             return []
-        raw_status = str(data.get("status", ""))
+        raw = data.get("status", "")
+        raw_status = raw if isinstance(raw, str) else ""
         status = STATUSES.get(raw_status)
         if status is None:
             log.warning(
-                "intelliprint letter %s has unknown status %r; ignored", data.get("id"), raw_status
+                "intelliprint letter %s has unknown status %s; ignored",
+                shown(data.get("id")),
+                shown(raw),
             )
             return []
-        print_id = data.get("print_id")
-        if not print_id:
-            raise MalformedWebhook("intelliprint letter.updated event has no print_id")
+        print_id = id_text(data.get("print_id"), what="intelliprint letter.updated print_id")
         event_id = header(envelope.headers, "svix-id")
-        event_id = event_id or f"intelliprint:{data.get('id')}:{raw_status}"
-        sent = header(envelope.headers, "svix-timestamp")
-        when: Any = float(sent) if sent and sent.replace(".", "", 1).isdigit() else None
+        if not event_id:
+            letter = id_text(data.get("id"), what="intelliprint letter.updated id")
+            event_id = f"intelliprint:{letter}:{raw_status}"
+        sent = header(envelope.headers, "svix-timestamp") or ""
+        digits = sent.replace(".", "", 1)
+        when: Any = float(sent) if digits.isascii() and digits.isdigit() else None
         returned = data.get("returned") if isinstance(data.get("returned"), dict) else None
         return [
             StatusUpdate(
                 printer=self.name,
-                provider_piece_id=str(print_id),
+                provider_piece_id=print_id,
                 provider_event_id=event_id,
                 status=status,
                 occurred_at=parse_timestamp(
                     when or envelope.received_at, what="intelliprint event time"
                 ),
-                detail=str(returned.get("reason")) if returned and returned.get("reason") else None,
+                detail=detail_text(
+                    returned.get("reason") if returned else None,
+                    what="intelliprint returned.reason",
+                ),
+                provider_status=raw_status,
             )
         ]
 

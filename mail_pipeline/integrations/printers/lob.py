@@ -28,12 +28,12 @@ import httpx
 
 from mail_pipeline.domain.addresses import Address
 from mail_pipeline.domain.mailpieces import MailpieceStatus as S
+from mail_pipeline.domain.mailpieces import PrintedPiece, clip_detail
 from mail_pipeline.integrations.errors import IntegrationError, RequestRejected
 from mail_pipeline.integrations.http import HttpApi, RetryPolicy, default_error
 from mail_pipeline.integrations.printers.base import (
     MalformedWebhook,
     PostcardRequest,
-    PrintedPiece,
     Printer,
     StatusUpdate,
     WebhookEnvelope,
@@ -41,9 +41,12 @@ from mail_pipeline.integrations.printers.base import (
 from mail_pipeline.integrations.printers.common import (
     DEFAULT_LIMIT_FRACTION,
     build_limiter,
+    detail_text,
     error_body,
+    id_text,
     parse_timestamp,
     response_json,
+    shown,
     webhook_json,
 )
 from mail_pipeline.integrations.printers.signing import (
@@ -276,6 +279,11 @@ class LobPrinter(Printer):
         self._postcard.request("DELETE", f"/postcards/{quote(provider_piece_id, safe='')}")
 
     def parse_webhook(self, envelope: WebhookEnvelope) -> list[StatusUpdate]:
+        """The status in a Lob event (``[]`` for events that are not a status).
+
+        The event id and ``reference_id`` (else ``body.id``) must be text; ``date_created``
+        a time; the detail is the latest tracking event, ``"<name> at <location>"``, whose
+        parts must be text when present. Anything else is :class:`MalformedWebhook`."""
         if self.webhook_secret:
             verify_lob(
                 self.webhook_secret,
@@ -291,24 +299,24 @@ class LobPrinter(Printer):
             raise MalformedWebhook("lob webhook has no event_type.id")
         status = EVENT_STATUSES.get(type_id)
         if status is None:
-            log.debug("lob event %s is not a status change; ignored", type_id)
+            log.debug("lob event %s is not a status change; ignored", shown(type_id))
             return []
         body = event.get("body")
         postcard: dict[str, Any] = body if isinstance(body, dict) else {}
-        piece_id = event.get("reference_id") or postcard.get("id")
-        if not piece_id:
-            raise MalformedWebhook(f"lob {type_id} event has no reference_id")
-        event_id = event.get("id")
-        if not event_id:
-            raise MalformedWebhook(f"lob {type_id} event has no id")
+        piece_id = id_text(
+            event.get("reference_id") or postcard.get("id"),
+            what=f"lob {type_id} event reference_id",
+        )
+        event_id = id_text(event.get("id"), what=f"lob {type_id} event id")
         return [
             StatusUpdate(
                 printer=self.name,
-                provider_piece_id=str(piece_id),
-                provider_event_id=str(event_id),
+                provider_piece_id=piece_id,
+                provider_event_id=event_id,
                 status=status,
                 occurred_at=parse_timestamp(event.get("date_created"), what="lob date_created"),
                 detail=_tracking_detail(postcard),
+                provider_status=type_id,
             )
         ]
 
@@ -318,9 +326,17 @@ class LobPrinter(Printer):
 
 
 def _tracking_detail(postcard: Mapping[str, Any]) -> str | None:
-    events = [e for e in postcard.get("tracking_events") or [] if isinstance(e, dict)]
-    if not events:
+    """``"<name> at <location>"`` of the postcard's latest tracking event, if it has one."""
+    events = postcard.get("tracking_events")
+    if events is None:
         return None
-    latest = events[-1]
-    where = latest.get("location")
-    return f"{latest.get('name')}{' at ' + str(where) if where else ''}"
+    if not isinstance(events, list):
+        raise MalformedWebhook("lob postcard tracking_events is not a list")
+    tracked = [e for e in events if isinstance(e, dict)]
+    if not tracked:
+        return None
+    latest = tracked[-1]
+    name = detail_text(latest.get("name"), what="lob tracking event name")
+    where = detail_text(latest.get("location"), what="lob tracking event location")
+    text = f"{name or 'tracking event'}{' at ' + where if where else ''}"
+    return clip_detail(text)

@@ -13,7 +13,9 @@ All three are HMAC-SHA256 over the raw body, each framed differently:
   ``whsec_...`` secret and the timestamp is epoch seconds; the header may carry several
   space-separated signatures (during secret rotation), any one matching is enough.
 
-Verification failures raise :class:`MalformedWebhook` with the reason.
+Verification failures raise :class:`MalformedWebhook` with the reason, whatever the headers
+and body hold (a lone surrogate, non-ASCII signatures, a timestamp that is not a finite
+number): a message that cannot be verified is refused, never an error of another kind.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
@@ -32,10 +35,25 @@ DEFAULT_TOLERANCE_SECONDS = 300.0
 
 
 def _hmac(key: bytes, message: str) -> bytes:
-    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
+    try:
+        data = message.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # Only a lone surrogate has no UTF-8 form: no HTTP body or header ever held one.
+        raise MalformedWebhook("the webhook is not UTF-8 text (it holds a lone surrogate)") from exc
+    return hmac.new(key, data, hashlib.sha256).digest()
+
+
+def _same(expected: str, offered: str) -> bool:
+    """Constant-time comparison of a signature with what was offered, whatever characters
+    that holds (``hmac.compare_digest`` refuses non-ASCII text)."""
+    return hmac.compare_digest(expected.encode(), offered.encode("utf-8", "surrogatepass"))
 
 
 def _check_age(vendor: str, sent_at: float, now: float, tolerance: float) -> None:
+    """Refuse a signature older or newer than ``tolerance``; a timestamp that is not a
+    finite number (``nan`` compares false with everything) is refused as well."""
+    if not math.isfinite(sent_at):
+        raise MalformedWebhook(f"{vendor} webhook timestamp is not a finite number")
     skew = abs(now - sent_at)
     if skew > tolerance:
         raise MalformedWebhook(
@@ -81,7 +99,7 @@ def verify_lob(
     if not signature or not timestamp:
         raise MalformedWebhook("lob webhook is not signed (no Lob-Signature/-Timestamp header)")
     expected = lob_signature(secret, timestamp, body)
-    if not hmac.compare_digest(expected, signature.strip().lower()):
+    if not _same(expected, signature.strip().lower()):
         raise MalformedWebhook("lob webhook signature does not match the body")
     try:
         number = float(timestamp)
@@ -100,7 +118,7 @@ def verify_stannp(secret: str, headers: Mapping[str, str], body: str) -> None:
     signature = header(headers, "X-Stannp-Signature")
     if not signature:
         raise MalformedWebhook("stannp webhook is not signed (no X-Stannp-Signature header)")
-    if not hmac.compare_digest(stannp_signature(secret, body), signature.strip().lower()):
+    if not _same(stannp_signature(secret, body), signature.strip().lower()):
         raise MalformedWebhook("stannp webhook signature does not match the body")
 
 
@@ -137,7 +155,7 @@ def verify_svix(
         )
     expected = svix_signature(secret, message_id, timestamp, body)
     offered = [s for s in signatures.split() if s.startswith("v1,")]
-    if not any(hmac.compare_digest(expected, s) for s in offered):
+    if not any(_same(expected, s) for s in offered):
         raise MalformedWebhook(f"{vendor} webhook signature does not match the body")
     try:
         sent_at = float(timestamp)

@@ -34,12 +34,12 @@ from urllib.parse import quote
 import httpx
 
 from mail_pipeline.domain.mailpieces import MailpieceStatus as S
+from mail_pipeline.domain.mailpieces import PrintedPiece
 from mail_pipeline.integrations.errors import IntegrationError, RequestRejected
 from mail_pipeline.integrations.http import HttpApi, RetryPolicy, default_error
 from mail_pipeline.integrations.printers.base import (
     MalformedWebhook,
     PostcardRequest,
-    PrintedPiece,
     Printer,
     StatusUpdate,
     WebhookEnvelope,
@@ -47,9 +47,12 @@ from mail_pipeline.integrations.printers.base import (
 from mail_pipeline.integrations.printers.common import (
     DEFAULT_LIMIT_FRACTION,
     build_limiter,
+    detail_text,
     error_body,
+    id_text,
     parse_timestamp,
     response_json,
+    shown,
     split_name,
     webhook_json,
 )
@@ -222,12 +225,18 @@ class StannpPrinter(Printer):
         self._data(response)
 
     def parse_webhook(self, envelope: WebhookEnvelope) -> list[StatusUpdate]:
+        """The statuses in a ``mailpiece_status`` webhook (``[]`` for other events).
+
+        Every piece needs an id (text or number); a piece with a status we do not know is
+        skipped; ``tracking_ref`` / ``tracking_reference`` must be text (or a number) when
+        present. One bad piece refuses the whole webhook: it is one message, and partly
+        applying it would hide the rest from whoever looks at the dead-letter queue."""
         if self.webhook_secret:
             verify_stannp(self.webhook_secret, envelope.headers, envelope.body)
         payload = webhook_json("stannp", envelope.body)
         event = payload.get("event")
         if event != "mailpiece_status":
-            log.debug("stannp %s webhook is not about mailpieces; ignored", event)
+            log.debug("stannp %s webhook is not about mailpieces; ignored", shown(event))
             return []
         pieces = payload.get("mailpieces")
         if not isinstance(pieces, list):
@@ -237,22 +246,29 @@ class StannpPrinter(Printer):
         for piece in pieces:
             if not isinstance(piece, dict) or piece.get("id") in (None, ""):
                 raise MalformedWebhook("stannp webhook has a mailpiece without an id")
-            raw_status = str(piece.get("status", "")).strip().lower()
+            piece_id = id_text(piece["id"], what="stannp mailpiece id")
+            raw = piece.get("status", "")
+            raw_status = raw.strip().lower() if isinstance(raw, str) else ""
             status = STATUSES.get(raw_status)
             if status is None:
                 log.warning(
-                    "stannp piece %s has unknown status %r; skipped", piece["id"], raw_status
+                    "stannp piece %s has unknown status %s; skipped", shown(piece_id), shown(raw)
                 )
                 continue
             when = piece.get("updated") or sent_at
+            tracking = piece.get("tracking_ref")
+            what = "stannp tracking_ref"
+            if tracking is None or tracking == "":
+                tracking, what = piece.get("tracking_reference"), "stannp tracking_reference"
             updates.append(
                 StatusUpdate(
                     printer=self.name,
-                    provider_piece_id=str(piece["id"]),
-                    provider_event_id=f"stannp:{piece['id']}:{raw_status}",
+                    provider_piece_id=piece_id,
+                    provider_event_id=f"stannp:{piece_id}:{raw_status}",
                     status=status,
                     occurred_at=parse_timestamp(when, what="stannp webhook time"),
-                    detail=piece.get("tracking_ref") or piece.get("tracking_reference"),
+                    detail=detail_text(tracking, what=what),
+                    provider_status=raw_status,
                 )
             )
         return updates

@@ -7,6 +7,12 @@ the signature and returns the :class:`StatusUpdate` values. Anything wrong raise
 :class:`MalformedWebhook` with a sentence a person can act on; such a message will never
 parse, so it belongs on the dead-letter queue, not back on the queue.
 
+Whatever the message holds, :func:`parse_envelope` returns :class:`StatusUpdate` values the
+database stores as they are (they check themselves when built) or raises
+:class:`MalformedWebhook`: a message nested too deep for the JSON decoder, an envelope field
+of the wrong type, a printer that is not configured, a bad signature or a body with values
+out of bounds all end there, with a reason that quotes values only in short, ASCII form.
+
 Delivery is at-least-once: consumers de-duplicate on ``provider_event_id``.
 """
 
@@ -21,6 +27,7 @@ from mail_pipeline.integrations.printers.base import (
     StatusUpdate,
     WebhookEnvelope,
 )
+from mail_pipeline.integrations.printers.common import load_json, shown
 
 
 def envelope_to_json(envelope: WebhookEnvelope) -> str:
@@ -35,10 +42,8 @@ def envelope_to_json(envelope: WebhookEnvelope) -> str:
 
 
 def envelope_from_json(raw_message_body: str) -> WebhookEnvelope:
-    try:
-        data = json.loads(raw_message_body)
-    except (TypeError, ValueError) as exc:
-        raise MalformedWebhook(f"the status message is not JSON: {exc}") from exc
+    """The envelope in a status-queue message, or :class:`MalformedWebhook` saying why not."""
+    data = load_json(raw_message_body, what="the status message")
     if not isinstance(data, dict):
         raise MalformedWebhook("the status message is not a JSON object")
     printer = data.get("printer")
@@ -51,7 +56,7 @@ def envelope_from_json(raw_message_body: str) -> WebhookEnvelope:
         raise MalformedWebhook("the status message headers are not a map of strings")
     body = data.get("body")
     if not isinstance(body, str):
-        raise MalformedWebhook(f"the {printer} status message has no raw body text")
+        raise MalformedWebhook(f"the {shown(printer)} status message has no raw body text")
     received_at = data.get("received_at")
     return WebhookEnvelope(
         printer=printer,
@@ -68,7 +73,7 @@ def parse_envelope(raw_message_body: str, printers: Mapping[str, Printer]) -> li
     if printer is None:
         known = ", ".join(sorted(printers)) or "none"
         raise MalformedWebhook(
-            f"the status message comes from printer {envelope.printer!r}, which is not "
+            f"the status message comes from printer {shown(envelope.printer)}, which is not "
             f"configured (configured: {known})"
         )
     return printer.parse_webhook(envelope)

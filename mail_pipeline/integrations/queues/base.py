@@ -15,6 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 MAX_RECEIVE = 10
+#: Deliveries of a message before the redrive policy moves it to the dead-letter queue (SQS
+#: ``maxReceiveCount``). The one value the queues are set up with (``LocalQueue``,
+#: ``LocalQueues``, :func:`~mail_pipeline.integrations.queues.sqs_setup.ensure_queue_with_dlq`)
+#: and that consumers assume when they decide a delivery is a message's last.
+MAX_RECEIVE_COUNT = 5
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ Attribute names:
   received :class:`~mail_pipeline.integrations.queues.base.QueueMessage`; senders may not set
   it themselves.
 - ``reason``, ``source_queue`` and ``original_message_id`` are set on a message that
-  ``dead_letter`` moved to the dead-letter queue.
+  ``dead_letter`` moved to the dead-letter queue. A reason may quote the message it is about;
+  characters SQS refuses in it are written as escapes (``\\u0000``), so a hostile message can
+  never make its own move to the DLQ fail.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ MAX_REASON_CHARS = 1_000
 
 # The characters SQS accepts in a body and attribute values (XML 1.0 characters).
 _INVALID_CHARS = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def escape_invalid(text: str) -> str:
+    """``text`` with each character SQS refuses written as ``\\uXXXX`` (NUL, other control
+    characters, lone surrogates, U+FFFE/U+FFFF)."""
+    return _INVALID_CHARS.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 def dead_letter_queue_name(name: str) -> str:
@@ -114,12 +122,13 @@ def check_message(vendor: str, body: str, attributes: Mapping[str, str]) -> None
 def dead_letter_attributes(
     original: Mapping[str, str], *, reason: str, source_queue: str, message_id: str
 ) -> dict[str, str]:
-    """Attributes for a message moved to the DLQ by hand: the reason first, then the originals.
+    """Attributes for a message moved to the DLQ by hand: the reason first (escaped, see the
+    module docstring), then the originals.
 
     The sender's attributes are kept as far as the 10-attribute limit allows; ``SentTimestamp``
     and earlier dead-letter attributes are dropped (the DLQ message gets its own).
     """
-    reason = reason.strip()
+    reason = escape_invalid(reason.strip())
     if not reason:
         raise ValueError("a dead-letter reason must not be empty")
     attrs = {

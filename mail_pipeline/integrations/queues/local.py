@@ -33,6 +33,7 @@ from pathlib import Path
 from mail_pipeline.integrations.errors import RequestRejected
 from mail_pipeline.integrations.queues.base import (
     MAX_RECEIVE,
+    MAX_RECEIVE_COUNT,
     DeleteFailure,
     MessageQueue,
     QueueMessage,
@@ -86,7 +87,7 @@ class LocalQueue(MessageQueue):
         name: str = "default",
         *,
         visibility_timeout: int = 30,
-        max_receive_count: int | None = 5,
+        max_receive_count: int | None = MAX_RECEIVE_COUNT,
         dead_letter_queue: str | None = "{name}-dlq",
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,

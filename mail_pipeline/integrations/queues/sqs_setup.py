@@ -4,8 +4,7 @@
 per environment (or reproduces in infrastructure code) for each queue the pipeline reads::
 
     client = make_sqs_client(region_name="us-east-1")
-    url, dlq_url = ensure_queue_with_dlq(client, "mail-status-events", max_receive_count=5,
-                                         visibility_timeout=120)
+    url, dlq_url = ensure_queue_with_dlq(client, "mail-status-events", visibility_timeout=120)
 
 It is idempotent: running it again converges an existing queue to the given visibility timeout
 and redrive policy instead of failing.
@@ -20,6 +19,7 @@ import boto3
 from botocore.config import Config
 
 from mail_pipeline.integrations.errors import NotFound
+from mail_pipeline.integrations.queues.base import MAX_RECEIVE_COUNT
 from mail_pipeline.integrations.queues.conventions import check_visibility, dead_letter_queue_name
 from mail_pipeline.integrations.queues.sqs_errors import translated
 
@@ -67,15 +67,17 @@ def make_sqs_client(
 def ensure_queue_with_dlq(
     client: SQSClient,
     name: str,
-    max_receive_count: int = 5,
+    max_receive_count: int = MAX_RECEIVE_COUNT,
     visibility_timeout: int = 30,
     *,
     dlq_name: str | None = None,
 ) -> tuple[str, str]:
     """Create (or converge) a standard queue and its DLQ; return ``(queue_url, dlq_url)``.
 
-    A message received more than ``max_receive_count`` times moves to the DLQ. FIFO queues
-    are not supported (the pipeline's queues are standard, at-least-once queues).
+    A message received more than ``max_receive_count`` times moves to the DLQ (default
+    :data:`~mail_pipeline.integrations.queues.base.MAX_RECEIVE_COUNT`, which the status
+    consumer assumes too). FIFO queues are not supported (the pipeline's queues are
+    standard, at-least-once queues).
     """
     if name.endswith(".fifo"):
         raise ValueError("FIFO queues are not supported; use a standard queue")
