@@ -1,4 +1,11 @@
-"""Campaign and organization queries the sync needs."""
+"""Campaign and organization queries the sync needs, and the sync's writes.
+
+The sync inserts new recipients in one statement, and rewrites recipients it rejected
+earlier (Error with no ``error_from_status``, from a CDP) when it decides them again: a
+recipient that stays in Error gets the fresh data and reason (guarded on still being an
+Error-at-sync), one that leaves Error moves through the state machine's guarded transition
+(:class:`~mail_pipeline.db.recipients.RecipientGateway`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from mail_pipeline.db.models import (
@@ -24,7 +31,24 @@ from mail_pipeline.domain.campaigns import (
     IntegrationKind,
     OrganizationStatus,
 )
+from mail_pipeline.domain.recipients import RecipientStatus
 from mail_pipeline.domain.sync import NON_EXCLUDING_STATES, NOT_MAILED_STATES, ProfileFacts
+
+#: The recipient columns a sync writes from a profile (``judge_profile``'s values).
+PROFILE_COLUMNS = (
+    "email",
+    "email_key",
+    "first_name",
+    "last_name",
+    "address1",
+    "address2",
+    "city",
+    "region",
+    "postal_code",
+    "country",
+    "address_key",
+    "properties",
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +73,22 @@ class CampaignForSync:
     holdout_percentage: Any
     total_send_cap: int | None
     cdp: IntegrationRef | None
+    #: The organization's country (ISO alpha-2): an address without a country is taken to
+    #: be there.
+    home_country: str | None = None
+    #: The organization's preferred printer (routes where that printer serves).
+    printer_preference: str | None = None
+
+
+@dataclass(frozen=True)
+class SyncError:
+    """A recipient the sync rejected earlier (Error, no ``error_from_status``, from a CDP):
+    decided again when its profile comes back."""
+
+    recipient_id: int
+    profile_id: str
+    status_reason: str | None
+    values: dict[str, Any]
 
 
 def _candidate_filter() -> Any:
@@ -93,13 +133,13 @@ class CampaignGateway:
 
     def campaign_for_sync(self, campaign_id: int) -> CampaignForSync | None:
         row = self.session.execute(
-            select(Campaign, Organization.status)
+            select(Campaign, Organization)
             .join(Organization, Organization.id == Campaign.organization_id)
             .where(Campaign.id == campaign_id)
         ).one_or_none()
         if row is None:
             return None
-        campaign, org_status = row
+        campaign, organization = row
         integration = self.session.scalar(
             select(OrganizationIntegration).where(
                 OrganizationIntegration.organization_id == campaign.organization_id,
@@ -121,13 +161,15 @@ class CampaignGateway:
             id=campaign.id,
             name=campaign.name,
             organization_id=campaign.organization_id,
-            organization_active=org_status == OrganizationStatus.ACTIVE,
+            organization_active=organization.status == OrganizationStatus.ACTIVE,
             mode=campaign.campaign_mode,
             status=campaign.status,
             segment_id=campaign.provider_segment_id,
             holdout_percentage=campaign.holdout_percentage,
             total_send_cap=campaign.total_send_cap,
             cdp=cdp,
+            home_country=organization.country,
+            printer_preference=organization.printer_preference,
         )
 
     def existing_facts(self, campaign_id: int) -> list[ProfileFacts]:
@@ -137,12 +179,53 @@ class CampaignGateway:
                 Recipient.email_key,
                 Recipient.address_key,
                 Recipient.id,
-            ).where(Recipient.campaign_id == campaign_id)
+            )
+            .where(Recipient.campaign_id == campaign_id)
+            .order_by(Recipient.id)
         )
         return [
             ProfileFacts(profile_id or f"recipient:{rid}", email, address, bool(address))
             for profile_id, email, address, rid in rows
         ]
+
+    def sync_errors(self, campaign_id: int) -> dict[str, SyncError]:
+        """The campaign's recipients rejected at sync, by CDP profile id. Recipients in
+        Error from proofing or mailing (``error_from_status`` set) and uploaded ones are not
+        among them: a sync never touches those."""
+        columns = [getattr(Recipient, name) for name in PROFILE_COLUMNS]
+        rows = self.session.execute(
+            select(Recipient.id, Recipient.external_profile_id, Recipient.status_reason, *columns)
+            .where(
+                Recipient.campaign_id == campaign_id,
+                Recipient.status == RecipientStatus.ERROR,
+                Recipient.error_from_status.is_(None),
+                Recipient.source == "cdp",
+                Recipient.external_profile_id.is_not(None),
+            )
+            .order_by(Recipient.id)
+        )
+        return {
+            profile_id: SyncError(
+                rid, profile_id, reason, dict(zip(PROFILE_COLUMNS, rest, strict=True))
+            )
+            for rid, profile_id, reason, *rest in rows
+        }
+
+    def refresh_sync_error(self, recipient_id: int, values: dict[str, Any], now: Any) -> bool:
+        """Rewrite a recipient that stays in Error at sync with the fresh data and reason;
+        False when it is no longer an Error-at-sync (an operator retried it meanwhile)."""
+        result = self.session.execute(
+            update(Recipient)
+            .where(
+                Recipient.id == recipient_id,
+                Recipient.status == RecipientStatus.ERROR,
+                Recipient.error_from_status.is_(None),
+            )
+            .values({**values, "updated_at": now})
+            .returning(Recipient.id),
+            execution_options={"synchronize_session": False},
+        )
+        return result.scalar_one_or_none() is not None
 
     def people_in_other_campaigns(
         self, organization_id: int, campaign_id: int
@@ -200,6 +283,18 @@ class CampaignGateway:
         if rows:
             self.session.execute(insert(Recipient), list(rows))
         return len(rows)
+
+    def recipients_with_organizations(
+        self, recipient_ids: Iterable[int]
+    ) -> dict[int, tuple[Recipient, Organization]]:
+        """The given recipients (ORM rows, usable after the session) with their
+        organizations; ids that name no recipient are absent."""
+        rows = self.session.execute(
+            select(Recipient, Organization)
+            .join(Organization, Organization.id == Recipient.organization_id)
+            .where(Recipient.id.in_(list(recipient_ids)))
+        )
+        return {recipient.id: (recipient, organization) for recipient, organization in rows}
 
     def mark_synced(self, campaign_ids: Iterable[int], when: Any) -> None:
         for campaign in self.session.scalars(

@@ -2,25 +2,32 @@
 
 A :class:`SyncDecider` sees one campaign's sync: the profiles already in the campaign, the
 people the organization's *other* campaigns already hold, the blocklist, the holdout
-percentage and the send cap. For each profile it returns the state the new recipient starts
-in, with a reason for every state that will not be mailed - nobody is dropped silently:
+percentage and the send cap. For each profile it returns the state the recipient is in,
+with a reason for every state that will not be mailed - nobody is dropped silently:
 
-1. a profile already in this campaign -> nothing (a re-sync is a no-op);
+1. a profile already in this campaign -> nothing (a re-sync is a no-op), except one that
+   was rejected at sync (Error with no ``error_from_status``): it is *reopened* and decided
+   again from the fresh profile, so data the brand fixed in its CDP is picked up;
 2. the same person again (same email or address as a recipient of this campaign) ->
-   ``Skipped``, "duplicate of profile ...";
+   ``Skipped``, "duplicate of profile ..." (a reopened profile is never its own duplicate);
 3. an email or address on the organization's or the global blocklist -> ``Blacklisted``;
 4. a person already held by another campaign of the organization -> ``Skipped`` (cross-
    campaign exclusion; recipients that were Skipped or Blacklisted there do not count);
-5. in the campaign's holdout group -> ``Holdout`` (a stable hash of campaign and profile, so
+5. a profile that cannot be mailed (its data is invalid, its address is not mailable, no
+   printer serves its country: :func:`mail_pipeline.domain.profiles.judge_profile`) ->
+   ``Error`` with the reason. Rules 2-4 come first because fixing the data would not change
+   them; rule 5 comes before the holdout and the cap, so an unmailable profile takes no
+   place under the cap, and once fixed it lands in the holdout group its stable hash says;
+6. in the campaign's holdout group -> ``Holdout`` (a stable hash of campaign and profile, so
    re-syncs and backfills put the same people in the holdout);
-6. past the campaign's total send cap -> ``Skipped``;
-7. no postal address -> ``AddressEnrichable``; otherwise ``Pending``.
+7. past the campaign's total send cap -> ``Skipped``;
+8. no postal address -> ``AddressEnrichable``; otherwise ``Pending``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -40,6 +47,8 @@ class ProfileFacts:
     email_key: str | None
     address_key: str | None
     has_address: bool
+    #: Why the profile cannot be mailed (rule 5), or ``None``.
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,10 +83,16 @@ class SyncDecider:
     _emails: dict[str, str] = field(default_factory=dict)
     _addresses: dict[str, str] = field(default_factory=dict)
 
-    def know_existing(self, existing: Iterable[ProfileFacts]) -> None:
-        """Register the campaign's current recipients (so re-syncs change nothing)."""
+    def know_existing(
+        self, existing: Iterable[ProfileFacts], *, reopened: Collection[str] = ()
+    ) -> None:
+        """Register the campaign's current recipients (so re-syncs change nothing). Profiles
+        in ``reopened`` (rejected at sync) keep their email and address registered but are
+        decided again when the CDP sends them."""
         for facts in existing:
             self._remember(facts)
+            if facts.profile_id in reopened:
+                self._profiles.discard(facts.profile_id)
 
     def claim(self, facts: ProfileFacts) -> bool:
         """Record a profile that becomes a recipient outside the rules (a malformed one, in
@@ -91,8 +106,8 @@ class SyncDecider:
     def decide(self, facts: ProfileFacts) -> Decision | None:
         if facts.profile_id in self._profiles:
             return None
-        same_email = facts.email_key and self._emails.get(facts.email_key)
-        same_address = facts.address_key and self._addresses.get(facts.address_key)
+        same_email = self._other_holder(self._emails, facts.email_key, facts.profile_id)
+        same_address = self._other_holder(self._addresses, facts.address_key, facts.profile_id)
         self._remember(facts)
         if same_email:
             return Decision(S.SKIPPED, f"duplicate of profile {same_email} (same email)")
@@ -107,6 +122,8 @@ class SyncDecider:
         )
         if other:
             return Decision(S.SKIPPED, f"already a recipient of campaign {other!r}")
+        if facts.problem:
+            return Decision(S.ERROR, facts.problem)
         if self.holdout_percentage and in_holdout(
             self.campaign_id, facts.profile_id, self.holdout_percentage
         ):
@@ -118,6 +135,11 @@ class SyncDecider:
         if not facts.has_address:
             return Decision(S.ADDRESS_ENRICHABLE)
         return Decision(S.PENDING)
+
+    @staticmethod
+    def _other_holder(known: Mapping[str, str], key: str | None, profile_id: str) -> str | None:
+        holder = known.get(key) if key else None
+        return holder if holder != profile_id else None
 
     def _remember(self, facts: ProfileFacts) -> None:
         self._profiles.add(facts.profile_id)

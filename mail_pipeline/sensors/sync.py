@@ -3,13 +3,13 @@ sync candidates, and each minute for manual "sync now" requests."""
 
 import dagster as dg
 
-from mail_pipeline.db.campaigns import CampaignGateway
 from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.sync import SyncConfig, sync_organization_job
 from mail_pipeline.partitions import BUSINESS_TIMEZONE
 from mail_pipeline.resources.database import Database
 from mail_pipeline.sensors.runs import active_runs
 from mail_pipeline.services.manual_sync import pending_triggers
+from mail_pipeline.services.sync import sync_candidates
 
 
 @dg.schedule(
@@ -23,8 +23,7 @@ from mail_pipeline.services.manual_sync import pending_triggers
 def recipient_sync_schedule(
     context: dg.ScheduleEvaluationContext, database: Database
 ) -> list[dg.RunRequest] | dg.SkipReason:
-    with database.session() as session:
-        candidates = CampaignGateway(session).sync_candidates()
+    candidates = sync_candidates(database.session)
     tick = context.scheduled_execution_time.isoformat()
     requests = []
     busy = []

@@ -11,36 +11,54 @@ selected, and manual syncs enter here too:
 - an automated campaign without a segment, or an organization without a CDP integration, is
   a misconfiguration: the campaign is reported as such and the other campaigns still sync.
 
-Every profile the CDP sends is accounted for: a new recipient in the state the rules of
-:mod:`mail_pipeline.domain.sync` decide (with a reason for every state that is not mailed), a
-recipient in ``Error`` for a malformed profile that has an id, or a named rejection in the
-result for one that has not. Re-running a sync creates nothing new.
+Every profile the CDP sends is accounted for: a recipient in the state the rules of
+:mod:`mail_pipeline.domain.sync` decide (with a reason for every state that is not mailed),
+after :func:`~mail_pipeline.domain.profiles.judge_profile` checked its fields against the
+columns and its address against the country's rules, the printer route and the printer's
+limits - a profile that cannot be mailed is an ``Error`` with the reason, and the others are
+written; a recipient in ``Error`` for a malformed profile that has an id; or a named rejection
+in the result for one that has not. Re-running a sync creates nothing new, but decides again
+the recipients it rejected before (Error, no ``error_from_status``): data the brand fixed in
+its CDP moves them on, still-bad data refreshes their reason.
+
+Failures stay with their campaign: a CDP page that cannot be read, a write the database
+refuses, or any unexpected exception fails that campaign with a reason (logged, the
+unexpected ones with their traceback), and the organization's other campaigns still sync.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
-from mail_pipeline.db.campaigns import CampaignForSync, CampaignGateway, IntegrationRef
+from mail_pipeline.db.campaigns import (
+    PROFILE_COLUMNS,
+    CampaignForSync,
+    CampaignGateway,
+    IntegrationRef,
+    SyncError,
+)
 from mail_pipeline.db.engine import SessionFactory
 from mail_pipeline.db.locks import CampaignLocks, LockLost
-from mail_pipeline.db.models import Recipient, utcnow
-from mail_pipeline.domain.addresses import address_key, email_key, normalize_country
+from mail_pipeline.db.models import utcnow
+from mail_pipeline.db.recipients import RecipientGateway
 from mail_pipeline.domain.campaigns import CampaignMode, is_sync_candidate
+from mail_pipeline.domain.profiles import Destination, judge_profile
 from mail_pipeline.domain.recipients import RecipientStatus
-from mail_pipeline.domain.sync import ProfileFacts, SyncDecider
+from mail_pipeline.domain.sync import Decision, ProfileFacts, SyncDecider
 from mail_pipeline.integrations.errors import IntegrationError
-from mail_pipeline.integrations.klaviyo.models import CdpProfile, MalformedProfile, ProfilePage
+from mail_pipeline.integrations.klaviyo.models import ProfilePage
 
 log = logging.getLogger(__name__)
+S = RecipientStatus
 
 
 class CdpDirectory(Protocol):
@@ -68,7 +86,10 @@ class CampaignSyncResult:
     detail: str | None = None
     profiles_seen: int = 0
     created: Counter[str] = field(default_factory=Counter)
-    #: Profiles without an id, which could not become a recipient: one sentence each.
+    #: Recipients rejected at an earlier sync and decided again, by their new state.
+    redecided: Counter[str] = field(default_factory=Counter)
+    #: Profiles without a usable id, which could not become a recipient: one sentence
+    #: each, naming the problem and never a value (the lines are logged).
     rejected: list[str] = field(default_factory=list)
 
 
@@ -100,6 +121,12 @@ class SyncSettings:
     clock: Callable[[], datetime] = utcnow
 
 
+def sync_candidates(sessions: SessionFactory) -> dict[int, list[int]]:
+    """Campaign ids to sync, by active organization (seed 001 §1's candidacy, in id order)."""
+    with sessions() as session:
+        return CampaignGateway(session).sync_candidates()
+
+
 def sync_organization(
     sessions: SessionFactory,
     cdp: CdpDirectory,
@@ -128,16 +155,34 @@ def sync_campaign(
     *,
     organization_id: int | None = None,
 ) -> CampaignSyncResult:
+    """Sync one campaign. Whatever goes wrong while it syncs fails this campaign only (with
+    a reason in ``detail``); nothing of it is written then."""
     with sessions() as session:
         campaign = CampaignGateway(session).campaign_for_sync(campaign_id)
     if campaign is None:
         return CampaignSyncResult(campaign_id, "?", Outcome.FAILED, "no such campaign")
     result = CampaignSyncResult(campaign.id, campaign.name, Outcome.SYNCED)
+    try:
+        _sync(sessions, cdp, campaign, settings, organization_id, result)
+    except Exception as exc:
+        log.exception("campaign %s (%s): the sync failed unexpectedly", campaign.id, campaign.name)
+        _fail(result, f"the sync failed unexpectedly: {_first_line(exc)}")
+    return result
+
+
+def _sync(
+    sessions: SessionFactory,
+    cdp: CdpDirectory,
+    campaign: CampaignForSync,
+    settings: SyncSettings,
+    organization_id: int | None,
+    result: CampaignSyncResult,
+) -> None:
     refusal = _refusal(campaign, organization_id)
     if refusal is not None:
         result.outcome, result.detail = refusal
         log.info("campaign %s (%s): %s", campaign.id, campaign.name, result.detail)
-        return result
+        return
     assert campaign.segment_id is not None and campaign.cdp is not None
 
     with sessions() as session:
@@ -147,29 +192,41 @@ def sync_campaign(
     if lease is None:
         result.outcome = Outcome.LOCKED
         result.detail = "another sync of this campaign holds its lock; it will be synced there"
-        return result
+        return
     try:
         try:
             pages = list(cdp.segment_pages(campaign.cdp, campaign.segment_id))
         except IntegrationError as exc:
             result.outcome, result.detail = Outcome.FAILED, f"reading the segment failed: {exc}"
-            return result
+            return
         with sessions() as session:
             CampaignLocks(session).verify(lease, now=settings.clock())
-            _write_recipients(CampaignGateway(session), campaign, pages, result, settings.clock())
+            _write_recipients(session, campaign, pages, result, settings.clock())
     except LockLost as exc:
-        result.outcome, result.detail = Outcome.FAILED, str(exc)
-        result.created.clear()
+        _fail(result, str(exc))
     except SQLAlchemyError as exc:
         # Rolled back: nothing of this campaign was written; the next campaign still syncs.
-        log.exception("campaign %s: writing recipients failed", campaign.id)
-        result.outcome = Outcome.FAILED
-        result.detail = f"writing recipients failed: {getattr(exc, 'orig', None) or exc}"
-        result.created.clear()
+        # The engine hides bound values; only the first line of the driver's message is kept.
+        log.error("campaign %s: writing recipients failed: %s", campaign.id, _first_line(exc))
+        _fail(result, f"writing recipients failed: {_first_line(exc)}")
     finally:
         with sessions() as session:
             CampaignLocks(session).release(lease)
-    return result
+
+
+def _fail(result: CampaignSyncResult, detail: str) -> None:
+    result.outcome, result.detail = Outcome.FAILED, detail
+    result.created.clear()
+    result.redecided.clear()
+
+
+def _first_line(exc: BaseException) -> str:
+    """The exception's kind and the first line of its message (a database error's further
+    lines quote SQL and data), at most 300 characters."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    text = f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
+    return text[:300]
 
 
 def _refusal(campaign: CampaignForSync, organization_id: int | None) -> tuple[Outcome, str] | None:
@@ -198,12 +255,13 @@ def _refusal(campaign: CampaignForSync, organization_id: int | None) -> tuple[Ou
 
 
 def _write_recipients(
-    gateway: CampaignGateway,
+    session: Session,
     campaign: CampaignForSync,
     pages: list[ProfilePage],
     result: CampaignSyncResult,
     now: datetime,
 ) -> None:
+    gateway = CampaignGateway(session)
     blocked_emails, blocked_addresses = gateway.blocklist(campaign.organization_id)
     other_emails, other_addresses = gateway.people_in_other_campaigns(
         campaign.organization_id, campaign.id
@@ -218,151 +276,107 @@ def _write_recipients(
         other_campaign_addresses=other_addresses,
         remaining_cap=None if cap is None else cap - gateway.mailable_count(campaign.id),
     )
-    decider.know_existing(gateway.existing_facts(campaign.id))
+    reopened = gateway.sync_errors(campaign.id)
+    decider.know_existing(gateway.existing_facts(campaign.id), reopened=reopened.keys())
+    destination = destination_of(campaign)
     rows: list[dict[str, Any]] = []
+    redecided: list[tuple[SyncError, Decision, Mapping[str, Any]]] = []
+
+    def record(profile_id: str, decision: Decision, values: Mapping[str, Any]) -> None:
+        earlier = reopened.get(profile_id)
+        if earlier is not None:
+            redecided.append((earlier, decision, values))
+        else:
+            rows.append(recipient_row(campaign, profile_id, decision, values, now))
+
     for page in pages:
         for rejected in page.rejected:
             result.profiles_seen += 1
-            row = _malformed_row(campaign, rejected, decider, now)
-            if row is None:
+            if not rejected.profile_id:
                 result.rejected.append(str(rejected))
-            elif row:
-                rows.append(row)
+            elif decider.claim(ProfileFacts(rejected.profile_id, None, None, False)):
+                record(rejected.profile_id, Decision(S.ERROR, str(rejected)), NO_VALUES)
         for profile in page.profiles:
             result.profiles_seen += 1
-            if len(profile.profile_id) > PROFILE_ID_LIMIT:
-                result.rejected.append(
-                    f"profile id {profile.profile_id[:40]}... is longer "
-                    f"than {PROFILE_ID_LIMIT} characters"
-                )
-                continue
-            row = _profile_row(campaign, profile, decider, now)
-            if row:
-                rows.append(row)
+            judged = judge_profile(profile.to_data(), destination)
+            facts = ProfileFacts(
+                profile.profile_id,
+                judged.email_key,
+                judged.address_key,
+                judged.has_address,
+                judged.problem,
+            )
+            decision = decider.decide(facts)
+            if decision is not None:
+                record(profile.profile_id, decision, judged.values)
     gateway.add_recipients(rows)
-    gateway.mark_synced([campaign.id], now)
     result.created.update(str(row["status"]) for row in rows)
+    _apply(session, gateway, redecided, result, now)
+    gateway.mark_synced([campaign.id], now)
 
 
-def _profile_row(
-    campaign: CampaignForSync, profile: CdpProfile, decider: SyncDecider, now: datetime
-) -> dict[str, Any] | None:
-    """The new recipient for ``profile``, or ``None`` when it is already in the campaign."""
-    has_any_address = bool(profile.address1 or profile.city or profile.zip)
-    country = normalize_country(profile.country)
-    key = address_key(profile.address1, profile.zip, country, profile.address2)
-    problem = _too_long(profile)
-    if problem is None and has_any_address and profile.country and country is None:
-        problem = f"unknown country {profile.country!r}"
-    if problem is not None:
-        email = profile.email if profile.email and len(profile.email) <= EMAIL_LIMIT else None
-        return _error_row(
-            campaign,
-            profile.profile_id,
-            email,
-            decider,
-            now,
-            f"profile {profile.profile_id}: {problem}",
-            address=key,
-        )
-    facts = ProfileFacts(profile.profile_id, email_key(profile.email), key, profile.has_address)
-    decision = decider.decide(facts)
-    if decision is None:
-        return None
-    return {
-        **_base_row(campaign, profile.profile_id, now),
-        "status": decision.status,
-        "status_reason": decision.reason,
-        "email": profile.email,
-        "email_key": facts.email_key,
-        "first_name": profile.first_name,
-        "last_name": profile.last_name,
-        "address1": profile.address1,
-        "address2": profile.address2,
-        "city": profile.city,
-        "region": profile.region,
-        "postal_code": profile.zip,
-        "country": country,
-        "address_key": key,
-        "properties": dict(profile.properties),
-    }
+def _apply(
+    session: Session,
+    gateway: CampaignGateway,
+    redecided: list[tuple[SyncError, Decision, Mapping[str, Any]]],
+    result: CampaignSyncResult,
+    now: datetime,
+) -> None:
+    """Write the new decisions for recipients rejected at an earlier sync: still Error ->
+    the fresh data and reason (nothing is written when neither changed); anything else ->
+    the guarded transition out of Error, with the fresh data."""
+    recipients = RecipientGateway(session)
+    for earlier, decision, values in redecided:
+        fresh = {**values, "status_reason": decision.reason}
+        if decision.status is S.ERROR:
+            unchanged = dict(values) == earlier.values and decision.reason == earlier.status_reason
+            if not unchanged and gateway.refresh_sync_error(earlier.recipient_id, fresh, now):
+                result.redecided[str(S.ERROR)] += 1
+        elif recipients.transition(
+            earlier.recipient_id,
+            S.ERROR,
+            decision.status,
+            now=now,
+            values={**fresh, "error_from_status": None},
+        ):
+            result.redecided[str(decision.status)] += 1
+    if result.redecided:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(result.redecided.items()))
+        result.detail = f"recipients rejected at an earlier sync, decided again: {counts}"
 
 
-#: Profile field -> (recipient column, what a person calls it). Free text from the CDP is
-#: checked against the column's length, so one odd value fails one recipient, not the sync.
-_LIMITED_FIELDS = {
-    "email": ("email", "email"),
-    "first_name": ("first_name", "first name"),
-    "last_name": ("last_name", "last name"),
-    "address1": ("address1", "address line 1"),
-    "address2": ("address2", "address line 2"),
-    "city": ("city", "city"),
-    "region": ("region", "region"),
-    "zip": ("postal_code", "postal code"),
+def destination_of(campaign: CampaignForSync) -> Destination:
+    """What the organization adds to judge its profiles' addresses."""
+    return Destination(
+        home_country=campaign.home_country, printer_preference=campaign.printer_preference
+    )
+
+
+#: The recipient columns of a profile the sync knows nothing of (a malformed one).
+NO_VALUES: Mapping[str, Any] = {
+    **dict.fromkeys(PROFILE_COLUMNS),
+    "properties": {},
 }
 
 
-def _column_length(column: str) -> int:
-    length = getattr(Recipient.__table__.c[column].type, "length", None)
-    assert isinstance(length, int), column
-    return length
-
-
-EMAIL_LIMIT = _column_length("email")
-
-
-PROFILE_ID_LIMIT = _column_length("external_profile_id")
-
-
-def _too_long(profile: CdpProfile) -> str | None:
-    for field_name, (column, label) in _LIMITED_FIELDS.items():
-        value = getattr(profile, field_name)
-        limit = _column_length(column)
-        if value and len(value) > limit:
-            return f"{label} is {len(value)} characters long; at most {limit} fit"
-    return None
-
-
-def _malformed_row(
-    campaign: CampaignForSync, rejected: MalformedProfile, decider: SyncDecider, now: datetime
-) -> dict[str, Any] | None:
-    """``None`` for a profile without an id (reported instead); ``{}`` when the profile is
-    already a recipient; else an Error recipient carrying the reason."""
-    if not rejected.profile_id or len(rejected.profile_id) > PROFILE_ID_LIMIT:
-        return None
-    return _error_row(campaign, rejected.profile_id, None, decider, now, str(rejected)) or {}
-
-
-def _error_row(
+def recipient_row(
     campaign: CampaignForSync,
     profile_id: str,
-    email: str | None,
-    decider: SyncDecider,
+    decision: Decision,
+    values: Mapping[str, Any],
     now: datetime,
-    reason: str,
-    address: str | None = None,
-) -> dict[str, Any] | None:
-    facts = ProfileFacts(profile_id, email_key(email), address, has_address=False)
-    if not decider.claim(facts):
-        return None
-    return {
-        **_base_row(campaign, profile_id, now),
-        "status": RecipientStatus.ERROR,
-        "status_reason": reason,
-        "email": email,
-        "email_key": facts.email_key,
-        "address_key": address,
-        "properties": {},
-    }
-
-
-def _base_row(campaign: CampaignForSync, profile_id: str, now: datetime) -> dict[str, Any]:
+) -> dict[str, Any]:
+    """The new recipient of ``profile_id``: its values from
+    :func:`~mail_pipeline.domain.profiles.judge_profile`, in the decided state."""
     return {
         "organization_id": campaign.organization_id,
         "campaign_id": campaign.id,
         "external_profile_id": profile_id,
         "source": "cdp",
+        "status": decision.status,
+        "status_reason": decision.reason,
         "status_changed_at": now,
         "created_at": now,
         "updated_at": now,
+        **values,
     }

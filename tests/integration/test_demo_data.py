@@ -8,7 +8,9 @@ from sqlalchemy import func, select
 from mail_pipeline.db.engine import unit_of_work
 from mail_pipeline.db.models import BlocklistEntry, Campaign, Organization
 from mail_pipeline.domain.campaigns import CampaignMode
-from mail_pipeline.integrations.klaviyo.sandbox_data import KlaviyoSandboxData
+from mail_pipeline.domain.profiles import Destination, judge_profile
+from mail_pipeline.integrations.klaviyo.models import CdpProfile
+from mail_pipeline.integrations.klaviyo.sandbox_data import KlaviyoSandboxData, demo_profiles
 from mail_pipeline.integrations.sandbox.store import SandboxStore
 from mail_pipeline.services.demo import seed_demo
 
@@ -70,3 +72,36 @@ def test_seeding_twice_changes_nothing(db_url: str) -> None:
         )
     assert second.blocklist_entries == 0
     assert _segment(store, "SEG-BH-LAPSED") == before
+
+
+def _problems(resources: list[dict], home_country: str) -> list[str]:
+    destination = Destination(home_country=home_country)
+    judged = [judge_profile(CdpProfile.from_jsonapi(r).to_data(), destination) for r in resources]
+    return [j.problem for j in judged if j.problem]
+
+
+def test_the_demo_has_three_profiles_that_fail_at_sync_with_a_reason(db_url: str) -> None:
+    store = SandboxStore()
+    with unit_of_work(db_url) as session:
+        seed_demo(session, store, today=date(2026, 11, 23))
+
+    problems = {
+        segment: _problems(_segment(store, segment), "GB" if "-BH-" in segment else "US")
+        for segment in KlaviyoSandboxData(store).segment_ids()
+    }
+
+    assert {segment: len(found) for segment, found in problems.items()} == {
+        "SEG-JT-WINBACK": 3,
+        "SEG-JT-SPRING": 0,
+        "SEG-BH-LAPSED": 0,
+        "SEG-BH-SUMMER": 0,
+    }
+    assert set(problems["SEG-JT-WINBACK"]) <= {
+        "unknown country (not an ISO 3166 country name or code)",
+        "address lines 1 and 2 are 62 characters together; Lob takes at most 50",
+    }
+
+
+def test_generated_sandbox_profiles_are_all_mailable() -> None:
+    assert _problems(demo_profiles(200, seed=1), "US") == []
+    assert _problems(demo_profiles(200, seed=2, country="GB"), "GB") == []

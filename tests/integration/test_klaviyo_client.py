@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 from datetime import UTC, datetime
 
@@ -29,6 +30,7 @@ from mail_pipeline.integrations.klaviyo import (
 from mail_pipeline.integrations.klaviyo.sandbox_data import profile_resource
 
 BASE = "https://a.klaviyo.com"
+JSONAPI_TYPE = "application/vnd.api+json"
 SEGMENT_URL = f"{BASE}/api/segments/SEG1/profiles"
 # An opaque cursor with characters that must survive verbatim (+, /, =, %-escapes).
 NEXT_URL = (
@@ -180,6 +182,111 @@ def test_a_next_link_to_another_host_is_not_followed(client: KlaviyoClient) -> N
     next(pages)
     with pytest.raises(MalformedResponse, match="another host"):
         next(pages)
+
+
+@pytest.mark.parametrize(
+    ("next_url", "says"),
+    [
+        ("http://a.klaviyo.com/api/segments/SEG1/profiles?page%5Bcursor%5D=x", "not https"),
+        ("https://a.klaviyo.com:8443/api/segments/SEG1/profiles", "another host"),
+        ("//evil.example/api/segments/SEG1/profiles", "another host"),
+        ("https://a.klaviyo.com.evil.example/api/segments", "another host"),
+        ("https://user:pw@a.klaviyo.com/api/segments/SEG1/profiles", "carries credentials"),
+    ],
+    ids=["http", "other-port", "scheme-relative", "look-alike-host", "userinfo"],
+)
+@respx.mock
+def test_a_next_link_off_https_on_klaviyos_host_is_not_followed(
+    client: KlaviyoClient, next_url: str, says: str
+) -> None:
+    route = respx.get(url__startswith=SEGMENT_URL).mock(
+        return_value=jsonapi({"data": [], "links": {"next": next_url}})
+    )
+    elsewhere = respx.route(url__regex=r"^(?!https://a\.klaviyo\.com/api/segments).*").mock(
+        return_value=jsonapi({"data": [], "links": {"next": None}})
+    )
+
+    pages = client.iter_segment_profiles("SEG1")
+    next(pages)
+    with pytest.raises(MalformedResponse, match=says):
+        next(pages)
+    assert route.call_count == 1 and elsewhere.call_count == 0
+
+
+@respx.mock
+def test_a_relative_next_link_stays_on_klaviyo(client: KlaviyoClient) -> None:
+    relative = "/api/segments/SEG1/profiles?page%5Bcursor%5D=bmV4dA"
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if "page%5Bcursor%5D" in str(request.url) or "page[cursor]" in str(request.url):
+            return jsonapi({"data": [resource(2)], "links": {"next": None}})
+        return jsonapi({"data": [resource(1)], "links": {"next": relative}})
+
+    respx.get(url__startswith=SEGMENT_URL).mock(side_effect=answer)
+
+    pages = list(client.iter_segment_profiles("SEG1"))
+
+    assert [len(page.profiles) for page in pages] == [1, 1]
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b'{"data": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}", "nests deeper"),
+        (b"<html>502 Bad Gateway</html>", "not JSON"),
+        (b"\xff\xfe{", "not JSON"),
+        (b'{"data": [], "links": "next"}', "links is a str"),
+        (b'{"data": [], "links": {"next": 7}}', "links.next is a int"),
+    ],
+    ids=["deep-nesting", "html", "not-utf8", "links-text", "next-number"],
+)
+@respx.mock
+def test_a_page_that_cannot_be_read_is_a_typed_error(
+    client: KlaviyoClient, body: bytes, says: str
+) -> None:
+    respx.get(url__startswith=SEGMENT_URL).mock(
+        return_value=httpx.Response(200, content=body, headers={"content-type": JSONAPI_TYPE})
+    )
+
+    with pytest.raises(MalformedResponse, match=says):
+        list(client.iter_segment_profiles("SEG1"))
+
+
+@respx.mock
+def test_a_malformed_profile_is_logged_by_id_and_field_never_by_value(
+    client: KlaviyoClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "ann.private@example.com"
+    respx.get(url__startswith=SEGMENT_URL).mock(
+        return_value=jsonapi(
+            {
+                "data": [
+                    {"type": "profile", "id": "01BAD", "attributes": {"email": [secret]}},
+                    {"type": secret, "id": "01ODD", "attributes": {}},
+                    {
+                        "type": "profile",
+                        "id": "01WHEN",
+                        "attributes": {"joined_group_at": secret},
+                    },
+                    {"type": "profile", "id": secret * 10, "attributes": {}},
+                ],
+                "links": {"next": None},
+            }
+        )
+    )
+
+    with caplog.at_level(logging.WARNING, logger="mail_pipeline.integrations.klaviyo.client"):
+        (page,) = list(client.iter_segment_profiles("SEG1"))
+
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "Klaviyo profile 01BAD is malformed: email is a list, not text",
+        "Klaviyo profile 01ODD is malformed: the resource type is not 'profile'",
+        "Klaviyo profile 01WHEN is malformed: joined_group_at is not an ISO-8601 date",
+        "Klaviyo profile (no id) is malformed: the profile id is 230 characters long; "
+        "at most 128 fit",
+    ]
+    assert all(secret not in str(r) for r in page.rejected)
 
 
 @respx.mock

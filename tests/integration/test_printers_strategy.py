@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mail_pipeline.domain.routing import NoRoute, choose_printer
 from mail_pipeline.integrations.printers.base import Printer
 from mail_pipeline.integrations.printers.sandbox import sandbox_printers
 from mail_pipeline.integrations.printers.strategy import (
@@ -80,3 +81,19 @@ def test_the_tables_are_data(printers: dict[str, Printer]) -> None:
     )
     assert strategy.choose("GB").name == "intelliprint"
     assert strategy.choose("GB", "stannp").name == "intelliprint"  # stannp serves nothing here
+
+
+@pytest.mark.parametrize("country", ["US", "GB", "FR"])
+@pytest.mark.parametrize("preference", [None, "lob", "stannp", "intelliprint"])
+def test_mailing_routes_as_the_sync_judged(
+    printers: dict[str, Printer], country: str, preference: str | None
+) -> None:
+    """The sync judges routes with the domain's rule; mailing must choose the same printer."""
+    strategy = PrinterStrategy.default(printers)
+    try:
+        judged = choose_printer(country, preference)
+    except NoRoute:
+        with pytest.raises(NoPrinterForCountry):
+            strategy.choose(country, preference)
+        return
+    assert strategy.choose(country, preference).name == judged

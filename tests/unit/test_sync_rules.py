@@ -91,3 +91,45 @@ def test_send_cap_skips_past_the_cap_but_not_unmailable_people() -> None:
     assert decider.decide(facts("c")) == Decision(
         S.SKIPPED, "the campaign's total send cap is reached"
     )
+
+
+def test_a_profile_that_cannot_be_mailed_is_an_error_with_its_reason() -> None:
+    decider = SyncDecider(1, remaining_cap=1)
+    bad = ProfileFacts(
+        "p1", "p1@example.com", "US|1|p1 st", True, "US address is missing the state"
+    )
+    assert decider.decide(bad) == Decision(S.ERROR, "US address is missing the state")
+    # it took no place under the cap
+    assert decider.decide(facts("p2")) == Decision(S.PENDING)
+
+
+def test_rules_that_data_cannot_change_come_before_the_problem() -> None:
+    decider = SyncDecider(
+        1, blocked_emails=frozenset({"b@example.com"}), other_campaign_emails={"o@x.io": "Other"}
+    )
+    decider.know_existing([facts("first", email="d@example.com")])
+    problem = "no printer mails to FR"
+    assert decider.decide(ProfileFacts("dup", "d@example.com", None, True, problem)).status == (
+        S.SKIPPED
+    )
+    assert decider.decide(ProfileFacts("b", "b@example.com", None, True, problem)).status == (
+        S.BLACKLISTED
+    )
+    assert decider.decide(ProfileFacts("o", "o@x.io", None, True, problem)).status == S.SKIPPED
+    # ...and the problem comes before the holdout: fixed, it lands in its stable group
+    held = SyncDecider(1, holdout_percentage=Decimal(100))
+    assert held.decide(ProfileFacts("h", None, None, True, problem)).status == S.ERROR
+
+
+def test_a_reopened_profile_is_decided_again_and_is_not_its_own_duplicate() -> None:
+    decider = SyncDecider(1)
+    decider.know_existing(
+        [facts("p1", email="ann@example.com"), facts("p2", email="ann@example.com")],
+        reopened={"p1"},
+    )
+    assert decider.decide(facts("p1", email="ann@example.com")) == Decision(S.PENDING)
+    assert decider.decide(facts("p2", email="ann@example.com")) is None  # not reopened
+    assert decider.decide(facts("p1")) is None  # decided once per sync
+    assert decider.decide(facts("p3", email="ann@example.com")) == Decision(
+        S.SKIPPED, "duplicate of profile p1 (same email)"
+    )

@@ -6,7 +6,12 @@ retries on 429/5xx honouring Klaviyo's ``Retry-After``, the sandbox hook - is
 :class:`~mail_pipeline.integrations.http.HttpApi`.
 
 Paging follows ``links.next`` exactly as Klaviyo sends it (the cursor is opaque; we never build
-one). Reading is side-effect free, so a sync that dies mid-segment simply reads again.
+one), but only over https to Klaviyo's own host and port: the API key travels with every
+request. A page that is not the documented JSON:API document - not JSON, nested deeper than
+the parser can follow, a wrong shape - is a :class:`MalformedResponse` (a typed integration
+error, so the sync fails that campaign only). Reading is side-effect free, so a sync that dies
+mid-segment simply reads again. Log lines about a malformed profile name its id and the
+field, never a value.
 Creating an event is idempotent through ``unique_id``: a retried or repeated POST records one
 event, so the client may retry it freely.
 """
@@ -115,7 +120,7 @@ class KlaviyoClient:
             sleep=sleep,
             timeout=timeout or DEFAULT_TIMEOUT,
         )
-        self._host = httpx.URL(base_url).host
+        self._base = httpx.URL(base_url)
 
     # -- segments -------------------------------------------------------------------------
     def iter_segment_profiles(
@@ -153,7 +158,7 @@ class KlaviyoClient:
                 raise MalformedResponse(
                     VENDOR, f"links.next repeats the page it is on ({page.next_url}); stopping"
                 )
-            self._check_same_host(page.next_url)
+            self._check_next_url(page.next_url)
             response = self.api.request("GET", page.next_url)
 
     def segment_profiles(
@@ -172,30 +177,50 @@ class KlaviyoClient:
             body = response.json()
         except ValueError:
             raise MalformedResponse(VENDOR, "a segment page is not JSON") from None
+        except RecursionError:
+            raise MalformedResponse(
+                VENDOR, "a segment page nests deeper than its JSON can be read"
+            ) from None
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list):
             raise MalformedResponse(VENDOR, "a segment page has no data list")
         links = body.get("links") or {}
-        next_url = links.get("next") if isinstance(links, dict) else None
+        if not isinstance(links, dict):
+            raise MalformedResponse(VENDOR, f"links is a {type(links).__name__}, not an object")
+        next_url = links.get("next")
         if next_url is not None and not isinstance(next_url, str):
-            raise MalformedResponse(VENDOR, f"links.next is {next_url!r}, not a URL")
+            raise MalformedResponse(VENDOR, f"links.next is a {type(next_url).__name__}, not a URL")
         profiles: list[CdpProfile] = []
         rejected: list[MalformedProfile] = []
         for resource in data:
             try:
                 profiles.append(CdpProfile.from_jsonapi(resource))
             except MalformedProfile as exc:
-                log.warning("%s", exc)
+                log.warning(
+                    "Klaviyo profile %s is malformed: %s", exc.profile_id or "(no id)", exc.reason
+                )
                 rejected.append(exc)
         return ProfilePage(tuple(profiles), tuple(rejected), next_url or None)
 
-    def _check_same_host(self, url: str) -> None:
-        """The API key travels with every request: never follow a link off Klaviyo's host."""
-        host = httpx.URL(url).host
-        if host and host != self._host:
+    def _check_next_url(self, url: str) -> None:
+        """Follow ``links.next`` only if it stays on https at Klaviyo's host and port (the API
+        key travels with every request); else :class:`MalformedResponse`."""
+        try:
+            target = self._base.join(url)
+        except httpx.InvalidURL:
+            raise MalformedResponse(VENDOR, "links.next is not a URL") from None
+        if target.userinfo:
+            raise MalformedResponse(VENDOR, "links.next carries credentials; not followed")
+        if target.host != self._base.host or target.port != self._base.port:
             raise MalformedResponse(
                 VENDOR,
-                f"links.next points at another host ({host}); refusing to send the API key there",
+                f"links.next points at another host ({target.host}); "
+                "refusing to send the API key there",
+            )
+        if target.scheme != "https":
+            raise MalformedResponse(
+                VENDOR,
+                f"links.next is not https ({target.scheme}); refusing to send the API key there",
             )
 
     # -- events ---------------------------------------------------------------------------

@@ -3,9 +3,14 @@
 Klaviyo speaks JSON:API. A segment's profiles arrive as resources
 ``{"type": "profile", "id": ..., "attributes": {...}}`` with the postal address under
 ``attributes.location``; :meth:`CdpProfile.from_jsonapi` turns one resource into a
-:class:`CdpProfile` or raises :class:`MalformedProfile` saying what is wrong with it. One bad
-profile never spoils a page: the client collects the rejects next to the good profiles in a
-:class:`ProfilePage`.
+:class:`CdpProfile` or raises :class:`MalformedProfile` saying what is wrong with its shape
+(a field of the wrong type, an id that cannot identify a recipient). One bad profile never
+spoils a page: the client collects the rejects next to the good profiles in a
+:class:`ProfilePage`. What the *values* may hold (column sizes, characters, JSON numbers) is
+judged once, at sync, by :mod:`mail_pipeline.domain.profiles`.
+
+Messages name the profile id and the field, never a value: they are logged, and a profile's
+values are personal data.
 
 :class:`CdpEvent` is the body of ``POST /api/events``. Its ``unique_id`` is the idempotency
 key: Klaviyo records only the first event with a given ``unique_id`` for the same profile and
@@ -20,6 +25,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mail_pipeline.domain.addresses import Address, has_address
+from mail_pipeline.domain.fields import profile_id_problem
+from mail_pipeline.domain.profiles import ProfileData
 
 _LOCATION_FIELDS = ("address1", "address2", "city", "region", "zip", "country")
 
@@ -30,7 +37,7 @@ class MalformedProfile(ValueError):
     def __init__(self, profile_id: str | None, reason: str) -> None:
         self.profile_id = profile_id
         self.reason = reason
-        who = f"profile {profile_id}" if profile_id else "a profile without an id"
+        who = f"profile {profile_id}" if profile_id else "a profile without a usable id"
         super().__init__(f"Klaviyo {who} is malformed: {reason}")
 
     def __reduce__(self) -> tuple[type[MalformedProfile], tuple[str | None, str]]:
@@ -57,7 +64,7 @@ def _timestamp(value: Any, name: str, profile_id: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise MalformedProfile(profile_id, f"{name} {value!r} is not an ISO-8601 date") from None
+        raise MalformedProfile(profile_id, f"{name} is not an ISO-8601 date") from None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
@@ -95,9 +102,12 @@ class CdpProfile:
         profile_id = raw_id.strip() if isinstance(raw_id, str) else ""
         if not profile_id:
             raise MalformedProfile(None, "the resource has no id")
-        kind = resource.get("type")
-        if kind != "profile":
-            raise MalformedProfile(profile_id, f"the resource type is {kind!r}, not 'profile'")
+        id_problem = profile_id_problem(profile_id)
+        if id_problem is not None:
+            # An id no recipient row can hold is not repeated anywhere (not even cut short).
+            raise MalformedProfile(None, id_problem)
+        if resource.get("type") != "profile":
+            raise MalformedProfile(profile_id, "the resource type is not 'profile'")
         attributes = resource.get("attributes")
         if not isinstance(attributes, dict):
             raise MalformedProfile(
@@ -138,6 +148,22 @@ class CdpProfile:
     def has_address(self) -> bool:
         """Whether there is enough of an address to try mailing (else: address enrichment)."""
         return has_address(self.address1, self.city, self.zip)
+
+    def to_data(self) -> ProfileData:
+        """The fields the sync judges (:func:`mail_pipeline.domain.profiles.judge_profile`)."""
+        return ProfileData(
+            profile_id=self.profile_id,
+            email=self.email,
+            first_name=self.first_name,
+            last_name=self.last_name,
+            address1=self.address1,
+            address2=self.address2,
+            city=self.city,
+            region=self.region,
+            postal_code=self.zip,
+            country=self.country,
+            properties=self.properties,
+        )
 
     def to_address(self) -> Address:
         """The normalized postal address; raises ``InvalidAddress`` saying what is missing."""

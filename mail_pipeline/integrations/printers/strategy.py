@@ -1,16 +1,9 @@
-"""Which printer mails a postcard: a routing table by country, an organization's preference.
+"""Which printer mails a postcard: the domain's routing rule over the configured printers.
 
-The tables are data, taken from the seed ("LOB or IntelliPrint for US, Stannp for UK"):
-
-- ``DEFAULT_ROUTES``: the printer each country gets by default (US -> Lob, GB -> Stannp);
-- ``PRINTER_COUNTRIES``: the countries each printer may serve. An organization that prefers a
-  printer gets it wherever that printer serves the country; elsewhere the default applies.
-
-Doubt, kept visible rather than silently "fixed": the vendor reference describes IntelliPrint
-as a UK (Royal Mail) service whose postage options are UK classes plus ``international``, so
-its listing as a *US* alternative in the seed looks reversed. The seed is the business's word,
-so the table follows it; if the business confirms the reference, change
-``PRINTER_COUNTRIES["intelliprint"]`` to ``{"GB"}`` and nothing else.
+The tables and the rule live in :mod:`mail_pipeline.domain.routing` (the sync judges routes
+with them too, so a recipient no printer can take is an Error before its proof is made);
+this class applies them to the printers a deployment has configured: a preferred printer
+that is not configured is passed over, and a route to an unconfigured printer says so.
 """
 
 from __future__ import annotations
@@ -19,17 +12,24 @@ import logging
 from collections.abc import Mapping
 
 from mail_pipeline.domain.addresses import normalize_country
+from mail_pipeline.domain.routing import (
+    DEFAULT_ROUTES,
+    PRINTER_COUNTRIES,
+    NoRoute,
+    choose_printer,
+    normalize_preference,
+)
 from mail_pipeline.integrations.printers.base import Printer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ROUTES: Mapping[str, str] = {"US": "lob", "GB": "stannp"}
-
-PRINTER_COUNTRIES: Mapping[str, frozenset[str]] = {
-    "lob": frozenset({"US"}),
-    "intelliprint": frozenset({"US"}),
-    "stannp": frozenset({"GB"}),
-}
+__all__ = [
+    "DEFAULT_ROUTES",
+    "PRINTER_COUNTRIES",
+    "NoPrinterForCountry",
+    "PrinterStrategy",
+    "RoutingError",
+]
 
 
 class RoutingError(ValueError):
@@ -60,16 +60,21 @@ class PrinterStrategy:
     def choose(self, country: str, organization_preference: str | None = None) -> Printer:
         """The printer for ``country`` (ISO code or name); raises :class:`NoPrinterForCountry`."""
         iso = normalize_country(country) or (country or "").strip().upper()
-        preferred = (organization_preference or "").strip().lower() or None
-        if preferred is not None:
-            if iso in self.serves.get(preferred, frozenset()) and preferred in self.printers:
-                return self.printers[preferred]
+        try:
+            name = choose_printer(
+                iso,
+                organization_preference,
+                routes=self.routes,
+                serves=self.serves,
+                available=self.printers,
+            )
+        except NoRoute as exc:
+            raise NoPrinterForCountry(str(exc)) from None
+        preferred = normalize_preference(organization_preference)
+        if preferred is not None and name != preferred:
             log.info(
                 "preferred printer %s does not serve %s here; using the default", preferred, iso
             )
-        name = self.routes.get(iso)
-        if name is None:
-            raise NoPrinterForCountry(f"no printer mails to {iso or 'an unknown country'}")
         printer = self.printers.get(name)
         if printer is None:
             raise NoPrinterForCountry(
