@@ -19,11 +19,12 @@ from mail_pipeline.db.engine import unit_of_work
 from mail_pipeline.db.migrate import upgrade
 from mail_pipeline.db.models import Campaign, Organization, Recipient
 from mail_pipeline.db.recipients import RecipientGateway
+from mail_pipeline.domain.environments import Environment
 from mail_pipeline.domain.recipients import RecipientStatus
 
 
 def fill(url: str, n: int) -> None:
-    upgrade(url)
+    upgrade(url, Environment.TEST)  # refuses a production database
     with unit_of_work(url) as session:
         session.execute(sa.delete(Recipient))
         org = session.scalar(sa.select(Organization).where(Organization.slug == "bench"))

@@ -2,11 +2,20 @@
 
 The environment is read once (``settings.load_settings``) and decides the resource set:
 sandboxes and SQLite locally and in tests, PostgreSQL, SQS and the real vendors in
-production, where every secret is a ``dg.EnvVar`` resolved when a run launches. Building the
-definitions opens no file, database or socket.
+production, where every platform secret is a ``dg.EnvVar`` resolved when a run launches and
+every organization's secret is read from AWS Secrets Manager under its own path.
+
+Production fails closed: before anything is bound, ``settings.check_production`` judges the
+environment and raises one error listing every problem (missing settings, a printer without
+its webhook secret, test credentials or sandbox settings outside a declared staging
+deployment), so ``dagster definitions validate`` and the code server refuse to start. A
+staging deployment (``MAIL_PIPELINE_STAGING=1``) says so on every job: its description starts
+with ``STAGING`` and it carries the ``mail_pipeline/deployment: staging`` tag, which every run
+launched from it inherits (the Runs page shows it).
+
+Building the definitions opens no file, database or socket.
 """
 
-import os
 from typing import Any
 
 import dagster as dg
@@ -32,7 +41,14 @@ from mail_pipeline.sensors.pipeline import (
 )
 from mail_pipeline.sensors.sandbox import sandbox_printer_webhooks
 from mail_pipeline.sensors.sync import manual_sync_sensor, recipient_sync_schedule
-from mail_pipeline.settings import Environment, Settings, load_settings
+from mail_pipeline.settings import (
+    DATABASE_URL_VAR,
+    Environment,
+    EnvVarRef,
+    Settings,
+    check_production,
+    load_settings,
+)
 
 JOBS = [sync_organization_job, proofing_job, mailing_job, mail_status_job, image_cleanup_job]
 SCHEDULES = [recipient_sync_schedule]
@@ -45,41 +61,59 @@ SENSORS = [
     stale_claims_sensor,
 ]
 
+#: Run and job tag naming the kind of deployment, set on a staging deployment's jobs.
+DEPLOYMENT_TAG = "mail_pipeline/deployment"
+STAGING_NOTICE = (
+    "STAGING deployment: test credentials and sandbox settings are allowed, so postcards may "
+    "not be printed and usage may not be billed."
+)
 
-def _optional_env(name: str) -> dg.EnvVar | None:
+
+def _optional(ref: EnvVarRef) -> dg.EnvVar | None:
     """A secret that may be absent (a printer the deployment does not use)."""
-    return dg.EnvVar(name) if os.environ.get(name) else None
+    return dg.EnvVar(ref.name) if ref.is_set else None
 
 
-def production_resources() -> dict[str, Any]:
+def production_resources(settings: Settings) -> dict[str, Any]:
+    vendors = settings.vendors
+    lob, stannp, intelliprint = (
+        vendors.printer(name) for name in ("lob", "stannp", "intelliprint")
+    )
     return {
-        "database": Database(url=dg.EnvVar("MAIL_PIPELINE_DATABASE_URL")),
-        "cdp": KlaviyoCdp(),
+        "database": Database(
+            url=dg.EnvVar(DATABASE_URL_VAR), environment=settings.environment.value
+        ),
+        "cdp": KlaviyoCdp(
+            secrets="secrets-manager",
+            deployment=settings.deployment,
+            region_name=vendors.aws_region,
+        ),
         "rendering": LiveRendering(
-            gateway_url=os.environ.get("RENDER_GATEWAY_URL", GATEWAY_URL),
-            gateway_token=_optional_env("RENDER_GATEWAY_TOKEN"),
-            pixelixe_api_key=_optional_env("PIXELIXE_API_KEY"),
-            fallback_order=os.environ.get("RENDER_FALLBACK_ORDER", "gateway,backup").split(","),
+            gateway_url=vendors.render_gateway_url or GATEWAY_URL,
+            gateway_token=_optional(vendors.render_gateway_token),
+            pixelixe_api_key=_optional(vendors.pixelixe_api_key),
+            fallback_order=list(vendors.render_fallback_order),
         ),
         "image_host": CloudflareImageHost(
-            account_id=dg.EnvVar("CLOUDFLARE_ACCOUNT_ID"),
-            api_token=dg.EnvVar("CLOUDFLARE_IMAGES_TOKEN"),
-            account_hash=dg.EnvVar("CLOUDFLARE_ACCOUNT_HASH"),
+            account_id=dg.EnvVar(vendors.cloudflare_account_id.name),
+            api_token=dg.EnvVar(vendors.cloudflare_images_token.name),
+            account_hash=dg.EnvVar(vendors.cloudflare_account_hash.name),
+            proof_id_key=dg.EnvVar(vendors.proof_image_id_key.name),
         ),
         "printers": LivePrinters(
-            lob_api_key=_optional_env("LOB_API_KEY"),
-            lob_webhook_secret=_optional_env("LOB_WEBHOOK_SECRET"),
-            stannp_api_key=_optional_env("STANNP_API_KEY"),
-            stannp_webhook_secret=_optional_env("STANNP_WEBHOOK_SECRET"),
-            intelliprint_api_key=_optional_env("INTELLIPRINT_API_KEY"),
-            intelliprint_webhook_secret=_optional_env("INTELLIPRINT_WEBHOOK_SECRET"),
-            test_mode=os.environ.get("MAIL_PIPELINE_PRINTERS_TEST_MODE", "") == "1",
+            lob_api_key=_optional(lob.api_key),
+            lob_webhook_secret=_optional(lob.webhook_secret),
+            stannp_api_key=_optional(stannp.api_key),
+            stannp_webhook_secret=_optional(stannp.webhook_secret),
+            intelliprint_api_key=_optional(intelliprint.api_key),
+            intelliprint_webhook_secret=_optional(intelliprint.webhook_secret),
+            test_mode=vendors.printers_test_mode,
         ),
-        "billing": StripeBilling(api_key=dg.EnvVar("STRIPE_API_KEY")),
+        "billing": StripeBilling(api_key=dg.EnvVar(vendors.stripe_api_key.name)),
         "queues": SqsQueues(
-            status_queue_url=dg.EnvVar("MAIL_STATUS_QUEUE_URL"),
-            image_deletion_queue_url=dg.EnvVar("IMAGE_DELETION_QUEUE_URL"),
-            region_name=os.environ.get("AWS_REGION", "us-east-1"),
+            status_queue_url=dg.EnvVar(vendors.status_queue_url.name),
+            image_deletion_queue_url=dg.EnvVar(vendors.image_deletion_queue_url.name),
+            region_name=vendors.aws_region,
         ),
     }
 
@@ -87,7 +121,7 @@ def production_resources() -> dict[str, Any]:
 def sandbox_resources(settings: Settings) -> dict[str, Any]:
     sandbox = str(settings.sandbox_path)
     return {
-        "database": Database(url=settings.database_url),
+        "database": Database(url=settings.database_url, environment=settings.environment.value),
         "sandbox": SandboxState(path=sandbox),
         "cdp": SandboxCdp(sandbox_path=sandbox, latency_seconds=0.05),
         "rendering": SandboxRendering(
@@ -108,11 +142,52 @@ def sandbox_resources(settings: Settings) -> dict[str, Any]:
     }
 
 
+def staging_job(job: dg.JobDefinition) -> dg.JobDefinition:
+    """``job`` as a staging deployment shows it: the description starts with the staging
+    notice and the job (so every run launched from it) is tagged ``mail_pipeline/deployment:
+    staging``. Everything else is the job's own."""
+    return dg.JobDefinition(
+        graph_def=job.graph,
+        executor_def=job.executor_def if job.has_specified_executor else None,
+        logger_defs=job.loggers if job.has_specified_loggers else None,
+        name=job.name,
+        config=job.partitioned_config or job.config_mapping or job.run_config,
+        description=f"{STAGING_NOTICE} {job.description or ''}".strip(),
+        partitions_def=None if job.partitioned_config else job.partitions_def,
+        tags={**job.tags, DEPLOYMENT_TAG: "staging"},
+        run_tags=(
+            {**job.run_tags, DEPLOYMENT_TAG: "staging"}
+            if job.has_separately_defined_run_tags
+            else None
+        ),
+        metadata=job.metadata,
+        hook_defs=job.hook_defs,
+        op_retry_policy=job.op_retry_policy,
+        owners=job.owners,
+    )
+
+
+def _production_definitions(settings: Settings) -> dg.Definitions:
+    check_production(settings)
+    jobs, sensors, schedules = list(JOBS), list(SENSORS), list(SCHEDULES)
+    if settings.staging:
+        relabelled = {job.name: staging_job(job) for job in jobs}
+        jobs = list(relabelled.values())
+        sensors = [
+            s.with_attributes(jobs=[relabelled[j.name] for j in s.jobs]) if s.has_jobs else s
+            for s in sensors
+        ]
+        schedules = [s.with_attributes(job=relabelled[s.job.name]) for s in schedules]
+    return dg.Definitions(
+        jobs=jobs, schedules=schedules, sensors=sensors, resources=production_resources(settings)
+    )
+
+
 def build_definitions(settings: Settings) -> dg.Definitions:
+    """The definitions for ``settings``; production raises ``ProductionConfigError`` listing
+    every problem instead of loading an unsafe or incomplete configuration."""
     if settings.environment is Environment.PRODUCTION:
-        return dg.Definitions(
-            jobs=JOBS, schedules=SCHEDULES, sensors=SENSORS, resources=production_resources()
-        )
+        return _production_definitions(settings)
     return dg.Definitions(
         jobs=[*JOBS, demo_data_job],
         schedules=SCHEDULES,

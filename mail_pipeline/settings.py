@@ -1,48 +1,197 @@
-"""The one place that knows which environment this is.
+"""The one place that reads the process's environment variables.
 
 ``MAIL_PIPELINE_ENV`` picks ``local`` (the default), ``test`` or ``production``; nothing else
-in the code asks. :func:`load_settings` reads the environment variables once and returns plain
-values - reading them is not I/O, and nothing here touches a file or a network.
+in the code asks. :func:`load_settings` reads every variable the code location uses, once, into
+frozen dataclasses - reading them is not I/O, and nothing here touches a file or a network.
+No other module reads ``os.environ``.
 
 =============  ===========================================  =================================
 environment    app database                                 vendors and queues
 =============  ===========================================  =================================
-local          SQLite file in ``MAIL_PIPELINE_DATA_DIR``    sandboxes, local SQS-like queues
+local          ``MAIL_PIPELINE_DATABASE_URL`` or a SQLite   sandboxes, local SQS-like queues
+               file in ``MAIL_PIPELINE_DATA_DIR``
                (default ``./data``)
 test           ``MAIL_PIPELINE_TEST_DATABASE_URL`` or a     sandboxes, local queues, in the
                SQLite file in the data dir                  test's data dir
-production     ``MAIL_PIPELINE_DATABASE_URL`` (PostgreSQL)  real APIs, SQS; secrets from env
+production     ``MAIL_PIPELINE_DATABASE_URL`` (PostgreSQL)  real APIs, SQS; platform secrets
+                                                            from env, organizations' secrets
+                                                            from AWS Secrets Manager
 =============  ===========================================  =================================
+
+Secrets are not kept here. A platform secret (a printer key, the Stripe key) is an
+:class:`EnvVarRef`: the variable's name, whether it is set and whether it is a test
+credential - enough for :func:`production_problems` to judge a production configuration at
+load time, while the value reaches its resource as ``dg.EnvVar`` when a run launches.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from mail_pipeline.domain.environments import Environment
+from mail_pipeline.domain.secrets import ORGANIZATION_VARIABLE_PREFIX
 
 ENV_VAR = "MAIL_PIPELINE_ENV"
+DATABASE_URL_VAR = "MAIL_PIPELINE_DATABASE_URL"
+TEST_DATABASE_URL_VAR = "MAIL_PIPELINE_TEST_DATABASE_URL"
+#: Production only: this deployment is a staging one, allowed test credentials and sandbox
+#: settings; every job says so in the UI.
+STAGING_VAR = "MAIL_PIPELINE_STAGING"
+#: The deployment's name in the organizations' Secrets Manager paths (default ``production``,
+#: or ``staging`` when ``MAIL_PIPELINE_STAGING=1``).
+DEPLOYMENT_VAR = "MAIL_PIPELINE_DEPLOYMENT"
+PRINTERS_TEST_MODE_VAR = "MAIL_PIPELINE_PRINTERS_TEST_MODE"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-__all__ = ["Environment", "Settings", "SettingsError", "load_settings"]
+#: Credentials that only reach a vendor's test mode: nothing is printed, nothing is charged.
+#: Stannp and IntelliPrint have no test keys (their test mode is ``PRINTERS_TEST_MODE``).
+TEST_CREDENTIAL_PREFIXES: Mapping[str, tuple[str, ...]] = {
+    "LOB_API_KEY": ("test_",),
+    "STRIPE_API_KEY": ("sk_test_", "rk_test_"),
+}
+PRINTERS = ("lob", "stannp", "intelliprint")
+_DEPLOYMENT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+__all__ = [
+    "EnvVarRef",
+    "Environment",
+    "PrinterSettings",
+    "ProductionConfigError",
+    "Settings",
+    "SettingsError",
+    "VendorSettings",
+    "check_production",
+    "load_settings",
+    "organization_secret_variables",
+    "production_problems",
+]
 
 
 class SettingsError(RuntimeError):
     pass
 
 
+class ProductionConfigError(SettingsError):
+    """The production configuration is unsafe or incomplete; the message lists every problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        listed = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(
+            f"refusing to load the production definitions ({ENV_VAR}=production), "
+            f"{len(problems)} problem{'s' if len(problems) != 1 else ''}:\n{listed}"
+        )
+
+
+@dataclass(frozen=True)
+class EnvVarRef:
+    """An environment variable that is bound as ``dg.EnvVar`` (resolved when a run launches),
+    with what load-time validation may know about it. The value itself is not kept."""
+
+    name: str
+    is_set: bool = False
+    #: The value is a vendor's test credential (see ``TEST_CREDENTIAL_PREFIXES``).
+    is_test_credential: bool = False
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str], name: str) -> EnvVarRef:
+        value = (environ.get(name) or "").strip()
+        prefixes = TEST_CREDENTIAL_PREFIXES.get(name, ())
+        return cls(name, bool(value), bool(value) and value.startswith(prefixes))
+
+
+@dataclass(frozen=True)
+class PrinterSettings:
+    """A printer's API key and the secret its status webhooks are signed with."""
+
+    name: str
+    api_key: EnvVarRef
+    webhook_secret: EnvVarRef
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str], name: str) -> PrinterSettings:
+        upper = name.upper()
+        return cls(
+            name,
+            EnvVarRef.read(environ, f"{upper}_API_KEY"),
+            EnvVarRef.read(environ, f"{upper}_WEBHOOK_SECRET"),
+        )
+
+    @property
+    def configured(self) -> bool:
+        return self.api_key.is_set
+
+
+def _printers(environ: Mapping[str, str]) -> tuple[PrinterSettings, ...]:
+    return tuple(PrinterSettings.read(environ, name) for name in PRINTERS)
+
+
+@dataclass(frozen=True)
+class VendorSettings:
+    """The real vendors and queues, bound in production (local and test bind sandboxes)."""
+
+    printers: tuple[PrinterSettings, ...] = field(default_factory=lambda: _printers({}))
+    #: Pieces are created in the printers' test modes (validated, never printed or charged).
+    printers_test_mode: bool = False
+    stripe_api_key: EnvVarRef = EnvVarRef("STRIPE_API_KEY")
+    cloudflare_account_id: EnvVarRef = EnvVarRef("CLOUDFLARE_ACCOUNT_ID")
+    cloudflare_images_token: EnvVarRef = EnvVarRef("CLOUDFLARE_IMAGES_TOKEN")
+    cloudflare_account_hash: EnvVarRef = EnvVarRef("CLOUDFLARE_ACCOUNT_HASH")
+    #: The key proof image ids are derived with (their URLs cannot be guessed without it).
+    proof_image_id_key: EnvVarRef = EnvVarRef("PROOF_IMAGE_ID_KEY")
+    render_gateway_url: str | None = None
+    render_gateway_token: EnvVarRef = EnvVarRef("RENDER_GATEWAY_TOKEN")
+    pixelixe_api_key: EnvVarRef = EnvVarRef("PIXELIXE_API_KEY")
+    render_fallback_order: tuple[str, ...] = ("gateway", "backup")
+    status_queue_url: EnvVarRef = EnvVarRef("MAIL_STATUS_QUEUE_URL")
+    image_deletion_queue_url: EnvVarRef = EnvVarRef("IMAGE_DELETION_QUEUE_URL")
+    aws_region: str = "us-east-1"
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str]) -> VendorSettings:
+        fallback = environ.get("RENDER_FALLBACK_ORDER") or "gateway,backup"
+        return cls(
+            printers=_printers(environ),
+            printers_test_mode=_flag(environ, PRINTERS_TEST_MODE_VAR),
+            stripe_api_key=EnvVarRef.read(environ, "STRIPE_API_KEY"),
+            cloudflare_account_id=EnvVarRef.read(environ, "CLOUDFLARE_ACCOUNT_ID"),
+            cloudflare_images_token=EnvVarRef.read(environ, "CLOUDFLARE_IMAGES_TOKEN"),
+            cloudflare_account_hash=EnvVarRef.read(environ, "CLOUDFLARE_ACCOUNT_HASH"),
+            proof_image_id_key=EnvVarRef.read(environ, "PROOF_IMAGE_ID_KEY"),
+            render_gateway_url=environ.get("RENDER_GATEWAY_URL") or None,
+            render_gateway_token=EnvVarRef.read(environ, "RENDER_GATEWAY_TOKEN"),
+            pixelixe_api_key=EnvVarRef.read(environ, "PIXELIXE_API_KEY"),
+            render_fallback_order=tuple(n.strip() for n in fallback.split(",") if n.strip()),
+            status_queue_url=EnvVarRef.read(environ, "MAIL_STATUS_QUEUE_URL"),
+            image_deletion_queue_url=EnvVarRef.read(environ, "IMAGE_DELETION_QUEUE_URL"),
+            aws_region=environ.get("AWS_REGION") or "us-east-1",
+        )
+
+    def printer(self, name: str) -> PrinterSettings:
+        return next(p for p in self.printers if p.name == name)
+
+
 @dataclass(frozen=True)
 class Settings:
     environment: Environment
-    #: The app database. In production it is resolved by Dagster from the env var at launch
-    #: time (``dg.EnvVar``), so this holds the variable's *name* there.
-    database_url: str
+    #: The app database URL (in production too: the CLI and migrations use it; the Dagster
+    #: resource is bound to ``dg.EnvVar(DATABASE_URL_VAR)``). Empty when production has none.
+    database_url: str = field(repr=False)
     data_dir: Path
     #: Where a static file server publishes ``image_dir`` (local only; None: file:// URLs).
     image_base_url: str | None = None
+    #: Production only: a staging deployment (test credentials allowed, shown in the UI).
+    staging: bool = False
+    #: The deployment's name in the organizations' secret paths (see ``domain.secrets``).
+    deployment: str = "local"
+    vendors: VendorSettings = field(default_factory=VendorSettings)
 
     @property
     def sandbox_path(self) -> Path:
@@ -60,9 +209,17 @@ class Settings:
         return self.data_dir / "images"
 
 
+def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    return (environ.get(name) or "").strip().lower() in ("1", "true", "yes")
+
+
 def current_environment(environ: Mapping[str, str] | None = None) -> Environment:
-    environ = os.environ if environ is None else environ
-    value = environ.get(ENV_VAR, Environment.LOCAL.value).strip().lower()
+    """The kind of environment this process serves (``MAIL_PIPELINE_ENV``, default local)."""
+    value = _environ(environ).get(ENV_VAR, Environment.LOCAL.value).strip().lower()
     try:
         return Environment(value)
     except ValueError:
@@ -71,20 +228,109 @@ def current_environment(environ: Mapping[str, str] | None = None) -> Environment
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    environ = os.environ if environ is None else environ
+    environ = _environ(environ)
     env = current_environment(environ)
     data_dir = Path(environ.get("MAIL_PIPELINE_DATA_DIR") or PROJECT_ROOT / "data").resolve()
+    staging = env is Environment.PRODUCTION and _flag(environ, STAGING_VAR)
     if env is Environment.PRODUCTION:
-        url = "MAIL_PIPELINE_DATABASE_URL"
+        url = environ.get(DATABASE_URL_VAR) or ""
+        deployment = environ.get(DEPLOYMENT_VAR) or ("staging" if staging else "production")
     elif env is Environment.TEST:
-        url = environ.get("MAIL_PIPELINE_TEST_DATABASE_URL") or f"sqlite:///{data_dir}/test.sqlite"
+        url = environ.get(TEST_DATABASE_URL_VAR) or f"sqlite:///{data_dir}/test.sqlite"
+        deployment = env.value
     else:
-        url = environ.get("MAIL_PIPELINE_DATABASE_URL") or (
-            f"sqlite:///{data_dir}/mail_pipeline.sqlite"
-        )
+        url = environ.get(DATABASE_URL_VAR) or f"sqlite:///{data_dir}/mail_pipeline.sqlite"
+        deployment = env.value
     return Settings(
         environment=env,
         database_url=url,
         data_dir=data_dir,
         image_base_url=environ.get("MAIL_PIPELINE_IMAGE_BASE_URL") or None,
+        staging=staging,
+        deployment=deployment,
+        vendors=VendorSettings.read(environ),
     )
+
+
+def organization_secret_variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables that may hold organizations' secrets outside production: only those
+    named ``MAIL_PIPELINE_ORG_<organization id>_<REF>``, so a platform secret such as
+    ``STRIPE_API_KEY`` is never handed to the resolver (see ``integrations.secrets``)."""
+    return {
+        name: value
+        for name, value in _environ(environ).items()
+        if name.startswith(ORGANIZATION_VARIABLE_PREFIX)
+    }
+
+
+def _is_sqlite(url: str) -> bool:
+    try:
+        return make_url(url).get_backend_name() == "sqlite"
+    except ArgumentError:
+        return False
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """Everything that makes ``settings`` unfit to serve production, each as one sentence.
+
+    - Missing: the database URL, at least one printer with an API key *and* a webhook secret,
+      the Stripe key, Cloudflare Images and the proof image id key, the two queue URLs.
+    - Unsafe always: a printer with an API key but no webhook secret (its status webhooks
+      could not be verified, so a forged "delivered" would be believed).
+    - Test credentials and sandbox settings (an SQLite database, a Lob ``test_`` key, a
+      Stripe ``sk_test_``/``rk_test_`` key, the printers' test mode): refused unless the
+      deployment is declared staging (``MAIL_PIPELINE_STAGING=1``), which every job then
+      shows in the UI.
+    """
+    problems: list[str] = []
+    vendors = settings.vendors
+    staging_hint = f" (allowed only with {STAGING_VAR}=1)"
+
+    if not settings.database_url:
+        problems.append(f"{DATABASE_URL_VAR} is not set")
+    elif _is_sqlite(settings.database_url) and not settings.staging:
+        problems.append(f"{DATABASE_URL_VAR} is an SQLite database{staging_hint}")
+
+    for printer in vendors.printers:
+        if printer.api_key.is_set and not printer.webhook_secret.is_set:
+            problems.append(
+                f"{printer.name}: {printer.api_key.name} is set but "
+                f"{printer.webhook_secret.name} is not: its status webhooks could not be "
+                "verified"
+            )
+        if printer.api_key.is_test_credential and not settings.staging:
+            problems.append(f"{printer.api_key.name} is a test key{staging_hint}")
+    if not any(p.api_key.is_set and p.webhook_secret.is_set for p in vendors.printers):
+        names = ", ".join(f"{p.api_key.name} + {p.webhook_secret.name}" for p in vendors.printers)
+        problems.append(f"no printer is configured: set at least one of {names}")
+    if vendors.printers_test_mode and not settings.staging:
+        problems.append(f"{PRINTERS_TEST_MODE_VAR} is on{staging_hint}")
+
+    if not vendors.stripe_api_key.is_set:
+        problems.append(f"{vendors.stripe_api_key.name} is not set")
+    elif vendors.stripe_api_key.is_test_credential and not settings.staging:
+        problems.append(f"{vendors.stripe_api_key.name} is a test key{staging_hint}")
+
+    required = (
+        vendors.cloudflare_account_id,
+        vendors.cloudflare_images_token,
+        vendors.cloudflare_account_hash,
+        vendors.proof_image_id_key,
+        vendors.status_queue_url,
+        vendors.image_deletion_queue_url,
+    )
+    problems.extend(f"{ref.name} is not set" for ref in required if not ref.is_set)
+
+    if not _DEPLOYMENT_NAME.match(settings.deployment):
+        problems.append(
+            f"{DEPLOYMENT_VAR}={settings.deployment!r} is not a deployment name "
+            "(lower-case letters, digits and dashes)"
+        )
+    return problems
+
+
+def check_production(settings: Settings) -> None:
+    """Raise :class:`ProductionConfigError` listing every problem, or return quietly."""
+    problems = production_problems(settings)
+    if problems:
+        raise ProductionConfigError(problems)

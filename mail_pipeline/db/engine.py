@@ -4,6 +4,14 @@
 never at import). SQLite gets WAL, a busy timeout and enforced foreign keys so the sensors,
 runs and webserver of ``dagster dev`` can share one file; PostgreSQL URLs are pointed at the
 psycopg 3 driver. ``unit_of_work`` is the one place that begins, commits and rolls back.
+
+No personal data leaves through an error: every engine is made with
+``hide_parameters=True`` (a failed statement's exception and log line show the SQL, never the
+bound values - a recipient's email and address), and PostgreSQL's ``DETAIL:`` line ("Failing
+row contains (...)", "Key (email)=(...) already exists") is cut from the message of the
+driver's exception (``_without_row_detail``). The detail stays readable on purpose through
+``exc.orig.diag.message_detail``; the constraint name (``diag.constraint_name``) is enough to
+say what went wrong.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -74,12 +82,36 @@ def _create_engine(url: str) -> Engine:
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, connect_args={"timeout": 30, "check_same_thread": False, "isolation_level": None}
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False, "isolation_level": None},
+            hide_parameters=True,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    engine = create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
+    )
+    event.listen(engine, "handle_error", _without_row_detail)
+    return engine
+
+
+def _without_row_detail(context: ExceptionContext) -> None:
+    """Drop PostgreSQL's ``DETAIL:`` line, which quotes the failing row's values, from the
+    text of the driver's exception and of the SQLAlchemy exception that wraps it (so from
+    logs and run failures that print either)."""
+    _drop_detail_lines(context.original_exception)
+    if context.sqlalchemy_exception is not None:
+        _drop_detail_lines(context.sqlalchemy_exception)
+
+
+def _drop_detail_lines(error: BaseException) -> None:
+    if not error.args or not isinstance(error.args[0], str):
+        return
+    lines = error.args[0].splitlines()
+    kept = [line for line in lines if not line.lstrip().startswith("DETAIL:")]
+    if len(kept) != len(lines):
+        error.args = ("\n".join(kept), *error.args[1:])
 
 
 def _session_factory(url: str) -> sessionmaker[Session]:

@@ -1,6 +1,8 @@
 """The CDP (Klaviyo) as a resource: a client per organization integration.
 
-``KlaviyoCdp`` resolves the organization's ``secret_ref`` when a run needs it;
+``KlaviyoCdp`` resolves the organization's ``secret_ref`` when a run needs it, inside that
+organization's own namespace (``integrations.secrets``): from AWS Secrets Manager in
+production, from ``MAIL_PIPELINE_ORG_<id>_<REF>`` variables when bound locally.
 ``SandboxCdp`` talks to the Klaviyo sandbox. Both read segments the same way.
 """
 
@@ -8,16 +10,23 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterator
+from typing import Literal
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from mail_pipeline.db.campaigns import IntegrationRef
 from mail_pipeline.integrations.klaviyo.client import DEFAULT_REVISION, KlaviyoClient
 from mail_pipeline.integrations.klaviyo.models import ProfilePage
 from mail_pipeline.integrations.klaviyo.sandbox import SANDBOX_API_KEY, KlaviyoSandbox
 from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour
-from mail_pipeline.integrations.secrets import resolve_secret
+from mail_pipeline.integrations.secrets import (
+    EnvironmentSecrets,
+    OrganizationSecrets,
+    SecretsManagerSecrets,
+)
 from mail_pipeline.resources.sandbox import shared_store
+from mail_pipeline.settings import organization_secret_variables
 
 
 class CdpResource(dg.ConfigurableResource):
@@ -35,9 +44,29 @@ class CdpResource(dg.ConfigurableResource):
 
 class KlaviyoCdp(CdpResource):
     revision: str = DEFAULT_REVISION
+    #: Where organizations' secrets are read: ``secrets-manager`` (production binds it) or
+    #: ``environment`` (local and test only; never bound in production).
+    secrets: Literal["secrets-manager", "environment"] = "secrets-manager"
+    #: The deployment's name in the Secrets Manager paths.
+    deployment: str = "production"
+    region_name: str | None = None
+    _secrets: OrganizationSecrets | None = PrivateAttr(default=None)
+
+    def organization_secrets(self) -> OrganizationSecrets:
+        if self._secrets is None:
+            if self.secrets == "environment":
+                self._secrets = EnvironmentSecrets(organization_secret_variables())
+            else:
+                self._secrets = SecretsManagerSecrets(self.deployment, region_name=self.region_name)
+        return self._secrets
 
     def client_for(self, integration: IntegrationRef) -> KlaviyoClient:
-        return KlaviyoClient(resolve_secret(integration.secret_ref), revision=self.revision)
+        """A client with the key of ``integration``'s own organization (the organization id
+        comes from the integration row, never from its ``secret_ref``)."""
+        key = self.organization_secrets().resolve(
+            integration.organization_id, integration.secret_ref
+        )
+        return KlaviyoClient(key, revision=self.revision)
 
 
 class SandboxCdp(CdpResource):

@@ -5,11 +5,16 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import dagster as dg
+import pytest
 from PIL import Image
 
 from mail_pipeline.definitions import production_resources, sandbox_resources
+from mail_pipeline.limits import MAILING_RUNS_IN_FLIGHT
 from mail_pipeline.resources.images import SandboxImageHost
+from mail_pipeline.resources.printing import LivePrinters
 from mail_pipeline.settings import load_settings
+from tests.environments import PRODUCTION
 
 
 def _png() -> bytes:
@@ -45,12 +50,34 @@ def test_local_settings_bind_the_image_server_url(tmp_path: Path) -> None:
     assert not tmp_path.joinpath("images").exists()
 
 
-def test_production_binds_no_sandbox(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("LOB_API_KEY", "test_x")
-    resources = production_resources()
+def test_production_binds_no_sandbox() -> None:
+    resources = production_resources(load_settings(PRODUCTION))
     names = {type(r).__name__ for r in resources.values()}
     assert not any("Sandbox" in name for name in names), names
     assert "LivePrinters" in names and "SqsQueues" in names
+    cdp = resources["cdp"]
+    assert (cdp.secrets, cdp.deployment) == ("secrets-manager", "production")
+    assert resources["database"].environment == "production"
+
+
+def test_production_binds_secrets_by_name_not_value() -> None:
+    resources = production_resources(load_settings(PRODUCTION))
+    printers = resources["printers"]
+    assert printers.lob_api_key == dg.EnvVar("LOB_API_KEY")
+    assert printers.lob_webhook_secret == dg.EnvVar("LOB_WEBHOOK_SECRET")
+    assert printers.intelliprint_api_key is None  # not configured: not routable
+    assert resources["billing"].api_key == dg.EnvVar("STRIPE_API_KEY")
+
+
+@pytest.mark.parametrize("printer", ["lob", "stannp", "intelliprint"])
+def test_live_printers_refuse_a_key_without_its_webhook_secret(printer: str) -> None:
+    """The clients skip signature checks without a secret: a forged, unsigned "delivered"
+    webhook would be believed. Production never builds such a printer."""
+    printers = LivePrinters(**{f"{printer}_api_key": "key"})
+    with pytest.raises(ValueError, match=f"no webhook secret: {printer}"):
+        printers.printers()
+    signed = LivePrinters(**{f"{printer}_api_key": "key", f"{printer}_webhook_secret": "s"})
+    assert signed.printers()[printer].webhook_secret == "s"
 
 
 def test_mailing_runs_in_flight_share_the_printers_rate_limit(tmp_path: Path) -> None:
@@ -58,6 +85,6 @@ def test_mailing_runs_in_flight_share_the_printers_rate_limit(tmp_path: Path) ->
 
     printers = SandboxPrinters(sandbox_path=str(tmp_path / "s.sqlite"))
     lob = printers.printers()["lob"]
-    # 2 runs in flight, each at half of 95% of Lob's 150 requests per 5 s
-    assert printers.runs_sharing_key == 2
+    # MAILING_RUNS_IN_FLIGHT runs, each at its share of 95% of Lob's 150 requests per 5 s
+    assert printers.runs_sharing_key == MAILING_RUNS_IN_FLIGHT == 2
     assert lob.limiter is not None and lob.limiter.capacity == int(150 * 0.95 / 2)

@@ -1,15 +1,21 @@
 """Alembic environment: runs migrations against the URL given by ``mail_pipeline.db.migrate``
-(or ``-x url=...`` / ``MAIL_PIPELINE_DATABASE_URL`` when the ``alembic`` CLI is used)."""
+(or ``-x url=...`` / the settings' database URL when the ``alembic`` CLI is used).
+
+``mail_pipeline.db.migrate.upgrade`` checks and stamps the database's environment kind around
+the migration. When the ``alembic`` CLI runs instead, the same check runs here against the
+process's ``MAIL_PIPELINE_ENV`` (online migrations only); the CLI does not stamp, so the
+next ``mail-pipeline migrate`` does.
+"""
 
 from __future__ import annotations
-
-import os
 
 from alembic import context
 from sqlalchemy import Connection
 
 from mail_pipeline.db.engine import engine_for, normalize_url
+from mail_pipeline.db.environment import check_before_migration
 from mail_pipeline.db.models import Base
+from mail_pipeline.settings import current_environment, load_settings
 
 config = context.config
 target_metadata = Base.metadata
@@ -18,9 +24,13 @@ target_metadata = Base.metadata
 VERSION_TABLE = "mail_pipeline_alembic_version"
 
 
+def _from_alembic_cli() -> bool:
+    return not config.attributes.get("url")
+
+
 def _url() -> str:
     url = config.attributes.get("url") or context.get_x_argument(as_dictionary=True).get("url")
-    url = url or os.environ.get("MAIL_PIPELINE_DATABASE_URL")
+    url = url or load_settings().database_url
     if not url:
         raise RuntimeError("no database URL: pass -x url=... or set MAIL_PIPELINE_DATABASE_URL")
     return normalize_url(url)
@@ -54,7 +64,10 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run_on(connection)
         return
-    with engine_for(_url()).connect() as conn:
+    url = _url()
+    if _from_alembic_cli():
+        check_before_migration(url, current_environment())
+    with engine_for(url).connect() as conn:
         _run_on(conn)
 
 

@@ -1,0 +1,33 @@
+"""The mailing runs-in-flight limit is one number: the sensor, the printers' share of their
+rate limits and both Dagster instances' run queues agree on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mail_pipeline.limits import MAILING_RUNS_IN_FLIGHT
+from mail_pipeline.resources.printing import PrintersResource
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _stage_limits(path: Path) -> dict[str, int]:
+    config = yaml.safe_load(path.read_text())
+    limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
+    return {
+        entry["value"]: entry["limit"]
+        for entry in limits
+        if entry["key"] == "mail_pipeline/stage" and isinstance(entry.get("value"), str)
+    }
+
+
+@pytest.mark.parametrize("instance", ["dagster.yaml", "deploy/dagster.production.yaml"])
+def test_the_run_queue_caps_mailing_runs_at_the_shared_limit(instance: str) -> None:
+    assert _stage_limits(ROOT / instance)["mailing"] == MAILING_RUNS_IN_FLIGHT
+
+
+def test_printers_share_their_rate_limit_among_that_many_runs() -> None:
+    assert PrintersResource.model_fields["runs_sharing_key"].default == MAILING_RUNS_IN_FLIGHT
