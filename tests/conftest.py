@@ -1,6 +1,7 @@
 """Test databases.
 
-Every test that asks for ``db_url`` gets an empty, migrated database:
+Every test that asks for ``db_url`` gets an empty, migrated database, stamped as a test
+database (``app_environment``; local-environment definitions may use it too):
 
 - SQLite (default): a copy of a template file migrated once per session, in ``tmp_path``.
 - PostgreSQL, when ``MAIL_PIPELINE_TEST_DATABASE_URL`` is set: a database created for this
@@ -11,10 +12,12 @@ Tests marked ``postgres`` need PostgreSQL and are skipped, saying why, without i
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +25,8 @@ import sqlalchemy as sa
 
 from mail_pipeline.db.engine import dispose_engine, normalize_url
 from mail_pipeline.db.migrate import upgrade
-from mail_pipeline.db.models import Base
+from mail_pipeline.db.models import AppEnvironment, Base
+from mail_pipeline.domain.environments import Environment
 
 PG_ENV = "MAIL_PIPELINE_TEST_DATABASE_URL"
 PG_SKIP = (
@@ -40,11 +44,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
+    """Release a failed test's objects when the test is over.
+
+    pytest keeps the last failure in ``sys.last_*`` (for post-mortem debugging) until the next
+    test's call phase, so the failed test's frames keep its fixtures' objects alive - a closed
+    Dagster instance, its SQLAlchemy engines and their event listeners - through the next
+    test's setup, and they are then freed at whatever allocation triggers the garbage
+    collector (such as the engine creation of the next Dagster instance). They are dropped
+    and collected here instead, after the failed test's own teardown.
+    """
+    try:
+        return (yield)
+    finally:
+        if hasattr(sys, "last_traceback"):
+            for name in ("last_type", "last_value", "last_traceback", "last_exc"):
+                if hasattr(sys, name):
+                    delattr(sys, name)
+            gc.collect()
+
+
 @pytest.fixture(scope="session")
 def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "template.sqlite"
     url = f"sqlite:///{path}"
-    upgrade(url)
+    upgrade(url, Environment.TEST)
     dispose_engine(url)
     return path
 
@@ -61,7 +88,7 @@ def _postgres_database(worker_id: str) -> Iterator[str | None]:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = sa.engine.make_url(normalize_url(server_url)).set(database=name)
     rendered = url.render_as_string(hide_password=False)
-    upgrade(rendered)
+    upgrade(rendered, Environment.TEST)
     yield rendered
     dispose_engine(rendered)
     with admin.connect() as conn:
@@ -80,7 +107,10 @@ def db_url(tmp_path: Path, _sqlite_template: Path, _postgres_database: str | Non
         dispose_engine(url)
         return
     engine = sa.create_engine(_postgres_database)
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    # The environment stamp stays: it is the database's, not a test's.
+    tables = ", ".join(
+        f'"{t.name}"' for t in Base.metadata.sorted_tables if t.name != AppEnvironment.__tablename__
+    )
     with engine.begin() as conn:
         conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     engine.dispose()

@@ -16,17 +16,11 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mail_pipeline.db.models import (
-    BlocklistEntry,
-    Campaign,
-    ManualSyncTrigger,
-    Organization,
-    OrganizationIntegration,
-    Recipient,
-)
+from mail_pipeline.db.demo import DemoGateway
+from mail_pipeline.db.manual_sync import ManualSyncTriggers
+from mail_pipeline.db.recipients import RecipientGateway
 from mail_pipeline.domain.addresses import email_key
 from mail_pipeline.domain.campaigns import CampaignMode, CampaignStatus, IntegrationKind, Postage
 from mail_pipeline.integrations.klaviyo.sandbox_data import KlaviyoSandboxData, profile_resource
@@ -289,87 +283,59 @@ def _make_unmailable(profile: dict[str, Any], rng: random.Random) -> None:
 def request_demo_syncs(session: Session) -> int:
     """Ask for a sync of every demo campaign with a segment now, instead of waiting for the
     15-minute schedule (what a person would do with 'sync now'). Skips campaigns that already
-    have recipients or a pending request."""
+    have recipients or an open (pending or running) request."""
+    demo = DemoGateway(session)
+    triggers = ManualSyncTriggers(session)
+    recipients = RecipientGateway(session)
     requested = 0
     for brand in DEMO_BRANDS:
-        campaigns = session.scalars(
-            select(Campaign)
-            .join(Organization)
-            .where(Organization.slug == brand.slug, Campaign.provider_segment_id.is_not(None))
-        )
-        for campaign in campaigns:
-            busy = session.scalar(
-                select(ManualSyncTrigger.id).where(
-                    ManualSyncTrigger.campaign_id == campaign.id,
-                    ManualSyncTrigger.status.in_(["pending", "running"]),
-                )
-            )
-            synced = session.scalar(
-                select(Recipient.id).where(Recipient.campaign_id == campaign.id).limit(1)
-            )
-            if busy is None and synced is None:
-                session.add(
-                    ManualSyncTrigger(
-                        organization_id=campaign.organization_id,
-                        campaign_id=campaign.id,
-                        requested_by="demo",
-                        reason="first sync of the demo data",
-                    )
-                )
-                requested += 1
+        for campaign_id in demo.campaigns_with_segment(brand.slug):
+            if triggers.has_open_request(campaign_id):
+                continue
+            if recipients.counts_by_status(campaign_id=campaign_id):
+                continue
+            triggers.request(campaign_id, "demo", "first sync of the demo data")
+            requested += 1
     return requested
 
 
 def seed_demo(session: Session, store: SandboxStore, *, today: date | None = None) -> DemoSummary:
+    """Create or refresh the demo brands, their campaigns (starting three days before
+    ``today``), blocklists and sandbox segments; idempotent."""
     today = today or datetime.now(UTC).date()
     rng = random.Random(20261123)
     cdp = KlaviyoSandboxData(store)
+    demo = DemoGateway(session)
     summary = DemoSummary()
     for brand in DEMO_BRANDS:
-        org = session.scalar(select(Organization).where(Organization.slug == brand.slug))
-        if org is None:
-            org = Organization(slug=brand.slug, name=brand.name, country=brand.country)
-            session.add(org)
-        org.stripe_customer_id = f"cus_demo_{brand.slug.replace('-', '_')}"
-        org.return_address = _return_address(brand)
-        session.flush()
-        summary.organizations += 1
-        integration = session.scalar(
-            select(OrganizationIntegration).where(
-                OrganizationIntegration.organization_id == org.id,
-                OrganizationIntegration.kind == IntegrationKind.KLAVIYO,
-            )
+        org_id = demo.upsert_organization(
+            brand.slug,
+            name=brand.name,
+            country=brand.country,
+            stripe_customer_id=f"cus_demo_{brand.slug.replace('-', '_')}",
+            return_address=_return_address(brand),
         )
-        if integration is None:
-            session.add(
-                OrganizationIntegration(
-                    organization_id=org.id,
-                    kind=IntegrationKind.KLAVIYO,
-                    secret_ref=f"KLAVIYO_API_KEY_{brand.slug.split('-')[0].upper()}",
-                    settings={"placed_order_metric": "Placed Order"},
-                )
-            )
+        summary.organizations += 1
+        demo.ensure_integration(
+            org_id,
+            IntegrationKind.KLAVIYO,
+            secret_ref=f"KLAVIYO_API_KEY_{brand.slug.split('-')[0].upper()}",
+            settings={"placed_order_metric": "Placed Order"},
+        )
         segments: dict[str, list[dict[str, Any]]] = {}
         for plan in brand.campaigns:
-            campaign = session.scalar(
-                select(Campaign).where(
-                    Campaign.organization_id == org.id, Campaign.name == plan.name
-                )
+            demo.upsert_campaign(
+                org_id,
+                plan.name,
+                mode=plan.mode,
+                status=plan.status,
+                segment_id=plan.segment.segment_id if plan.segment else None,
+                design=brand.design,
+                holdout_percentage=plan.holdout,
+                postage=plan.postage,
+                downgrade_after_days=plan.downgrade_after_days,
+                default_start_date=today - timedelta(days=3),
             )
-            if campaign is None:
-                campaign = Campaign(
-                    organization_id=org.id,
-                    name=plan.name,
-                    campaign_mode=plan.mode,
-                    status=plan.status,
-                )
-                session.add(campaign)
-            campaign.provider_segment_id = plan.segment.segment_id if plan.segment else None
-            campaign.design = brand.design
-            campaign.holdout_percentage = plan.holdout
-            campaign.postage = plan.postage
-            campaign.postage_downgrade_after_days = plan.downgrade_after_days
-            campaign.start_date = campaign.start_date or today - timedelta(days=3)
             summary.campaigns += 1
             if plan.segment is None:
                 continue
@@ -378,27 +344,10 @@ def seed_demo(session: Session, store: SandboxStore, *, today: date | None = Non
             cdp.put_segment_profiles(plan.segment.segment_id, profiles)
             summary.profiles += len(profiles)
             summary.segments[plan.segment.segment_id] = len(profiles)
-            session.flush()
             for email in blocklisted:
                 key = email_key(email)
-                exists = session.scalar(
-                    select(BlocklistEntry.id).where(
-                        BlocklistEntry.organization_id == org.id,
-                        BlocklistEntry.kind == "email",
-                        BlocklistEntry.value == key,
-                    )
-                )
-                if exists is None and key:
-                    session.add(
-                        BlocklistEntry(
-                            organization_id=org.id,
-                            kind="email",
-                            value=key,
-                            reason="asked not to be mailed (demo)",
-                        )
-                    )
+                if key and demo.block_email(org_id, key, "asked not to be mailed (demo)"):
                     summary.blocklist_entries += 1
-    session.flush()
     return summary
 
 

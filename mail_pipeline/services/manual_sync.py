@@ -8,12 +8,8 @@ number of recipients created. The campaign's sync lock is shared with scheduled 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from sqlalchemy import select, update
-
 from mail_pipeline.db.engine import SessionFactory
-from mail_pipeline.db.models import Campaign, ManualSyncTrigger, utcnow
+from mail_pipeline.db.manual_sync import ManualSyncTriggers, PendingTrigger
 from mail_pipeline.services.sync import (
     CdpDirectory,
     OrganizationSyncResult,
@@ -22,47 +18,23 @@ from mail_pipeline.services.sync import (
 )
 
 
-@dataclass(frozen=True)
-class PendingTrigger:
-    id: int
-    organization_id: int
-    campaign_id: int
-    requested_by: str
-    reason: str | None
-
-
 def request_sync(
     sessions: SessionFactory, campaign_id: int, requested_by: str, reason: str | None = None
 ) -> int:
+    """File a pending request to sync ``campaign_id``; its id. Raises ``ValueError`` for a
+    campaign that does not exist."""
     with sessions() as session:
-        campaign = session.get(Campaign, campaign_id)
-        if campaign is None:
-            raise ValueError(f"there is no campaign {campaign_id}")
-        trigger = ManualSyncTrigger(
-            organization_id=campaign.organization_id,
-            campaign_id=campaign_id,
-            requested_by=requested_by,
-            reason=reason,
-        )
-        session.add(trigger)
-        session.flush()
-        return trigger.id
+        trigger_id = ManualSyncTriggers(session).request(campaign_id, requested_by, reason)
+    if trigger_id is None:
+        raise ValueError(f"there is no campaign {campaign_id}")
+    return trigger_id
 
 
 def pending_triggers(
     sessions: SessionFactory, *, after_id: int = 0, limit: int = 100
 ) -> list[PendingTrigger]:
     with sessions() as session:
-        rows = session.scalars(
-            select(ManualSyncTrigger)
-            .where(ManualSyncTrigger.status == "pending", ManualSyncTrigger.id > after_id)
-            .order_by(ManualSyncTrigger.id)
-            .limit(limit)
-        )
-        return [
-            PendingTrigger(t.id, t.organization_id, t.campaign_id, t.requested_by, t.reason)
-            for t in rows
-        ]
+        return ManualSyncTriggers(session).pending(after_id=after_id, limit=limit)
 
 
 def sync_for_request(
@@ -100,24 +72,11 @@ def sync_for_request(
 
 def start_trigger(sessions: SessionFactory, trigger_id: int, run_id: str) -> None:
     with sessions() as session:
-        session.execute(
-            update(ManualSyncTrigger)
-            .where(ManualSyncTrigger.id == trigger_id)
-            .values(status="running", run_id=run_id, launched_at=utcnow())
-        )
+        ManualSyncTriggers(session).start(trigger_id, run_id)
 
 
 def finish_trigger(
     sessions: SessionFactory, trigger_id: int, *, synced: int, error: str | None
 ) -> None:
     with sessions() as session:
-        session.execute(
-            update(ManualSyncTrigger)
-            .where(ManualSyncTrigger.id == trigger_id)
-            .values(
-                status="failed" if error else "completed",
-                synced_count=synced,
-                error=error,
-                completed_at=utcnow(),
-            )
-        )
+        ManualSyncTriggers(session).finish(trigger_id, synced=synced, error=error)

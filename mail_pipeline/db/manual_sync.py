@@ -1,0 +1,104 @@
+"""Manual "sync this campaign now" requests (``manual_sync_triggers``) in SQL.
+
+The gateway files requests, lists the pending ones in id order, and moves a request through
+its lifecycle (:class:`~mail_pipeline.domain.manual_sync.ManualSyncStatus`). Each method works
+in the caller's session; the caller's unit of work commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from mail_pipeline.db.models import Campaign, ManualSyncTrigger, utcnow
+from mail_pipeline.domain.manual_sync import OPEN_STATUSES, ManualSyncStatus, outcome
+
+
+@dataclass(frozen=True)
+class PendingTrigger:
+    id: int
+    organization_id: int
+    campaign_id: int
+    requested_by: str
+    reason: str | None
+
+
+class ManualSyncTriggers:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def request(self, campaign_id: int, requested_by: str, reason: str | None) -> int | None:
+        """File a pending request for the campaign, for its organization; its id, or None
+        when there is no such campaign."""
+        organization_id = self.session.scalar(
+            select(Campaign.organization_id).where(Campaign.id == campaign_id)
+        )
+        if organization_id is None:
+            return None
+        trigger = ManualSyncTrigger(
+            organization_id=organization_id,
+            campaign_id=campaign_id,
+            requested_by=requested_by,
+            reason=reason,
+            status=ManualSyncStatus.PENDING.value,
+        )
+        self.session.add(trigger)
+        self.session.flush()
+        return trigger.id
+
+    def pending(self, *, after_id: int = 0, limit: int = 100) -> list[PendingTrigger]:
+        """Pending requests with an id above ``after_id``, oldest first."""
+        rows = self.session.scalars(
+            select(ManualSyncTrigger)
+            .where(
+                ManualSyncTrigger.status == ManualSyncStatus.PENDING.value,
+                ManualSyncTrigger.id > after_id,
+            )
+            .order_by(ManualSyncTrigger.id)
+            .limit(limit)
+        )
+        return [
+            PendingTrigger(t.id, t.organization_id, t.campaign_id, t.requested_by, t.reason)
+            for t in rows
+        ]
+
+    def has_open_request(self, campaign_id: int) -> bool:
+        """Whether a request for the campaign is pending or running."""
+        found = self.session.scalar(
+            select(ManualSyncTrigger.id)
+            .where(
+                ManualSyncTrigger.campaign_id == campaign_id,
+                ManualSyncTrigger.status.in_([s.value for s in OPEN_STATUSES]),
+            )
+            .limit(1)
+        )
+        return found is not None
+
+    def start(self, trigger_id: int, run_id: str, *, now: datetime | None = None) -> None:
+        """The request's run started: running, with the run's id and start time."""
+        self.session.execute(
+            update(ManualSyncTrigger)
+            .where(ManualSyncTrigger.id == trigger_id)
+            .values(
+                status=ManualSyncStatus.RUNNING.value, run_id=run_id, launched_at=now or utcnow()
+            )
+        )
+
+    def finish(
+        self, trigger_id: int, *, synced: int, error: str | None, now: datetime | None = None
+    ) -> None:
+        """The request's run ended: failed with ``error`` if there is one, else completed;
+        with the number of recipients created either way."""
+        self.session.execute(
+            update(ManualSyncTrigger)
+            .where(ManualSyncTrigger.id == trigger_id)
+            .values(
+                status=outcome(error).value,
+                synced_count=synced,
+                error=error,
+                completed_at=now or utcnow(),
+            )
+        )
