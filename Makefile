@@ -34,6 +34,7 @@ test: install lint typecheck pytest
 lint:
 	$(BIN)/ruff check mail_pipeline tests benchmarks
 	$(BIN)/ruff format --check mail_pipeline tests benchmarks
+	$(BIN)/lint-imports
 
 typecheck:
 	$(BIN)/mypy

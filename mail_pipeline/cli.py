@@ -1,8 +1,12 @@
 """``mail-pipeline``: the few operations that are not Dagster runs.
 
-mail-pipeline migrate        apply database migrations
+mail-pipeline migrate        apply database migrations; stamp a new database with this
+                             process's environment (MAIL_PIPELINE_ENV)
 mail-pipeline demo           migrate, then seed the demo brands, campaigns and profiles
 mail-pipeline status         recipients by status (a quick look without the UI)
+
+Every command refuses a database that serves another kind of environment (a production
+database from a local or test process, a local or test database from production).
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ from collections.abc import Sequence
 from functools import partial
 
 from mail_pipeline.db.engine import unit_of_work
+from mail_pipeline.db.environment import DatabaseEnvironmentRefused, check_database_environment
 from mail_pipeline.db.migrate import upgrade
 from mail_pipeline.db.recipients import RecipientGateway
 from mail_pipeline.services.manual_sync import request_sync
 from mail_pipeline.services.operations import error_recipients, retry_errors
-from mail_pipeline.settings import Environment, load_settings
+from mail_pipeline.settings import DATABASE_URL_VAR, Environment, load_settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,24 +41,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     request.add_argument("--reason", default=None)
     errors = sub.add_parser("errors", help="recipients in Error, with their reasons")
     errors.add_argument("--campaign", type=int, default=None)
-    retry = sub.add_parser("retry", help="retry Error recipients")
+    retry = sub.add_parser(
+        "retry",
+        help="retry Error recipients whose data can be mailed; says why others stay "
+        "(exit status 1 when any stays)",
+    )
     retry.add_argument("recipient_ids", type=int, nargs="+")
     retry.add_argument("--by", required=True)
     args = parser.parse_args(argv)
 
     settings = load_settings()
-    if settings.environment is Environment.PRODUCTION:
-        import os
-
-        url = os.environ.get(settings.database_url)
-        if not url:
-            print(f"set {settings.database_url} to the production database URL", file=sys.stderr)
-            return 2
-    else:
-        url = settings.database_url
+    url = settings.database_url
+    if not url:
+        print(f"set {DATABASE_URL_VAR} to the production database URL", file=sys.stderr)
+        return 2
+    # Migrations check (and stamp) the database's environment themselves; every other
+    # command checks it before its first unit of work.
+    try:
+        if args.command == "migrate":
+            upgrade(url, settings.environment)
+        elif args.command != "demo":
+            check_database_environment(url, settings.environment)
+    except DatabaseEnvironmentRefused as refused:
+        print(refused, file=sys.stderr)
+        return 2
 
     if args.command == "migrate":
-        upgrade(url)
         print(f"database migrated ({settings.environment})")
     elif args.command == "demo":
         if settings.environment is Environment.PRODUCTION:
@@ -62,7 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mail_pipeline.integrations.sandbox.store import SandboxStore
         from mail_pipeline.services.demo import request_demo_syncs, seed_demo
 
-        upgrade(url)
+        try:
+            upgrade(url, settings.environment)
+        except DatabaseEnvironmentRefused as refused:
+            print(refused, file=sys.stderr)
+            return 2
         store = SandboxStore(settings.sandbox_path)
         with unit_of_work(url) as session:
             summary = seed_demo(session, store)
@@ -92,8 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not rows:
             print("no recipient is in Error")
     elif args.command == "retry":
-        moved = retry_errors(partial(unit_of_work, url), args.recipient_ids, by=args.by)
-        print(f"{len(moved)} recipients sent back: {moved}")
+        retried = retry_errors(partial(unit_of_work, url), args.recipient_ids, by=args.by)
+        for line in retried.lines():
+            print(line)
+        print(f"{len(retried.moved)} recipients sent back: {retried.moved}")
+        if retried.not_moved:
+            return 1
     return 0
 
 

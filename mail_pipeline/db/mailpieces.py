@@ -1,10 +1,15 @@
 """The ledger of what was asked of the outside world for each recipient.
 
-Before the printer is asked, a ``mailpieces`` row holds the deterministic idempotency key
-(``recipient_id`` is unique: one postcard per recipient, ever); after it answers, the row
-holds the printer's id. Before each later side effect (billing meter event, CDP event, image
-deletion) a ``side_effects`` row holds its key; it is marked done after the call. A resumed
-run reads these rows and repeats only what did not finish, with the same keys.
+Before the printer is asked, a ``mailpieces`` row holds the deterministic idempotency key of
+the recipient's print attempt; after it answers, the row holds the printer's id. A recipient
+has one attempt - a retry after a refusal (4xx, no piece exists) reuses it, with its key - and
+a new one only when the printer failed or cancelled a piece it had accepted (a dead piece,
+:attr:`MailpieceRecord.dead`) and an operator retried the recipient.
+
+Before each later side effect (billing meter event, CDP event, image deletion) a
+``side_effects`` row holds its key (see :mod:`mail_pipeline.domain.ledger`); it is marked done
+after the call. A resumed run reads these rows and repeats only what did not finish, with the
+same keys.
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ from sqlalchemy.orm import Session
 
 from mail_pipeline.db.models import Mailpiece, SideEffect, utcnow
 from mail_pipeline.domain.campaigns import Postage
-from mail_pipeline.domain.mailpieces import MailpieceStatus
-from mail_pipeline.integrations.printers.base import PrintedPiece
+from mail_pipeline.domain.ledger import SETTLED, SideEffectStatus
+from mail_pipeline.domain.mailpieces import MailpieceStatus, PrintedPiece
+
+#: An accepted piece in one of these statuses will never be delivered.
+DEAD_STATUSES = frozenset({MailpieceStatus.FAILED, MailpieceStatus.CANCELLED})
 
 
 @dataclass(frozen=True)
@@ -33,11 +41,19 @@ class MailpieceRecord:
     accepted_at: datetime | None
     #: True when this call wrote the row; False when an earlier attempt had.
     new: bool
+    attempt: int = 1
+
+    @property
+    def dead(self) -> bool:
+        """The printer accepted this piece, then failed or cancelled it: it will never be
+        delivered, and a retry needs a new attempt with a new key."""
+        return self.provider_piece_id is not None and self.status in DEAD_STATUSES
 
 
-def printer_key(recipient_id: int) -> str:
-    """The printer idempotency key of a recipient's one postcard."""
-    return f"mailpiece-recipient-{recipient_id}"
+def printer_key(recipient_id: int, attempt: int = 1) -> str:
+    """The printer idempotency key of a recipient's print attempt."""
+    base = f"mailpiece-recipient-{recipient_id}"
+    return base if attempt == 1 else f"{base}-attempt-{attempt}"
 
 
 def side_effect_key(kind: str, recipient_id: int) -> str:
@@ -57,10 +73,12 @@ class MailpieceLedger:
         printer: str,
         postage: Postage,
     ) -> MailpieceRecord:
-        """The recipient's mailpiece row, written now (status ``requested``) if it was not."""
+        """The recipient's current mailpiece row, written now (status ``requested``) if it
+        has none, or a new attempt's row if its current piece is dead."""
         existing = self._get(recipient_id)
-        if existing is not None:
+        if existing is not None and not existing.dead:
             return existing
+        attempt = 1 if existing is None else existing.attempt + 1
         try:
             with self.session.begin_nested():
                 self.session.add(
@@ -69,7 +87,8 @@ class MailpieceLedger:
                         organization_id=organization_id,
                         campaign_id=campaign_id,
                         printer=printer,
-                        idempotency_key=printer_key(recipient_id),
+                        attempt=attempt,
+                        idempotency_key=printer_key(recipient_id, attempt),
                         postage=postage,
                         status=MailpieceStatus.REQUESTED,
                     )
@@ -101,8 +120,8 @@ class MailpieceLedger:
             )
         )
 
-    def request_existing(self, recipient_id: int) -> MailpieceRecord | None:
-        """The recipient's mailpiece row if an earlier attempt wrote it."""
+    def current(self, recipient_id: int) -> MailpieceRecord | None:
+        """The recipient's latest print attempt, if any was written."""
         return self._get(recipient_id)
 
     def rejected(self, mailpiece_id: int, *, now: datetime | None = None) -> None:
@@ -119,7 +138,7 @@ class MailpieceLedger:
                 SideEffect.recipient_id == recipient_id, SideEffect.kind == kind
             )
         )
-        return status in ("done", "failed")
+        return status in SETTLED
 
     def begin_side_effect(self, recipient_id: int, kind: str) -> str:
         """Store the side effect's key (once) before the call; return the key."""
@@ -154,7 +173,9 @@ class MailpieceLedger:
             update(SideEffect)
             .where(SideEffect.idempotency_key == key)
             .values(
-                status="failed" if error else "done", last_error=error, completed_at=now or utcnow()
+                status=SideEffectStatus.FAILED if error else SideEffectStatus.DONE,
+                last_error=error,
+                completed_at=now or utcnow(),
             )
         )
 
@@ -165,7 +186,12 @@ class MailpieceLedger:
         )
 
     def _get(self, recipient_id: int) -> MailpieceRecord | None:
-        row = self.session.scalar(select(Mailpiece).where(Mailpiece.recipient_id == recipient_id))
+        row = self.session.scalar(
+            select(Mailpiece)
+            .where(Mailpiece.recipient_id == recipient_id)
+            .order_by(Mailpiece.attempt.desc())
+            .limit(1)
+        )
         if row is None:
             return None
         return MailpieceRecord(
@@ -177,4 +203,5 @@ class MailpieceLedger:
             row.status,
             row.accepted_at,
             new=False,
+            attempt=row.attempt,
         )

@@ -36,8 +36,30 @@ from mail_pipeline.domain.campaigns import (
     OrganizationStatus,
     Postage,
 )
+from mail_pipeline.domain.claims import ClaimStage
 from mail_pipeline.domain.environments import Environment
-from mail_pipeline.domain.mailpieces import MailpieceStatus
+from mail_pipeline.domain.fields import (
+    ADDRESS_KEY_MAX,
+    ADDRESS_LINE_MAX,
+    CITY_MAX,
+    COUNTRY_MAX,
+    EMAIL_KEY_MAX,
+    EMAIL_MAX,
+    EXTERNAL_PROFILE_ID_MAX,
+    NAME_MAX,
+    POSTAL_CODE_MAX,
+    REGION_MAX,
+    SOURCE_MAX,
+)
+from mail_pipeline.domain.ledger import SideEffectStatus
+from mail_pipeline.domain.mailpieces import (
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_PRINTER_NAME_LENGTH,
+    MAX_PROVIDER_EVENT_ID_LENGTH,
+    MAX_PROVIDER_PIECE_ID_LENGTH,
+    MailpieceStatus,
+)
+from mail_pipeline.domain.manual_sync import ManualSyncStatus
 from mail_pipeline.domain.recipients import RecipientStatus
 from mail_pipeline.domain.secrets import validate_secret_ref
 
@@ -74,7 +96,8 @@ class Organization(Timestamped, Base):
     )
     churned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    #: ISO 3166 alpha-2; decides the default printer route.
+    #: ISO 3166 alpha-2: where the brand is (its return address, reporting). The printer
+    #: route follows each *recipient's* country (``domain.routing``), not this one.
     country: Mapped[str] = mapped_column(String(2))
     #: Overrides the country's default printer ("lob", "stannp", "intelliprint").
     printer_preference: Mapped[str | None] = mapped_column(String(32))
@@ -193,19 +216,20 @@ class Recipient(Timestamped, Base):
     )
     status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: "cdp" for segment syncs, "upload" for CSV lists.
-    source: Mapped[str] = mapped_column(String(16), default="cdp")
-    external_profile_id: Mapped[str | None] = mapped_column(String(128))
-    email: Mapped[str | None] = mapped_column(String(320))
-    email_key: Mapped[str | None] = mapped_column(String(320))
-    first_name: Mapped[str | None] = mapped_column(String(100))
-    last_name: Mapped[str | None] = mapped_column(String(100))
-    address1: Mapped[str | None] = mapped_column(String(200))
-    address2: Mapped[str | None] = mapped_column(String(200))
-    city: Mapped[str | None] = mapped_column(String(100))
-    region: Mapped[str | None] = mapped_column(String(100))
-    postal_code: Mapped[str | None] = mapped_column(String(20))
-    country: Mapped[str | None] = mapped_column(String(2))
-    address_key: Mapped[str | None] = mapped_column(String(300))
+    source: Mapped[str] = mapped_column(String(SOURCE_MAX), default="cdp")
+    #: Sizes from ``domain.fields``, where the sync checks every value against them.
+    external_profile_id: Mapped[str | None] = mapped_column(String(EXTERNAL_PROFILE_ID_MAX))
+    email: Mapped[str | None] = mapped_column(String(EMAIL_MAX))
+    email_key: Mapped[str | None] = mapped_column(String(EMAIL_KEY_MAX))
+    first_name: Mapped[str | None] = mapped_column(String(NAME_MAX))
+    last_name: Mapped[str | None] = mapped_column(String(NAME_MAX))
+    address1: Mapped[str | None] = mapped_column(String(ADDRESS_LINE_MAX))
+    address2: Mapped[str | None] = mapped_column(String(ADDRESS_LINE_MAX))
+    city: Mapped[str | None] = mapped_column(String(CITY_MAX))
+    region: Mapped[str | None] = mapped_column(String(REGION_MAX))
+    postal_code: Mapped[str | None] = mapped_column(String(POSTAL_CODE_MAX))
+    country: Mapped[str | None] = mapped_column(String(COUNTRY_MAX))
+    address_key: Mapped[str | None] = mapped_column(String(ADDRESS_KEY_MAX))
     #: Extra CDP properties used for personalization.
     properties: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     #: The claim: which batch holds the recipient, since when, and which run took it.
@@ -224,22 +248,27 @@ class Recipient(Timestamped, Base):
 
 
 class Mailpiece(Timestamped, Base):
-    """One printed postcard. ``recipient_id`` is unique: a recipient is mailed at most once.
-    The row (with its idempotency key) is written *before* the printer is asked."""
+    """One print attempt of a recipient's postcard. The row (with its idempotency key) is
+    written *before* the printer is asked. A recipient has one attempt unless the printer
+    failed or cancelled an accepted piece and an operator retried it: ``(recipient_id,
+    attempt)`` is unique, and each attempt has its own idempotency key."""
 
     __tablename__ = "mailpieces"
     __table_args__ = (
         UniqueConstraint("printer", "provider_piece_id"),
+        UniqueConstraint("recipient_id", "attempt"),
         Index(None, "campaign_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    recipient_id: Mapped[int] = mapped_column(ForeignKey("recipients.id"), unique=True)
+    recipient_id: Mapped[int] = mapped_column(ForeignKey("recipients.id"))
+    #: 1 for the first print; a retry after the printer failed an accepted piece adds one.
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
-    printer: Mapped[str] = mapped_column(String(32))
-    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
-    provider_piece_id: Mapped[str | None] = mapped_column(String(128))
+    printer: Mapped[str] = mapped_column(String(MAX_PRINTER_NAME_LENGTH))
+    idempotency_key: Mapped[str] = mapped_column(String(MAX_IDEMPOTENCY_KEY_LENGTH), unique=True)
+    provider_piece_id: Mapped[str | None] = mapped_column(String(MAX_PROVIDER_PIECE_ID_LENGTH))
     status: Mapped[MailpieceStatus] = mapped_column(
         enum_type(MailpieceStatus, "mailpiece_status"), default=MailpieceStatus.REQUESTED
     )
@@ -261,12 +290,13 @@ class MailpieceEvent(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     mailpiece_id: Mapped[int] = mapped_column(ForeignKey("mailpieces.id"), index=True)
-    printer: Mapped[str] = mapped_column(String(32))
-    provider_event_id: Mapped[str] = mapped_column(String(200))
+    printer: Mapped[str] = mapped_column(String(MAX_PRINTER_NAME_LENGTH))
+    provider_event_id: Mapped[str] = mapped_column(String(MAX_PROVIDER_EVENT_ID_LENGTH))
     status: Mapped[MailpieceStatus] = mapped_column(
         enum_type(MailpieceStatus, "mailpiece_event_status")
     )
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: Unbounded in SQL; the status consumer stores at most ``MAX_EVENT_DETAIL_LENGTH``.
     detail: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -282,9 +312,12 @@ class SideEffect(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     recipient_id: Mapped[int] = mapped_column(ForeignKey("recipients.id"))
+    #: A ``domain.ledger.SideEffectKind`` (suffixed with the print attempt where it repeats
+    #: per attempt: ``domain.ledger.ledger_kind``).
     kind: Mapped[str] = mapped_column(String(32))
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    #: A ``domain.ledger.SideEffectStatus``.
+    status: Mapped[str] = mapped_column(String(16), default=SideEffectStatus.PENDING.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -429,8 +462,8 @@ class ManualSyncTrigger(Base):
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
     requested_by: Mapped[str] = mapped_column(String(200))
     reason: Mapped[str | None] = mapped_column(Text)
-    #: pending -> launched -> completed | failed
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    #: pending -> running -> completed | failed (``ManualSyncStatus``; stored as its value)
+    status: Mapped[str] = mapped_column(String(16), default=ManualSyncStatus.PENDING.value)
     run_id: Mapped[str | None] = mapped_column(String(64))
     synced_count: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
@@ -465,3 +498,25 @@ class AppEnvironment(Base):
     #: Who stamped it: host and command, for the person reading a refusal.
     stamped_by: Mapped[str] = mapped_column(String(200))
     stamped_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BatchLease(Base):
+    """The lease on a claimed batch (see ``domain.claims``). Created with the claim (no
+    holder, a short expiry: its run should start soon), taken by the run that processes the
+    batch (``holder`` = that run: the fencing token its writes are guarded by, through
+    ``recipients.claimed_by_run``) and renewed while it works; recovery returns the batch of
+    an expired lease, whatever Dagster says about the run."""
+
+    __tablename__ = "batch_leases"
+    __table_args__ = (Index(None, "expires_at"),)
+
+    batch_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    stage: Mapped[ClaimStage] = mapped_column(enum_type(ClaimStage, "claim_stage"))
+    #: The run holding the batch; NULL while the batch waits for its run.
+    holder: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: How many times a run took this batch (a resumed batch shows more than one).
+    takes: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    renewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

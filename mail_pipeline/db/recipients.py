@@ -7,6 +7,12 @@ PostgreSQL the rows are picked ``FOR UPDATE SKIP LOCKED`` in a CTE (a locking CT
 exactly once), so concurrent claimers neither block on nor share a recipient. SQLite runs one
 writer at a time, so the plain ``IN (subquery)`` form is already exclusive there.
 
+A claim opens the batch's lease (:mod:`mail_pipeline.domain.claims`) in the same transaction;
+the run that works on the batch takes it with :meth:`RecipientGateway.start_batch`, which
+writes its fencing token (the run id) on every recipient as ``claimed_by_run``. The moves a
+run makes afterwards pass ``holder=`` and are guarded by that token, so a run whose batch was
+returned by recovery changes nothing.
+
 The gateway works inside the caller's session and transaction; it never commits.
 """
 
@@ -18,11 +24,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, true, update
 from sqlalchemy.orm import Session
 
-from mail_pipeline.db.models import Campaign, Organization, Recipient, utcnow
+from mail_pipeline.db.leases import BatchLeases
+from mail_pipeline.db.models import BatchLease, Campaign, Organization, Recipient, utcnow
 from mail_pipeline.domain.campaigns import CampaignStatus, OrganizationStatus
+from mail_pipeline.domain.claims import DEFAULT_LEASES, stage_of
 from mail_pipeline.domain.recipients import (
     CLAIMED_STATES,
     RecipientStatus,
@@ -56,14 +64,15 @@ class Claim:
 
 
 @dataclass(frozen=True)
-class StaleClaim:
-    """Recipients of one batch still in a claimed state after the claim timeout."""
+class UnleasedClaim:
+    """Recipients of one batch in a claimed state with no lease (claimed by something that
+    bypassed :meth:`RecipientGateway.claim_batch`); recovery treats them as expired."""
 
-    batch_id: str | None
+    batch_id: str
+    organization_id: int
     status: RecipientStatus
     run_id: str | None
     count: int
-    oldest_claimed_at: datetime
 
 
 def _eligible_campaigns(statuses: Collection[CampaignStatus]) -> Any:
@@ -84,6 +93,11 @@ def organizations_by_id(session: Session, ids: Iterable[int]) -> dict[int, Organ
     return {
         o.id: o for o in session.scalars(select(Organization).where(Organization.id.in_(set(ids))))
     }
+
+
+def _held_by(holder: str | None) -> Any:
+    """The fencing guard: the recipient still carries ``holder``'s token (no guard: None)."""
+    return Recipient.claimed_by_run == holder if holder is not None else true()
 
 
 def new_batch_id(prefix: str) -> str:
@@ -108,11 +122,14 @@ class RecipientGateway:
         campaign_id: int | None = None,
         campaign_statuses: Collection[CampaignStatus] | None = None,
         batch_id: str | None = None,
-        run_id: str | None = None,
         now: datetime | None = None,
+        lease_expires_at: datetime | None = None,
     ) -> Claim:
         """Move up to ``limit`` recipients, oldest first, from one state to another and mark
-        them with a new batch id. Exactly-once: a recipient is in at most one claim.
+        them with a new batch id, and open the batch's lease (expiring ``lease_expires_at``,
+        by default the policy's ``staged`` after ``now``). Exactly-once: a recipient is in at
+        most one claim. The batch's recipients come from one organization when
+        ``organization_id`` is given (the sensors always give it).
 
         ``campaign_statuses`` restricts the claim to campaigns in those statuses whose
         organization is active (a paused campaign's recipients wait)."""
@@ -133,7 +150,7 @@ class RecipientGateway:
             "status": to_status,
             "batch_id": batch_id,
             "claimed_at": now,
-            "claimed_by_run": run_id,
+            "claimed_by_run": None,
             "status_changed_at": now,
             "updated_at": now,
             "attempts": Recipient.attempts + 1,
@@ -155,6 +172,14 @@ class RecipientGateway:
             )
         rows = self.session.execute(stmt, execution_options={"synchronize_session": False})
         claimed = sorted((ClaimedRecipient(*row) for row in rows), key=lambda r: r.id)
+        if claimed:
+            BatchLeases(self.session).open(
+                batch_id,
+                claimed[0].organization_id,
+                stage_of(to_status),
+                expires_at=lease_expires_at or now + DEFAULT_LEASES.staged,
+                now=now,
+            )
         return Claim(batch_id, from_status, to_status, tuple(claimed))
 
     def transition(
@@ -165,10 +190,14 @@ class RecipientGateway:
         *,
         now: datetime | None = None,
         values: Mapping[str, Any] | None = None,
+        holder: str | None = None,
     ) -> bool:
-        """Move one recipient if it is still in ``from_status``; False if it was not."""
+        """Move one recipient if it is still in ``from_status`` (and, with ``holder``, still
+        held by that run); False if it was not."""
         return bool(
-            self.transition_many([recipient_id], from_status, to_status, now=now, values=values)
+            self.transition_many(
+                [recipient_id], from_status, to_status, now=now, values=values, holder=holder
+            )
         )
 
     def transition_many(
@@ -179,49 +208,113 @@ class RecipientGateway:
         *,
         now: datetime | None = None,
         values: Mapping[str, Any] | None = None,
+        holder: str | None = None,
     ) -> list[int]:
-        """Move the given recipients that are still in ``from_status``; return those moved."""
+        """Move the given recipients that are still in ``from_status`` - and, with ``holder``,
+        still carry that run's fencing token; return those moved."""
         ids = list(recipient_ids)
         if not ids:
             return []
         require_transition(from_status, to_status)
         stmt = (
             update(Recipient)
-            .where(Recipient.id.in_(ids), Recipient.status == from_status)
+            .where(Recipient.id.in_(ids), Recipient.status == from_status, _held_by(holder))
             .values(self._move_values(to_status, now or utcnow(), values))
             .returning(Recipient.id)
         )
         return sorted(self.session.scalars(stmt, execution_options={"synchronize_session": False}))
 
-    def transition_batch(
+    def start_batch(
+        self,
+        batch_id: str,
+        from_status: RecipientStatus,
+        to_status: RecipientStatus,
+        holder: str,
+        *,
+        expires_at: datetime | None = None,
+        now: datetime | None = None,
+    ) -> list[ClaimedRecipient] | None:
+        """The run ``holder`` takes its batch (ProofingStaged -> Proofing, SendingStaged ->
+        Sending): the lease becomes its (expiring ``expires_at``, by default the policy's
+        ``running`` after ``now``) and every staged recipient gets its fencing token.
+
+        Returns the batch's recipients now in ``to_status`` held by ``holder`` - including
+        those it already held (an op retried inside its run) - or ``None`` when the batch is
+        not this run's to take (recovery returned it, or another run holds it)."""
+        require_transition(from_status, to_status)
+        now = now or utcnow()
+        if not BatchLeases(self.session).take(
+            batch_id, holder, expires_at=expires_at or now + DEFAULT_LEASES.running, now=now
+        ):
+            return None
+        self.session.execute(
+            update(Recipient)
+            .where(
+                Recipient.batch_id == batch_id,
+                Recipient.status == from_status,
+                Recipient.claimed_by_run.is_(None),
+            )
+            .values(
+                status=to_status,
+                status_changed_at=now,
+                updated_at=now,
+                claimed_at=now,
+                claimed_by_run=holder,
+            ),
+            execution_options={"synchronize_session": False},
+        )
+        rows = self.session.execute(
+            select(*_CLAIM_COLUMNS)
+            .where(
+                Recipient.batch_id == batch_id,
+                Recipient.status == to_status,
+                Recipient.claimed_by_run == holder,
+            )
+            .order_by(Recipient.id)
+        )
+        return [ClaimedRecipient(*row) for row in rows]
+
+    def return_batch(
         self,
         batch_id: str,
         from_status: RecipientStatus,
         to_status: RecipientStatus,
         *,
-        run_id: str | None = None,
         now: datetime | None = None,
     ) -> list[ClaimedRecipient]:
-        """Move a claimed batch along (ProofingStaged -> Proofing when its run starts); the
-        claim stays with the batch and its time is renewed."""
+        """Recovery's move: the batch's recipients still in ``from_status`` go to
+        ``to_status`` and lose their fencing token (whoever held them can no longer write).
+        Returned to a staged state they keep the batch id, for a new run to take."""
         require_transition(from_status, to_status)
         now = now or utcnow()
-        values: dict[str, Any] = {
-            "status": to_status,
-            "status_changed_at": now,
-            "updated_at": now,
-            "claimed_at": now,
-        }
-        if run_id is not None:
-            values["claimed_by_run"] = run_id
+        values: dict[str, Any] = {"claimed_by_run": None}
+        if to_status in CLAIMED_STATES:
+            values["claimed_at"] = now
         stmt = (
             update(Recipient)
             .where(Recipient.batch_id == batch_id, Recipient.status == from_status)
-            .values(values)
+            .values(self._move_values(to_status, now, values))
             .returning(*_CLAIM_COLUMNS)
         )
         rows = self.session.execute(stmt, execution_options={"synchronize_session": False})
         return sorted((ClaimedRecipient(*row) for row in rows), key=lambda r: r.id)
+
+    def holds(self, recipient_id: int, status: RecipientStatus, holder: str) -> bool:
+        """Whether ``holder`` still holds the recipient in ``status``. On PostgreSQL the row
+        stays locked until the transaction ends, so recovery cannot take it meanwhile (the
+        mailing run checks this in the transaction that records a print request)."""
+        return (
+            self.session.execute(
+                select(Recipient.id)
+                .where(
+                    Recipient.id == recipient_id,
+                    Recipient.status == status,
+                    Recipient.claimed_by_run == holder,
+                )
+                .with_for_update()
+            ).first()
+            is not None
+        )
 
     def mark_error(
         self,
@@ -230,9 +323,10 @@ class RecipientGateway:
         reason: str,
         *,
         now: datetime | None = None,
+        holder: str | None = None,
     ) -> bool:
         """Put a recipient in Error with a reason a person can read."""
-        return bool(self.mark_errors({recipient_id: reason}, from_status, now=now))
+        return bool(self.mark_errors({recipient_id: reason}, from_status, now=now, holder=holder))
 
     def mark_errors(
         self,
@@ -240,6 +334,7 @@ class RecipientGateway:
         from_status: RecipientStatus,
         *,
         now: datetime | None = None,
+        holder: str | None = None,
     ) -> list[int]:
         moved: list[int] = []
         for recipient_id, reason in reasons.items():
@@ -249,36 +344,37 @@ class RecipientGateway:
                 RecipientStatus.ERROR,
                 now=now,
                 values={"status_reason": require_reason(reason), "error_from_status": from_status},
+                holder=holder,
             )
         return moved
 
-    def find_stale_claims(
-        self,
-        older_than: timedelta,
-        *,
-        statuses: Iterable[RecipientStatus] = CLAIMED_STATES,
-        now: datetime | None = None,
-    ) -> list[StaleClaim]:
-        """Batches whose recipients have sat in a claimed state longer than ``older_than``
-        (their run most likely died)."""
+    def unleased_claims(
+        self, older_than: timedelta, *, now: datetime | None = None
+    ) -> list[UnleasedClaim]:
+        """Batches with recipients in a claimed state, claimed more than ``older_than`` ago,
+        whose lease does not exist - a safety net: every claim made by this gateway has one."""
         cutoff = (now or utcnow()) - older_than
-        wanted = [s for s in statuses if s in CLAIMED_STATES]
+        has_lease = exists().where(BatchLease.batch_id == Recipient.batch_id)
         stmt = (
             select(
                 Recipient.batch_id,
+                func.min(Recipient.organization_id),
                 Recipient.status,
-                Recipient.claimed_by_run,
+                func.max(Recipient.claimed_by_run),
                 func.count(),
-                func.min(Recipient.claimed_at),
             )
-            .where(Recipient.status.in_(wanted), Recipient.claimed_at < cutoff)
-            .group_by(Recipient.batch_id, Recipient.status, Recipient.claimed_by_run)
-            .order_by(func.min(Recipient.claimed_at))
+            .where(
+                Recipient.status.in_(CLAIMED_STATES - {RecipientStatus.ADDRESS_ENRICHING}),
+                Recipient.claimed_at < cutoff,
+                Recipient.batch_id.is_not(None),
+                ~has_lease,
+            )
+            .group_by(Recipient.batch_id, Recipient.status)
+            .order_by(Recipient.batch_id)
         )
         return [
-            StaleClaim(batch_id, RecipientStatus(status), run_id, int(count), oldest)
-            for batch_id, status, run_id, count, oldest in self.session.execute(stmt)
-            if oldest is not None  # always true: the WHERE clause needs a claimed_at
+            UnleasedClaim(str(batch_id), org, RecipientStatus(status), run_id, int(count))
+            for batch_id, org, status, run_id, count in self.session.execute(stmt)
         ]
 
     def organizations_waiting(
@@ -297,12 +393,19 @@ class RecipientGateway:
             )
         )
 
-    def batch(self, batch_id: str, status: RecipientStatus) -> list[Recipient]:
-        """The batch's recipients in ``status`` (ORM rows, usable after the session ends)."""
+    def batch(
+        self, batch_id: str, status: RecipientStatus, *, holder: str | None = None
+    ) -> list[Recipient]:
+        """The batch's recipients in ``status`` (held by ``holder``, when given), as ORM rows
+        usable after the session ends."""
         return list(
             self.session.scalars(
                 select(Recipient)
-                .where(Recipient.batch_id == batch_id, Recipient.status == status)
+                .where(
+                    Recipient.batch_id == batch_id,
+                    Recipient.status == status,
+                    _held_by(holder),
+                )
                 .order_by(Recipient.id)
             )
         )

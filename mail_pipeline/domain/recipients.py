@@ -41,8 +41,9 @@ TRANSITIONS: dict[RecipientStatus, frozenset[RecipientStatus]] = {
     S.PROOFING_STAGED: frozenset({S.PROOFING, S.PENDING}),
     S.PROOFING: frozenset({S.PROOFED, S.ERROR, S.PENDING}),
     S.PROOFED: frozenset({S.SENDING_STAGED}),
-    # recovery returns a dead mailing run's staged batch to Proofed; an in-flight Sending
-    # recipient is re-staged only after the printer was asked about its idempotency key.
+    # recovery returns a dead mailing run's staged batch to Proofed, and re-stages its
+    # in-flight Sending recipients (same batch) for a new mailing run, which asks the printer
+    # about each one's idempotency key before it creates anything.
     S.SENDING_STAGED: frozenset({S.SENDING, S.PROOFED}),
     S.SENDING: frozenset({S.SENT, S.ERROR, S.SENDING_STAGED}),
     # the printer reports the piece failed or cancelled after accepting it: nothing will be
@@ -72,9 +73,10 @@ CLAIMED_STATES = frozenset(
 #: No automatic move leaves these (Error waits for an operator).
 TERMINAL_STATES = frozenset({S.RECEIVED, S.SKIPPED, S.HOLDOUT, S.BLACKLISTED, S.ERROR})
 
-#: Where recovery returns a claim whose run died. Sending goes back only to SendingStaged, and
-#: only after the printer was asked about the recipient's idempotency key (a piece the printer
-#: already accepted is finished as Sent instead, never printed again).
+#: Where recovery returns a claim whose run died (its lease expired). Sending goes back only
+#: to SendingStaged, never further: the next mailing run of the batch first asks the printer
+#: about the recipient's idempotency key, and a piece the printer already accepted is finished
+#: as Sent, never printed again.
 RECOVERY_TARGET = {
     S.ADDRESS_ENRICHING: S.ADDRESS_ENRICHABLE,
     S.PROOFING_STAGED: S.PENDING,

@@ -36,13 +36,20 @@ def proof_recipients(
         config.batch_id,
         rendering.renderer(),
         image_host.client(),
+        id_key=image_host.proof_id_key,
         run_id=context.run_id,
         concurrency=config.concurrency,
     )
+    if not result.held:
+        context.log.warning(
+            "batch %s was already returned by recovery; nothing to do", config.batch_id
+        )
+        return dg.Output(None, metadata={"batch_id": config.batch_id, "recipients": 0})
     metadata: Metadata = {
         "batch_id": config.batch_id,
         "recipients": result.taken,
         "proofed": result.proofed,
+        "no_longer_held": result.lost,
         "released_for_retry": result.released,
         "errors": len(result.errors),
         "renderers": dg.MetadataValue.json(dict(result.renderers)),
@@ -96,10 +103,16 @@ def mail_recipients(
         run_id=context.run_id,
         concurrency=config.concurrency,
     )
+    if not result.held:
+        context.log.warning(
+            "batch %s was already returned by recovery; nothing to do", config.batch_id
+        )
+        return dg.Output(None, metadata={"batch_id": config.batch_id, "recipients": 0})
     metadata: Metadata = {
         "batch_id": config.batch_id,
         "recipients": result.taken,
         "sent": result.sent,
+        "no_longer_held": result.lost,
         "postcards_created": result.created,
         "reconciled_with_printer": result.reconciled,
         "deferred": len(result.deferred),

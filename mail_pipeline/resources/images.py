@@ -15,6 +15,9 @@ from mail_pipeline.resources.sandbox import shared_store
 
 
 class ImageHostResource(dg.ConfigurableResource):
+    #: The secret key proof image ids are derived with (``proof_image_id``): without it a
+    #: proof's URL cannot be guessed.
+    proof_id_key: str
     _client: CloudflareImages | None = PrivateAttr(default=None)
 
     @abstractmethod
@@ -46,6 +49,7 @@ class SandboxImageHost(ImageHostResource):
 
     sandbox_path: str
     image_dir: str
+    proof_id_key: str = "sandbox-proof-id-key"
     public_base_url: str | None = None
     latency_seconds: float = 0.0
     failure_rate: float = 0.0

@@ -1,8 +1,10 @@
 """Printers as a resource: the configured printers and the routing strategy over them.
 
 "Never print a real postcard from a laptop" is a binding: locally ``SandboxPrinters`` is bound,
-in production ``LivePrinters`` with keys from the environment. An organization's
-``printer_preference`` overrides ``routes`` per country (see ``PrinterStrategy``).
+in production ``LivePrinters`` with keys from the environment. Which printer mails a
+recipient follows the recipient's country and the organization's ``printer_preference``, by
+the one routing table of ``domain.routing`` - the same rule the sync judges addresses by, so
+there is deliberately no per-deployment override.
 """
 
 from __future__ import annotations
@@ -18,22 +20,21 @@ from mail_pipeline.integrations.printers.common import DEFAULT_LIMIT_FRACTION
 from mail_pipeline.integrations.printers.intelliprint import IntelliPrintPrinter
 from mail_pipeline.integrations.printers.lob import LobPrinter
 from mail_pipeline.integrations.printers.sandbox import emit_due_webhooks, sandbox_printers
-from mail_pipeline.integrations.printers.sandbox_base import SandboxTimeline
+from mail_pipeline.integrations.printers.sandbox.base import SandboxTimeline
 from mail_pipeline.integrations.printers.stannp import StannpPrinter
 from mail_pipeline.integrations.printers.strategy import DEFAULT_ROUTES, PrinterStrategy
 from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour
+from mail_pipeline.limits import MAILING_RUNS_IN_FLIGHT
 from mail_pipeline.resources.sandbox import shared_store
 
 
 class PrintersResource(dg.ConfigurableResource):
-    #: country (ISO alpha-2) -> printer name; the seed's default is US: lob, GB: stannp.
-    routes: dict[str, str] = dict(DEFAULT_ROUTES)
     #: Pieces are created in the printers' test modes (validated, never printed or charged).
     test_mode: bool = False
-    #: Mailing runs that may use one API key at once (the mailing sensor's limit on runs in
-    #: flight). Each run's client keeps to its share of 95% of the vendor's rate limit, so
-    #: together they never draw a 429.
-    runs_sharing_key: int = 2
+    #: Mailing runs that may use one API key at once (``limits.MAILING_RUNS_IN_FLIGHT``, the
+    #: mailing sensor's and the run queue's limit). Each run's client keeps to its share of
+    #: 95% of the vendor's rate limit, so together they never draw a 429.
+    runs_sharing_key: int = MAILING_RUNS_IN_FLIGHT
 
     @property
     def limit_fraction(self) -> float:
@@ -50,11 +51,17 @@ class PrintersResource(dg.ConfigurableResource):
         return self._printers
 
     def strategy(self) -> PrinterStrategy:
-        return PrinterStrategy(self.routes, self.printers())
+        return PrinterStrategy(DEFAULT_ROUTES, self.printers())
 
 
 class LivePrinters(PrintersResource):
-    """The vendors' APIs; a printer without a key is simply not available for routing."""
+    """The vendors' APIs; a printer without a key is simply not available for routing.
+
+    A printer with a key needs its webhook secret: the clients skip signature checks when
+    they have none, so building one without it is refused here (and the production
+    definitions refuse to load, see ``settings.production_problems``). An unsigned, forged
+    "delivered" webhook can then never mark a recipient Received.
+    """
 
     lob_api_key: str | None = None
     lob_webhook_secret: str | None = None
@@ -65,6 +72,20 @@ class LivePrinters(PrintersResource):
     intelliprint_webhook_secret: str | None = None
 
     def build_printers(self) -> dict[str, Printer]:
+        unsigned = [
+            name
+            for name, key, secret in (
+                ("lob", self.lob_api_key, self.lob_webhook_secret),
+                ("stannp", self.stannp_api_key, self.stannp_webhook_secret),
+                ("intelliprint", self.intelliprint_api_key, self.intelliprint_webhook_secret),
+            )
+            if key and not secret
+        ]
+        if unsigned:
+            raise ValueError(
+                f"printers with an API key but no webhook secret: {', '.join(unsigned)}; "
+                "their status webhooks could not be verified"
+            )
         printers: dict[str, Printer] = {}
         if self.lob_api_key:
             printers["lob"] = LobPrinter(

@@ -7,7 +7,7 @@ claim and launch; the work happens in runs.
 
 import json
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -15,10 +15,11 @@ from mail_pipeline.integrations.queues.base import MessageQueue
 from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.pipeline import BatchConfig, mailing_job, proofing_job
 from mail_pipeline.jobs.queues import DrainConfig, image_cleanup_job, mail_status_job
+from mail_pipeline.limits import MAILING_RUNS_IN_FLIGHT
 from mail_pipeline.resources.database import Database
 from mail_pipeline.resources.queues import QueuesResource
-from mail_pipeline.sensors.runs import active_runs
-from mail_pipeline.services.recovery import recover_stale_claims
+from mail_pipeline.sensors.runs import active_run_ids, active_runs, fail_run, queued_runs
+from mail_pipeline.services.recovery import recover_expired_claims
 from mail_pipeline.services.staging import MAILING, PROOFING, Stage, stage_batches
 
 RUNNING = dg.DefaultSensorStatus.RUNNING
@@ -127,25 +128,37 @@ def queue_sensor(
     return _sensor
 
 
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 def recovery_sensor(
-    *, stale_after_seconds: int = 120, interval_seconds: int = 60
+    *, interval_seconds: int = 30, clock: Callable[[], datetime] = _utcnow
 ) -> dg.SensorDefinition:
+    """``clock`` is the time leases are judged at (tests move it forward)."""
+
     @dg.sensor(
         name="recovery_sensor",
         jobs=[mailing_job],
         minimum_interval_seconds=interval_seconds,
         default_status=RUNNING,
-        description="Returns claims whose run died to where they can start again; "
-        "re-staged Sending batches get a mailing run that reconciles "
-        "with the printer first.",
+        description="Returns batches whose lease expired (their run died or went silent, "
+        "whatever Dagster says about it) to where they can start again, and marks that run "
+        "failed; re-staged Sending batches get a mailing run that reconciles with the "
+        "printer first.",
     )
     def _sensor(context: dg.SensorEvaluationContext, database: Database) -> dg.SensorResult:
-        def batch_is_active(batch_id: str) -> bool:
-            return active_runs(context.instance, tags={tags.BATCH: batch_id}) > 0
+        def run_is_queued(batch_id: str) -> bool:
+            return queued_runs(context.instance, tags={tags.BATCH: batch_id}) > 0
 
-        result = recover_stale_claims(
-            database.session, batch_is_active, older_than=timedelta(seconds=stale_after_seconds)
-        )
+        result = recover_expired_claims(database.session, run_is_queued, now=clock())
+        doomed = dict(result.failed_runs)
+        for batch_id, reason in result.returned_batches.items():
+            for run_id in active_run_ids(context.instance, tags={tags.BATCH: batch_id}):
+                doomed.setdefault(run_id, reason)
+        for run_id, reason in doomed.items():
+            if fail_run(context.instance, run_id, reason):
+                context.log.warning("marked run %s failed: %s", run_id, reason)
         tick = int(context.cursor or 0) + 1
         requests = [
             dg.RunRequest(
@@ -160,15 +173,9 @@ def recovery_sensor(
             for batch_id, organization_id in result.mailing_batches
         ]
         if not requests and not result.returned:
+            waiting = f" ({len(result.waiting)} batches wait for a queued run)"
             return dg.SensorResult(
-                skip_reason=dg.SkipReason(
-                    "no stale claims"
-                    + (
-                        f" ({len(result.still_running)} batches still running)"
-                        if result.still_running
-                        else ""
-                    )
-                )
+                skip_reason=dg.SkipReason("no expired claims" + (waiting if result.waiting else ""))
             )
         context.log.warning(
             "recovered %s; resuming %s mailing batches", dict(result.returned), len(requests)
@@ -186,14 +193,14 @@ proofing_sensor = staging_sensor(
     max_runs_in_flight=2,
     interval_seconds=10,
 )
-#: Keep in step with PrintersResource.runs_sharing_key: runs in flight share the printers'
-#: rate limits.
+#: Runs in flight share the printers' rate limits: the number is defined once in
+#: mail_pipeline.limits.
 mailing_sensor = staging_sensor(
     MAILING,
     mailing_job,
     "mail_recipients",
     batch_size=200,
-    max_runs_in_flight=2,
+    max_runs_in_flight=MAILING_RUNS_IN_FLIGHT,
     interval_seconds=10,
 )
 mail_status_sensor = queue_sensor(

@@ -16,3 +16,26 @@ def active_runs(
     return instance.get_runs_count(
         dg.RunsFilter(job_name=job_name, tags=tags or {}, statuses=ACTIVE)
     )
+
+
+def active_run_ids(instance: dg.DagsterInstance, *, tags: dict[str, str]) -> list[str]:
+    """Ids of the runs with these tags that are queued, starting or running."""
+    return [run.run_id for run in instance.get_runs(dg.RunsFilter(tags=tags, statuses=ACTIVE))]
+
+
+WAITING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
+
+
+def queued_runs(instance: dg.DagsterInstance, *, tags: dict[str, str]) -> int:
+    """Runs with these tags that wait to start (the run queue is durable: they will)."""
+    return instance.get_runs_count(dg.RunsFilter(tags=tags, statuses=WAITING))
+
+
+def fail_run(instance: dg.DagsterInstance, run_id: str, reason: str) -> bool:
+    """Mark a run that is not finished as failed, with ``reason``; False when there is no
+    such run or it already ended (a run outside Dagster, or one that finished)."""
+    run = instance.get_run_by_id(run_id)
+    if run is None or run.is_finished:
+        return False
+    instance.report_run_failed(run, message=reason)
+    return True

@@ -215,7 +215,7 @@ def _delete_images(
             log.warning("Cloudflare rate-limited the image cleanup; stopping this pass: %s", exc)
             return _Outcome.FAILED
         except IntegrationError as exc:
-            log.warning("image %s not deleted: %s", image_id, exc)
+            log.warning("a proof image was not deleted (kept for a later pass): %s", exc)
             return _Outcome.FAILED
 
     if not image_ids:

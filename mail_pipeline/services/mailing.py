@@ -1,15 +1,20 @@
 """Mailing a batch (seed 001 §4): SendingStaged -> Sending -> Sent.
 
-For each recipient, with bounded concurrency inside the run:
+The run takes its batch (SendingStaged -> Sending: the batch's lease and fencing token, see
+:mod:`mail_pipeline.services.leases`) and renews the lease while it works; every write is
+guarded by the token, and a run whose batch was returned by recovery stops before asking a
+printer for anything. For each recipient, with bounded concurrency inside the run:
 
 1. the address is checked and the printer chosen by the strategy (the organization's
    preference, else the country's default); a bad address or an unroutable country puts the
    recipient in ``Error`` before anything is asked of anyone;
 2. the mailpiece row with the recipient's idempotency key is **committed before the printer
-   is called**. If the row was already there (a resumed run), the printer is first asked
-   whether it has a piece with that key (reconciliation, which also covers crashes older than
-   the printer's 24 h idempotency window); only if it has none is the postcard created,
-   with the same key. A postcard is never printed twice;
+   is called**, in a transaction that also checks the run still holds the recipient. If the
+   row was already there (a resumed run), the printer is first asked whether it has a piece
+   with that key (reconciliation, which also covers crashes older than the printer's 24 h
+   idempotency window); only if it has none is the postcard created, with the same key. A
+   postcard is never printed twice. A piece the printer failed or cancelled after accepting
+   it is dead: a retried recipient gets a new print attempt with a new key;
 3. the printer's answer is committed; a refusal (4xx) is ``Error`` with the printer's
    reason (no postcard exists); an outage that outlived the retries leaves the recipient in
    ``Sending`` for recovery to resume;
@@ -19,6 +24,10 @@ For each recipient, with bounded concurrency inside the run:
    keys); a permanent one is recorded on the ledger row and reported, and the recipient
    still becomes ``Sent``, because the postcard is in the mail;
 5. ``Sending -> Sent``.
+
+Recipients left in ``Sending`` (a retryable outage) are handed to recovery: the lease is
+handed back to expire ``LeasePolicy.deferred`` later, when a new mailing run resumes them with
+the same keys.
 """
 
 from __future__ import annotations
@@ -32,36 +41,33 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mail_pipeline.db.campaigns import IntegrationRef
 from mail_pipeline.db.engine import SessionFactory
 from mail_pipeline.db.mailpiece_status import MailpieceStatusGateway
 from mail_pipeline.db.mailpieces import MailpieceLedger, MailpieceRecord
-from mail_pipeline.db.models import Campaign, Organization, OrganizationIntegration, Recipient
+from mail_pipeline.db.models import Campaign, Organization, Recipient
 from mail_pipeline.db.models import utcnow as _utcnow
+from mail_pipeline.db.organizations import cdp_integrations
 from mail_pipeline.db.recipients import RecipientGateway, campaigns_by_id, organizations_by_id
 from mail_pipeline.domain.addresses import Address, InvalidAddress
-from mail_pipeline.domain.campaigns import IntegrationKind
+from mail_pipeline.domain.claims import DEFAULT_LEASES, LeasePolicy
+from mail_pipeline.domain.ledger import SideEffectKind, ledger_kind
+from mail_pipeline.domain.mailpieces import PrintedPiece
 from mail_pipeline.domain.recipients import RecipientStatus
 from mail_pipeline.integrations.billing.stripe_meter import StripeMeter
 from mail_pipeline.integrations.errors import IntegrationError
 from mail_pipeline.integrations.klaviyo.client import KlaviyoClient
-from mail_pipeline.integrations.printers.base import PostcardRequest, PrintedPiece, Printer
+from mail_pipeline.integrations.printers.base import PostcardRequest, Printer
 from mail_pipeline.integrations.printers.strategy import PrinterStrategy, RoutingError
 from mail_pipeline.integrations.queues.base import MessageQueue
 from mail_pipeline.services.image_cleanup import deletion_message
+from mail_pipeline.services.leases import BatchHold, holder_token
 
 log = logging.getLogger(__name__)
 S = RecipientStatus
 CDP_EVENT = "Postcard Sent"
-
-
-class SideEffect(StrEnum):
-    BILLING = "billing_meter"
-    CDP_EVENT = "cdp_event"
-    IMAGE_DELETION = "image_deletion"
 
 
 class CdpClients(Protocol):
@@ -83,6 +89,8 @@ class Result(StrEnum):
     SENT = "sent"
     ERROR = "error"
     DEFERRED = "deferred"
+    #: The run no longer held the recipient (recovery returned its batch): nothing done.
+    LOST = "lost"
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,10 @@ class MailingResult:
     created: int = 0
     #: Permanent failures of billing/CDP/image follow-ups, for an operator.
     follow_up_failures: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    #: Recipients this run no longer held when it came to them (recovery returned them).
+    lost: int = 0
+    #: False when the batch was not this run's to take (already returned or taken).
+    held: bool = True
 
 
 @dataclass(frozen=True)
@@ -127,18 +139,22 @@ def mail_batch(
     run_id: str | None = None,
     concurrency: int = 16,
     clock: Callable[[], datetime] = _utcnow,
+    leases: LeasePolicy = DEFAULT_LEASES,
 ) -> MailingResult:
     result = MailingResult(batch_id)
+    hold = BatchHold(sessions, batch_id, holder_token(run_id), policy=leases, clock=clock)
+    if hold.start(S.SENDING_STAGED, S.SENDING) is None:
+        result.held = False
+        return result
     with sessions() as session:
-        gateway = RecipientGateway(session)
-        gateway.transition_batch(batch_id, S.SENDING_STAGED, S.SENDING, run_id=run_id, now=clock())
-        recipients = gateway.batch(batch_id, S.SENDING)
+        recipients = RecipientGateway(session).batch(batch_id, S.SENDING, holder=hold.holder)
         contexts = _contexts(session, recipients)
     result.taken = len(recipients)
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+    with hold, ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         outcomes = list(
             pool.map(
-                lambda r: _mail_safely(sessions, r, contexts[r.id], services, clock), recipients
+                lambda r: _mail_safely(sessions, r, contexts[r.id], services, clock, hold),
+                recipients,
             )
         )
     for outcome in outcomes:
@@ -152,26 +168,19 @@ def mail_batch(
             result.sent += 1
         elif outcome.result is Result.ERROR:
             result.errors[outcome.recipient_id] = outcome.reason or "mailing failed"
+        elif outcome.result is Result.LOST:
+            result.lost += 1
         else:
             result.deferred[outcome.recipient_id] = outcome.reason or "deferred"
+    if not hold.lost.is_set():
+        hold.finish(unfinished=len(result.deferred))
     return result
 
 
 def _contexts(session: Session, recipients: list[Recipient]) -> dict[int, _Context]:
     campaigns = campaigns_by_id(session, (r.campaign_id for r in recipients))
     organizations = organizations_by_id(session, (r.organization_id for r in recipients))
-    integrations = {
-        i.organization_id: IntegrationRef(
-            i.organization_id, i.kind, i.secret_ref, dict(i.settings or {})
-        )
-        for i in session.scalars(
-            select(OrganizationIntegration).where(
-                OrganizationIntegration.organization_id.in_(set(organizations)),
-                OrganizationIntegration.kind == IntegrationKind.KLAVIYO,
-                OrganizationIntegration.enabled.is_(True),
-            )
-        )
-    }
+    integrations = cdp_integrations(session, organizations)
     return {
         r.id: _Context(
             campaigns[r.campaign_id],
@@ -188,9 +197,12 @@ def _mail_safely(
     context: _Context,
     services: MailingServices,
     clock: Callable[[], datetime],
+    hold: BatchHold,
 ) -> MailOutcome:
+    if hold.lost.is_set():
+        return MailOutcome(recipient.id, Result.LOST, "the batch was returned by recovery")
     try:
-        return _mail_one(sessions, recipient, context, services, clock)
+        return _mail_one(sessions, recipient, context, services, clock, hold.holder)
     except Exception as exc:
         log.exception("recipient %s: unexpected failure; left in Sending", recipient.id)
         return MailOutcome(recipient.id, Result.DEFERRED, f"unexpected failure: {exc!r}")
@@ -202,16 +214,24 @@ def _mail_one(
     context: _Context,
     services: MailingServices,
     clock: Callable[[], datetime],
+    holder: str,
 ) -> MailOutcome:
     rid = recipient.id
     with sessions() as session:
-        mailpiece = MailpieceLedger(session).request_existing(rid)
-    if mailpiece is None or mailpiece.provider_piece_id is None:
+        mailpiece = MailpieceLedger(session).current(rid)
+    if mailpiece is None or mailpiece.provider_piece_id is None or mailpiece.dead:
         try:
-            request, printer = _postcard(recipient, context, services, mailpiece)
+            request, printer = _postcard(
+                recipient,
+                context,
+                services,
+                None if mailpiece is None or mailpiece.dead else mailpiece,
+            )
         except (InvalidAddress, RoutingError) as exc:
-            return _error(sessions, rid, f"cannot mail this recipient: {exc}", clock)
+            return _error(sessions, rid, f"cannot mail this recipient: {exc}", clock, holder)
         with sessions() as session:
+            if not RecipientGateway(session).holds(rid, S.SENDING, holder):
+                return MailOutcome(rid, Result.LOST, "the batch was returned by recovery")
             mailpiece = MailpieceLedger(session).request(
                 recipient_id=rid,
                 organization_id=recipient.organization_id,
@@ -227,14 +247,28 @@ def _mail_one(
                 return MailOutcome(rid, Result.DEFERRED, str(exc), printer=printer.name)
             with sessions() as session:
                 MailpieceLedger(session).rejected(mailpiece.id, now=clock())
-            return _error(sessions, rid, f"{printer.name} refused the postcard: {exc}", clock)
+            return _error(
+                sessions, rid, f"{printer.name} refused the postcard: {exc}", clock, holder
+            )
         with sessions() as session:
+            # The printer's answer is a fact worth keeping whoever holds the recipient now.
             MailpieceLedger(session).accepted(mailpiece.id, piece, now=clock())
-            mailpiece = MailpieceLedger(session).request_existing(rid)
+            mailpiece = MailpieceLedger(session).current(rid)
         assert mailpiece is not None
         created, reconciled_flag = not reconciled, reconciled
     else:
         created, reconciled_flag = False, False
+    with sessions() as session:
+        if not RecipientGateway(session).holds(rid, S.SENDING, holder):
+            # Recovery returned the batch: the run that holds it now finishes the follow-ups.
+            return MailOutcome(
+                rid,
+                Result.LOST,
+                "the batch was returned by recovery",
+                printer=mailpiece.printer,
+                reconciled=reconciled_flag,
+                created=created,
+            )
     deferred, failures = _follow_ups(sessions, recipient, context, services, mailpiece)
     if deferred:
         return MailOutcome(
@@ -247,11 +281,18 @@ def _mail_one(
             follow_up_failures=failures,
         )
     with sessions() as session:
-        RecipientGateway(session).transition(
-            rid, S.SENDING, S.SENT, now=clock(), values={"sent_at": clock(), "status_reason": None}
+        sent = RecipientGateway(session).transition(
+            rid,
+            S.SENDING,
+            S.SENT,
+            now=clock(),
+            values={"sent_at": clock(), "status_reason": None},
+            holder=holder,
         )
-        # The delivery webhook may have been applied while the recipient was still Sending.
-        MailpieceStatusGateway(session).receive_if_delivered([rid], now=clock())
+        # A delivery or failure webhook may have been applied while it was still Sending.
+        MailpieceStatusGateway(session).settle_sent([rid], now=clock())
+    if not sent:
+        return MailOutcome(rid, Result.LOST, "the batch was returned by recovery")
     return MailOutcome(
         rid,
         Result.SENT,
@@ -269,7 +310,7 @@ def _postcard(
     existing: MailpieceRecord | None,
 ) -> tuple[PostcardRequest, Printer]:
     """The request (without its key yet) and the printer: the one already on the ledger
-    for a resumed recipient, else the strategy's choice."""
+    for a resumed attempt, else the strategy's choice."""
     to = Address.build(
         name=" ".join(p for p in (recipient.first_name, recipient.last_name) if p),
         line1=recipient.address1,
@@ -331,12 +372,12 @@ def _follow_ups(
 ) -> tuple[str | None, tuple[str, ...]]:
     """Run the pending follow-ups; return (a retryable failure, permanent failures)."""
     mailed_at = mailpiece.accepted_at or _utcnow()
-    actions: list[tuple[SideEffect, Callable[[str], object]]] = []
+    actions: list[tuple[SideEffectKind, Callable[[str], object]]] = []
     if context.organization.stripe_customer_id:
         customer = context.organization.stripe_customer_id
         actions.append(
             (
-                SideEffect.BILLING,
+                SideEffectKind.BILLING,
                 lambda key: services.billing.record_usage(
                     customer_id=customer, identifier=key, value=1, timestamp=mailed_at
                 ),
@@ -346,7 +387,7 @@ def _follow_ups(
         cdp = context.cdp
         actions.append(
             (
-                SideEffect.CDP_EVENT,
+                SideEffectKind.CDP_EVENT,
                 lambda key: _cdp_event(
                     services, cdp, recipient, context, mailpiece, key, mailed_at
                 ),
@@ -356,12 +397,13 @@ def _follow_ups(
         ids = list(recipient.proof_image_ids)
         actions.append(
             (
-                SideEffect.IMAGE_DELETION,
+                SideEffectKind.IMAGE_DELETION,
                 lambda key: _enqueue_deletion(services.image_deletions, recipient.id, ids),
             )
         )
     failures: list[str] = []
-    for kind, action in actions:
+    for effect, action in actions:
+        kind = ledger_kind(effect, mailpiece.attempt)
         with sessions() as session:
             ledger = MailpieceLedger(session)
             if ledger.side_effect_done(recipient.id, kind):
@@ -432,8 +474,16 @@ def _sender(organization: Organization) -> Address | None:
 
 
 def _error(
-    sessions: SessionFactory, recipient_id: int, reason: str, clock: Callable[[], datetime]
+    sessions: SessionFactory,
+    recipient_id: int,
+    reason: str,
+    clock: Callable[[], datetime],
+    holder: str,
 ) -> MailOutcome:
     with sessions() as session:
-        RecipientGateway(session).mark_error(recipient_id, S.SENDING, reason, now=clock())
+        marked = RecipientGateway(session).mark_error(
+            recipient_id, S.SENDING, reason, now=clock(), holder=holder
+        )
+    if not marked:
+        return MailOutcome(recipient_id, Result.LOST, "the batch was returned by recovery")
     return MailOutcome(recipient_id, Result.ERROR, reason)

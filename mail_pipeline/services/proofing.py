@@ -1,10 +1,12 @@
 """Proofing a batch (seed 001 §3): ProofingStaged -> Proofing -> Proofed.
 
-The run takes its batch (ProofingStaged -> Proofing, stamped with the run id), renders each
-recipient's postcard and uploads front and back, with bounded concurrency inside the run.
-Results are written in small groups as they finish, so a crash loses little and recovery
-redoes the rest (uploads are idempotent: the image id is derived from campaign, recipient and
-the card's content).
+The run takes its batch (ProofingStaged -> Proofing: the batch's lease and fencing token, see
+:mod:`mail_pipeline.services.leases`), renders each recipient's postcard and uploads front and
+back, with bounded concurrency inside the run, renewing the lease as it goes. Results are
+written in small groups as they finish, each write guarded by the run's token, so a crash
+loses little and recovery redoes the rest (uploads are idempotent: the image id is derived from
+campaign, recipient and the card's content). A run that finds its batch already returned by
+recovery does nothing.
 
 Per recipient, failures stay with that recipient and never stop the batch:
 
@@ -27,6 +29,7 @@ from typing import Any
 from mail_pipeline.db.engine import SessionFactory
 from mail_pipeline.db.models import Campaign, Recipient, utcnow
 from mail_pipeline.db.recipients import RecipientGateway, campaigns_by_id
+from mail_pipeline.domain.claims import DEFAULT_LEASES, LeasePolicy
 from mail_pipeline.domain.recipients import RecipientStatus
 from mail_pipeline.integrations.errors import IntegrationError
 from mail_pipeline.integrations.images.cloudflare import CloudflareImages, proof_image_id
@@ -36,6 +39,7 @@ from mail_pipeline.integrations.renderer.models import (
     PostcardDesign,
     ProofRequest,
 )
+from mail_pipeline.services.leases import BatchHold, holder_token
 
 log = logging.getLogger(__name__)
 S = RecipientStatus
@@ -49,6 +53,8 @@ class ProofOutcome:
     values: dict[str, Any] | None = None
     reason: str | None = None
     retryable: bool = False
+    #: The batch was taken away (recovery returned it): nothing is written for it.
+    lost: bool = False
 
 
 @dataclass
@@ -61,6 +67,10 @@ class ProofingResult:
     renderers: Counter[str] = field(default_factory=Counter)
     #: A few (recipient id, front URL, back URL) to look at.
     samples: list[tuple[int, str, str]] = field(default_factory=list)
+    #: Recipients this run no longer held when it came to write (recovery returned them).
+    lost: int = 0
+    #: False when the batch was not this run's to take (already returned or taken).
+    held: bool = True
 
 
 def proof_batch(
@@ -69,33 +79,39 @@ def proof_batch(
     renderer: FallbackRenderer,
     images: CloudflareImages,
     *,
+    id_key: str,
     run_id: str | None = None,
     concurrency: int = 16,
     max_attempts: int = 3,
     clock: Callable[[], datetime] = utcnow,
+    leases: LeasePolicy = DEFAULT_LEASES,
 ) -> ProofingResult:
     result = ProofingResult(batch_id)
+    hold = BatchHold(sessions, batch_id, holder_token(run_id), policy=leases, clock=clock)
+    # A retried op of the same run also finishes what its batch left in Proofing.
+    if hold.start(S.PROOFING_STAGED, S.PROOFING) is None:
+        result.held = False
+        return result
     with sessions() as session:
-        gateway = RecipientGateway(session)
-        gateway.transition_batch(
-            batch_id, S.PROOFING_STAGED, S.PROOFING, run_id=run_id, now=clock()
-        )
-        # A retried or resumed run also finishes what its batch left in Proofing.
-        recipients = gateway.batch(batch_id, S.PROOFING)
+        recipients = RecipientGateway(session).batch(batch_id, S.PROOFING, holder=hold.holder)
         campaigns = campaigns_by_id(session, (r.campaign_id for r in recipients))
     result.taken = len(recipients)
     pending: list[ProofOutcome] = []
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+    with hold, ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         futures = [
-            pool.submit(_proof_one, r, campaigns[r.campaign_id], renderer, images, clock)
+            pool.submit(
+                _proof_one, r, campaigns[r.campaign_id], renderer, images, clock, hold, id_key
+            )
             for r in recipients
         ]
         for future in as_completed(futures):
             pending.append(future.result())
             if len(pending) >= FLUSH_EVERY:
-                _apply(sessions, pending, result, recipients, max_attempts, clock)
+                _apply(sessions, pending, result, recipients, max_attempts, clock, hold.holder)
                 pending = []
-    _apply(sessions, pending, result, recipients, max_attempts, clock)
+        _apply(sessions, pending, result, recipients, max_attempts, clock, hold.holder)
+    if not hold.lost.is_set():
+        hold.finish()
     return result
 
 
@@ -105,7 +121,11 @@ def _proof_one(
     renderer: FallbackRenderer,
     images: CloudflareImages,
     clock: Callable[[], datetime],
+    hold: BatchHold,
+    id_key: str,
 ) -> ProofOutcome:
+    if hold.lost.is_set():
+        return ProofOutcome(recipient.id, lost=True)
     try:
         request = proof_request(recipient, campaign)
         outcome = renderer.render_with_report(request)
@@ -113,7 +133,7 @@ def _proof_one(
         fingerprint = request.fingerprint()
         hosted = {}
         for side, png in (("front", proof.front_png), ("back", proof.back_png)):
-            image_id = proof_image_id(campaign.id, recipient.id, fingerprint, side)
+            image_id = proof_image_id(id_key, campaign.id, recipient.id, fingerprint, side)
             hosted[side] = images.upload(
                 image_id,
                 png,
@@ -165,7 +185,9 @@ def _apply(
     recipients: list[Recipient],
     max_attempts: int,
     clock: Callable[[], datetime],
+    holder: str,
 ) -> None:
+    """Write finished outcomes, each guarded by the run's fencing token."""
     if not outcomes:
         return
     attempts = {r.id: r.attempts for r in recipients}
@@ -174,8 +196,13 @@ def _apply(
         gateway = RecipientGateway(session)
         for outcome in outcomes:
             rid = outcome.recipient_id
+            if outcome.lost:
+                result.lost += 1
+                continue
             if outcome.values is not None:
-                if gateway.transition(rid, S.PROOFING, S.PROOFED, now=now, values=outcome.values):
+                if gateway.transition(
+                    rid, S.PROOFING, S.PROOFED, now=now, values=outcome.values, holder=holder
+                ):
                     result.proofed += 1
                     result.renderers[outcome.values["proof_renderer"]] += 1
                     if len(result.samples) < 5:
@@ -186,6 +213,8 @@ def _apply(
                                 outcome.values["proof_back_url"],
                             )
                         )
+                else:
+                    result.lost += 1
                 continue
             reason = outcome.reason or "proofing failed"
             if outcome.retryable and attempts.get(rid, 0) < max_attempts:
@@ -195,11 +224,16 @@ def _apply(
                     S.PENDING,
                     now=now,
                     values={"status_reason": f"will retry: {reason}"},
+                    holder=holder,
                 ):
                     result.released += 1
-                log.warning("recipient %s released for retry: %s", rid, reason)
+                    log.warning("recipient %s released for retry: %s", rid, reason)
+                else:
+                    result.lost += 1
                 continue
             if outcome.retryable:
                 reason = f"gave up after {attempts.get(rid, 0)} attempts: {reason}"
-            if gateway.mark_error(rid, S.PROOFING, reason, now=now):
+            if gateway.mark_error(rid, S.PROOFING, reason, now=now, holder=holder):
                 result.errors[rid] = reason
+            else:
+                result.lost += 1

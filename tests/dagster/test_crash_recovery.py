@@ -2,7 +2,7 @@
 
 A real process mails a batch and dies (``os._exit``) just after the printer accepted a
 postcard whose answer never came back - with other postcards in flight on other threads. Then
-the real recovery sensor finds the stale batch (no run of it is alive), re-stages it, and the
+the real recovery sensor finds the batch whose lease expired, re-stages it, and the
 mailing job it requests reconciles with the printer before creating anything.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -121,7 +122,8 @@ def test_killed_mailing_run_is_recovered_without_duplicates(
         "cdp": SandboxCdp(sandbox_path=sandbox),
         "queues": LocalQueues(path=str(tmp_path / "queues.sqlite")),
     }
-    sensor = recovery_sensor(stale_after_seconds=0)
+    # The dead run's lease expires a minute after its last renewal: judge it later.
+    sensor = recovery_sensor(clock=lambda: datetime.now(UTC) + timedelta(minutes=5))
     with dg.instance_for_test() as instance:
         tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources))
         (request,) = tick.run_requests

@@ -19,6 +19,7 @@ from sqlalchemy import insert, select
 
 from mail_pipeline.db.campaigns import IntegrationRef
 from mail_pipeline.db.engine import unit_of_work
+from mail_pipeline.db.leases import BatchLeases
 from mail_pipeline.db.mailpieces import MailpieceLedger, printer_key
 from mail_pipeline.db.models import (
     Campaign,
@@ -44,7 +45,7 @@ from mail_pipeline.integrations.klaviyo.sandbox_data import KlaviyoSandboxData, 
 from mail_pipeline.integrations.printers.base import PostcardRequest
 from mail_pipeline.integrations.printers.sandbox import sandbox_transports
 from mail_pipeline.jobs import tags
-from mail_pipeline.jobs.pipeline import proofing_job
+from mail_pipeline.jobs.pipeline import BatchConfig, proofing_job
 from mail_pipeline.resources.cdp import CdpResource
 from mail_pipeline.resources.printing import SandboxPrinters
 from mail_pipeline.resources.sandbox import shared_store
@@ -124,14 +125,20 @@ class Env:
             raise_on_error=False,
         )
 
-    def running(self, job_name: str, run_tags: dict[str, str]) -> dg.DagsterRun:
-        """A run the instance holds as in flight (STARTED; a QUEUED run needs the origin of
-        a code location, which an in-process test has not got - the sensors count both)."""
+    def running(
+        self,
+        job_name: str,
+        run_tags: dict[str, str],
+        status: dg.DagsterRunStatus = dg.DagsterRunStatus.STARTED,
+    ) -> dg.DagsterRun:
+        """A run the instance holds as in flight (STARTED by default; a QUEUED run needs the
+        origin of a code location, which an in-process test has not got - NOT_STARTED
+        stands for a run waiting to start, and the sensors count both)."""
         op, config = IN_FLIGHT_RUN_CONFIG[job_name]
         return self.instance.create_run_for_job(
             job_def=self.job(job_name),
             run_config={"ops": {op: {"config": config}}},
-            status=dg.DagsterRunStatus.STARTED,
+            status=status,
             tags=run_tags,
         )
 
@@ -414,7 +421,7 @@ def test_recovery_returns_a_dead_proofing_batch_to_pending(env: Env) -> None:
     assert data.cursor == "1"
     assert env.status(ids) == dict.fromkeys(ids, S.PENDING)
     assert env.status(fresh_ids) == dict.fromkeys(fresh_ids, S.PROOFING_STAGED)
-    assert env.tick("recovery_sensor", data.cursor).skip_message == "no stale claims"
+    assert env.tick("recovery_sensor", data.cursor).skip_message == "no expired claims"
 
 
 def test_recovery_restages_a_dead_mailing_batch_and_requests_a_resume_run(env: Env) -> None:
@@ -422,8 +429,11 @@ def test_recovery_restages_a_dead_mailing_batch_and_requests_a_resume_run(env: E
     campaign = env.campaign(org)
     ids = env.recipients(campaign, 2, S.PROOFED)
     batch = env.claim(S.PROOFED, S.SENDING_STAGED, campaign, now=LONG_AGO)
+    dead = env.running("mailing_job", tags.batch_tags("mailing", org, batch))
     with unit_of_work(env.db_url) as session:
-        RecipientGateway(session).transition_batch(batch, S.SENDING_STAGED, S.SENDING, now=LONG_AGO)
+        RecipientGateway(session).start_batch(
+            batch, S.SENDING_STAGED, S.SENDING, dead.run_id, now=LONG_AGO
+        )
 
     data = env.tick("recovery_sensor", "4")
 
@@ -436,20 +446,77 @@ def test_recovery_restages_a_dead_mailing_batch_and_requests_a_resume_run(env: E
     assert request.tags[tags.ORGANIZATION] == str(org)
     assert request.tags[tags.STAGE] == "mailing"
     assert request.tags[tags.REASON].startswith("recovery")
-    assert {(r.status, r.batch_id) for r in env.rows(ids).values()} == {(S.SENDING_STAGED, batch)}
+    assert {(r.status, r.batch_id, r.claimed_by_run) for r in env.rows(ids).values()} == {
+        (S.SENDING_STAGED, batch, None)
+    }
+    failed = env.instance.get_run_by_id(dead.run_id)
+    assert failed is not None and failed.status is dg.DagsterRunStatus.FAILURE, (
+        "Dagster still called the run STARTED; recovery marked it failed"
+    )
 
 
-def test_recovery_leaves_a_batch_whose_run_is_still_in_flight(env: Env) -> None:
-    campaign = env.campaign(env.organization())
+def test_recovery_leaves_a_batch_whose_run_waits_in_the_queue(env: Env) -> None:
+    org = env.organization()
+    campaign = env.campaign(org)
     ids = env.recipients(campaign, 2, S.PROOFED)
     batch = env.claim(S.PROOFED, S.SENDING_STAGED, campaign, now=LONG_AGO)
-    env.running("mailing_job", {tags.BATCH: batch, tags.STAGE: "mailing"})
+    env.running(
+        "mailing_job",
+        tags.batch_tags("mailing", org, batch),
+        status=dg.DagsterRunStatus.NOT_STARTED,
+    )
 
     data = env.tick("recovery_sensor")
 
     assert data.run_requests == []
-    assert data.skip_message == "no stale claims (1 batches still running)"
+    assert data.skip_message == "no expired claims (1 batches wait for a queued run)"
     assert env.status(ids) == dict.fromkeys(ids, S.SENDING_STAGED)
+    with unit_of_work(env.db_url) as session:
+        lease = BatchLeases(session).get(batch)
+    assert lease is not None and lease.expires_at > datetime.now(UTC), "kept open for the run"
+
+
+def test_recovery_returns_a_batch_whose_started_run_never_took_it(env: Env) -> None:
+    """The run was launched, then its process group was killed before the run took the
+    batch: Dagster shows it STARTED, but the batch's lease expired unheld."""
+    org = env.organization()
+    campaign = env.campaign(org)
+    ids = env.recipients(campaign, 2, S.PROOFED)
+    batch = env.claim(S.PROOFED, S.SENDING_STAGED, campaign, now=LONG_AGO)
+    stuck = env.running("mailing_job", tags.batch_tags("mailing", org, batch))
+
+    data = env.tick("recovery_sensor")
+
+    assert data.run_requests == [], "no printer was asked: back to Proofed, staged afresh later"
+    assert env.status(ids) == dict.fromkeys(ids, S.PROOFED)
+    failed = env.instance.get_run_by_id(stuck.run_id)
+    assert failed is not None and failed.status is dg.DagsterRunStatus.FAILURE
+
+
+def test_a_run_whose_batch_was_returned_writes_nothing(env: Env) -> None:
+    """The run comes back after recovery gave its batch to another run: it finds nothing to
+    take, and a late write with its token changes nothing."""
+    org = env.organization()
+    campaign = env.campaign(org)
+    ids = env.recipients(campaign, 2)
+    batch = env.claim(S.PENDING, S.PROOFING_STAGED, campaign, now=LONG_AGO)
+    with unit_of_work(env.db_url) as session:
+        RecipientGateway(session).start_batch(
+            batch, S.PROOFING_STAGED, S.PROOFING, "late-run", now=LONG_AGO
+        )
+    env.tick("recovery_sensor")
+    assert env.status(ids) == dict.fromkeys(ids, S.PENDING)
+
+    result = env.execute(
+        dg.RunRequest(
+            run_config=dg.RunConfig(ops={"proof_recipients": BatchConfig(batch_id=batch)})
+        ),
+        "proofing_job",
+    )
+
+    assert result.success
+    assert result.output_for_node("proof_recipients") is None
+    assert env.status(ids) == dict.fromkeys(ids, S.PENDING), "the batch is not the new run's"
 
 
 def test_a_crash_after_the_printer_accepted_is_resumed_without_a_second_postcard(
@@ -462,7 +529,9 @@ def test_a_crash_after_the_printer_accepted_is_resumed_without_a_second_postcard
     (rid,) = env.recipients(campaign, 1, S.PROOFED)
     batch = env.claim(S.PROOFED, S.SENDING_STAGED, campaign, now=LONG_AGO)
     with unit_of_work(env.db_url) as session:
-        RecipientGateway(session).transition_batch(batch, S.SENDING_STAGED, S.SENDING, now=LONG_AGO)
+        RecipientGateway(session).start_batch(
+            batch, S.SENDING_STAGED, S.SENDING, "dead-run", now=LONG_AGO
+        )
         MailpieceLedger(session).request(
             recipient_id=rid,
             organization_id=org,

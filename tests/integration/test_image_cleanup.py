@@ -73,7 +73,10 @@ class Hosting:
     def proof(self, recipient_id: int) -> list[str]:
         """Upload a recipient's front and back; return their ids."""
         client = self.client()
-        ids = [proof_image_id(3, recipient_id, "0123abcd", side) for side in ("front", "back")]
+        ids = [
+            proof_image_id("test-key", 3, recipient_id, "0123abcd", side)
+            for side in ("front", "back")
+        ]
         for image_id in ids:
             client.upload(image_id, png())
         return ids

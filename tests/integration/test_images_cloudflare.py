@@ -203,5 +203,14 @@ def test_bad_uploads_are_refused_before_sending() -> None:
         client(transport=never).upload("proofs/../secrets.png", PNG)
 
 
-def test_proof_image_id_is_stable() -> None:
-    assert proof_image_id(3, 7, "0123456789abcdef", "front") == IMAGE_ID
+def test_proof_image_ids_are_stable_and_unguessable_without_the_key() -> None:
+    front = proof_image_id("key-1", 3, 7, "0123456789abcdef", "front")
+    assert front == proof_image_id("key-1", 3, 7, "0123456789abcdef", "front")
+    assert re.fullmatch(r"proofs/[0-9a-f]{40}/front\.png", front)
+    assert "/r7/" not in front and "/c3/" not in front, "no recipient or campaign id in the URL"
+    assert proof_image_id("key-2", 3, 7, "0123456789abcdef", "front") != front
+    assert proof_image_id("key-1", 3, 8, "0123456789abcdef", "front") != front
+    back = proof_image_id("key-1", 3, 7, "0123456789abcdef", "back")
+    assert back.removesuffix("back.png") == front.removesuffix("front.png")
+    with pytest.raises(ValueError, match="need a key"):
+        proof_image_id("", 3, 7, "0123456789abcdef", "front")

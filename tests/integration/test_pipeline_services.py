@@ -8,8 +8,10 @@ import functools
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from sqlalchemy import insert, select
@@ -51,11 +53,13 @@ from mail_pipeline.resources.rendering import SandboxRendering
 from mail_pipeline.resources.sandbox import shared_store
 from mail_pipeline.services.mailing import MailingServices, mail_batch
 from mail_pipeline.services.proofing import proof_batch
+from mail_pipeline.services.recovery import RecoveryResult, recover_expired_claims
 from mail_pipeline.services.staging import MAILING, PROOFING, stage_batches
 
 S = RecipientStatus
 C = CampaignStatus
 NO_SLEEP = lambda _seconds: None  # noqa: E731
+PROOF_KEY = "test-proof-id-key"
 DESIGN = {
     "template": "classic",
     "brand_name": "Juniper Trail",
@@ -166,6 +170,12 @@ class Shop:
         assert claim.ids
         return claim.batch_id
 
+    def recover(self, after: timedelta = timedelta(minutes=10)) -> RecoveryResult:
+        """What the recovery sensor does, ``after`` from now, with no run queued."""
+        return recover_expired_claims(
+            self.sessions, lambda _batch: False, now=datetime.now(UTC) + after
+        )
+
     def rows(self, ids: list[int]) -> dict[int, Recipient]:
         with unit_of_work(self.db_url) as session:
             return {
@@ -256,7 +266,12 @@ def test_a_bad_design_errors_its_recipients_and_the_rest_of_the_batch_is_proofed
     assert claim.ids == good_ids + bad_ids
 
     result = proof_batch(
-        shop.sessions, claim.batch_id, shop.renderer(), shop.images(), run_id="run-1"
+        shop.sessions,
+        claim.batch_id,
+        shop.renderer(),
+        shop.images(),
+        id_key=PROOF_KEY,
+        run_id="run-1",
     )
 
     rows = shop.rows(good_ids + bad_ids)
@@ -288,6 +303,7 @@ def test_an_image_host_outage_releases_the_batch_then_gives_up_after_max_attempt
         shop.claim(S.PENDING, S.PROOFING_STAGED, campaign),
         renderer,
         shop.images(failure_rate=1.0),
+        id_key=PROOF_KEY,
         max_attempts=2,
     )
     released = shop.rows(ids)
@@ -304,6 +320,7 @@ def test_an_image_host_outage_releases_the_batch_then_gives_up_after_max_attempt
         shop.claim(S.PENDING, S.PROOFING_STAGED, campaign),
         renderer,
         shop.images(failure_rate=1.0),
+        id_key=PROOF_KEY,
         max_attempts=2,
     )
     failed = shop.rows(ids)
@@ -315,15 +332,18 @@ def test_an_image_host_outage_releases_the_batch_then_gives_up_after_max_attempt
 
 
 def test_a_proofing_run_finishes_what_its_batch_left_in_proofing(shop: Shop) -> None:
-    """A retried run finds its batch already in Proofing (the first run died mid-way)."""
+    """An op retried inside its run finds its batch already in Proofing (the first attempt
+    died mid-way): it still holds the batch, and finishes it."""
     org = shop.organization()
     campaign = shop.campaign(org)
     ids = shop.recipients(campaign, 2)
     batch = shop.claim(S.PENDING, S.PROOFING_STAGED, campaign)
     with unit_of_work(shop.db_url) as session:
-        RecipientGateway(session).transition_batch(batch, S.PROOFING_STAGED, S.PROOFING)
+        RecipientGateway(session).start_batch(batch, S.PROOFING_STAGED, S.PROOFING, "run-1")
 
-    result = proof_batch(shop.sessions, batch, shop.renderer(), shop.images())
+    result = proof_batch(
+        shop.sessions, batch, shop.renderer(), shop.images(), id_key=PROOF_KEY, run_id="run-1"
+    )
 
     assert result.proofed == 2
     assert shop.status(ids) == dict.fromkeys(ids, S.PROOFED)
@@ -367,7 +387,10 @@ def test_a_printer_refusal_errors_that_recipient_and_the_others_are_sent(shop: S
 
 @pytest.mark.parametrize(
     ("country", "says"),
-    [("FR", "no printer mails to FR"), ("ZZ", "no printer mails to ZZ")],
+    [
+        ("FR", "no printer mails to FR"),
+        ("ZZ", "unknown country (not an ISO 3166 country name or code)"),
+    ],
 )
 def test_a_recipient_no_printer_serves_is_an_error(shop: Shop, country: str, says: str) -> None:
     org = shop.organization()
@@ -418,7 +441,10 @@ def test_a_billing_outage_defers_and_a_resumed_run_never_prints_twice(shop: Shop
     ids = shop.recipients(campaign, 3, S.PROOFED)
     batch = shop.claim(S.PROOFED, S.SENDING_STAGED, campaign)
 
-    outage = mail_batch(shop.sessions, batch, shop.mailing(billing_failure_rate=1.0))
+    outage = mail_batch(
+        shop.sessions, batch, shop.mailing(billing_failure_rate=1.0), run_id="outage-run"
+    )
+    outage_holder = "outage-run"
 
     assert (outage.sent, outage.created, set(outage.deferred)) == (0, 3, set(ids))
     assert all(
@@ -430,9 +456,12 @@ def test_a_billing_outage_defers_and_a_resumed_run_never_prints_twice(shop: Shop
     assert all(pieces[rid].provider_piece_id for rid in ids)
     assert shop.printed()["lob"] == 3 and shop.meter_events() == []
 
-    with unit_of_work(shop.db_url) as session:
-        moved = RecipientGateway(session).transition_batch(batch, S.SENDING, S.SENDING_STAGED)
-    assert [r.id for r in moved] == ids
+    too_soon = shop.recover(after=timedelta(seconds=30))
+    assert too_soon.returned == Counter(), "the deferred batch waits before it is resumed"
+    recovered = shop.recover()
+    assert recovered.returned == Counter({"Sending": 3})
+    assert recovered.mailing_batches == [(batch, org)]
+    assert recovered.failed_runs == {outage_holder: ANY}
     resumed = mail_batch(shop.sessions, batch, shop.mailing())
 
     assert (resumed.sent, resumed.created, resumed.deferred) == (3, 0, {})
@@ -482,8 +511,7 @@ def test_a_lost_printer_response_is_reconciled_not_printed_again(shop: Shop) -> 
     assert {m.provider_piece_id for m in shop.mailpieces().values()} == {None}
     assert shop.printed()["lob"] == 2, "Lob did the work; only the answers were lost"
 
-    with unit_of_work(shop.db_url) as session:
-        RecipientGateway(session).transition_batch(batch, S.SENDING, S.SENDING_STAGED)
+    assert shop.recover().mailing_batches == [(batch, org)]
     resumed = mail_batch(shop.sessions, batch, healthy)
 
     assert (resumed.sent, resumed.reconciled, resumed.created) == (2, 2, 0)

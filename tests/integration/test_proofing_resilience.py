@@ -59,6 +59,7 @@ def test_one_recipient_blowing_up_does_not_stop_the_batch(
         batch.batch_id,
         FallbackRenderer([FlakyDrawing(ids[1])]),
         images,
+        id_key="test-proof-id-key",
     )
 
     assert result.proofed == 3

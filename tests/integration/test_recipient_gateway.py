@@ -9,8 +9,10 @@ import pytest
 from sqlalchemy import select
 
 from mail_pipeline.db.engine import unit_of_work
+from mail_pipeline.db.leases import BatchLeases
 from mail_pipeline.db.models import Recipient
 from mail_pipeline.db.recipients import RecipientGateway
+from mail_pipeline.domain.claims import DEFAULT_LEASES, ClaimStage
 from mail_pipeline.domain.recipients import TRANSITIONS, IllegalTransition, RecipientStatus
 
 S = RecipientStatus
@@ -58,7 +60,7 @@ def test_claim_takes_the_oldest_within_scope_and_marks_the_batch(
     add_recipients(campaign_b, 5)
     with unit_of_work(db_url) as session:
         claim = RecipientGateway(session).claim_batch(
-            S.PENDING, S.PROOFING_STAGED, 3, organization_id=org_a, run_id="run-1", now=NOW
+            S.PENDING, S.PROOFING_STAGED, 3, organization_id=org_a, now=NOW
         )
     assert claim.ids == ids_a[:3]
     assert {r.campaign_id for r in claim.recipients} == {campaign_a}
@@ -66,7 +68,16 @@ def test_claim_takes_the_oldest_within_scope_and_marks_the_batch(
         rows = session.scalars(select(Recipient).where(Recipient.id.in_(claim.ids))).all()
         assert {
             (r.status, r.batch_id, r.claimed_at, r.claimed_by_run, r.attempts) for r in rows
-        } == {(S.PROOFING_STAGED, claim.batch_id, NOW, "run-1", 1)}
+        } == {(S.PROOFING_STAGED, claim.batch_id, NOW, None, 1)}
+        lease = BatchLeases(session).get(claim.batch_id)
+    assert lease is not None
+    assert (lease.organization_id, lease.stage, lease.holder, lease.takes) == (
+        org_a,
+        ClaimStage.PROOFING,
+        None,
+        0,
+    )
+    assert lease.expires_at == NOW + DEFAULT_LEASES.staged
 
 
 def test_claim_by_campaign_and_an_empty_claim(db_url, make_campaign, add_recipients) -> None:
@@ -88,7 +99,7 @@ def test_claim_refuses_an_illegal_move(db_url) -> None:
         RecipientGateway(session).claim_batch(S.PENDING, S.SENDING_STAGED, 10)
 
 
-def test_a_batch_moves_together_and_only_its_own_rows(
+def test_a_run_takes_its_batch_and_writes_its_token_on_it(
     db_url, make_campaign, add_recipients
 ) -> None:
     _, campaign_id = make_campaign()
@@ -99,17 +110,71 @@ def test_a_batch_moves_together_and_only_its_own_rows(
         second = gateway.claim_batch(S.PENDING, S.PROOFING_STAGED, 3, now=NOW)
     later = NOW + timedelta(seconds=30)
     with unit_of_work(db_url) as session:
-        moved = RecipientGateway(session).transition_batch(
-            first.batch_id, S.PROOFING_STAGED, S.PROOFING, run_id="run-9", now=later
+        moved = RecipientGateway(session).start_batch(
+            first.batch_id, S.PROOFING_STAGED, S.PROOFING, "run-9", now=later
         )
-    assert [r.id for r in moved] == first.ids
+    assert moved is not None and [r.id for r in moved] == first.ids
     with unit_of_work(db_url) as session:
         statuses = {
             r.id: (r.status, r.claimed_at, r.claimed_by_run)
             for r in session.scalars(select(Recipient))
         }
+        lease = BatchLeases(session).get(first.batch_id)
     assert all(statuses[i] == (S.PROOFING, later, "run-9") for i in first.ids)
-    assert all(statuses[i][0] == S.PROOFING_STAGED for i in second.ids)
+    assert all(statuses[i] == (S.PROOFING_STAGED, NOW, None) for i in second.ids)
+    assert lease is not None
+    assert (lease.holder, lease.takes, lease.expires_at) == (
+        "run-9",
+        1,
+        later + DEFAULT_LEASES.running,
+    )
+
+
+def test_a_second_run_cannot_take_a_held_batch_but_the_holder_can_again(
+    db_url, make_campaign, add_recipients
+) -> None:
+    _, campaign_id = make_campaign()
+    add_recipients(campaign_id, 2)
+    with unit_of_work(db_url) as session:
+        batch = RecipientGateway(session).claim_batch(S.PENDING, S.PROOFING_STAGED, 5).batch_id
+    with unit_of_work(db_url) as session:
+        gateway = RecipientGateway(session)
+        assert gateway.start_batch(batch, S.PROOFING_STAGED, S.PROOFING, "run-1") is not None
+        assert gateway.start_batch(batch, S.PROOFING_STAGED, S.PROOFING, "run-2") is None
+        again = gateway.start_batch(batch, S.PROOFING_STAGED, S.PROOFING, "run-1")
+    assert again is not None and len(again) == 2, "an op retried inside its run keeps its batch"
+
+
+def test_writes_are_fenced_by_the_holders_token(db_url, make_campaign, add_recipients) -> None:
+    """Run A lost its batch (recovery returned it and run B took it): A's writes do nothing,
+    though the recipients are in the very state A expects."""
+    org, campaign_id = make_campaign()
+    ids = add_recipients(campaign_id, 2, status=S.PROOFED)
+    with unit_of_work(db_url) as session:
+        gateway = RecipientGateway(session)
+        batch = gateway.claim_batch(S.PROOFED, S.SENDING_STAGED, 5, now=NOW).batch_id
+        gateway.start_batch(batch, S.SENDING_STAGED, S.SENDING, "run-a", now=NOW)
+        assert gateway.holds(ids[0], S.SENDING, "run-a")
+    with unit_of_work(db_url) as session:  # recovery, as services.recovery does it
+        later = NOW + timedelta(minutes=5)
+        assert BatchLeases(session).reclaim(batch, now=later) is not None
+        returned = RecipientGateway(session).return_batch(
+            batch, S.SENDING, S.SENDING_STAGED, now=later
+        )
+        BatchLeases(session).open(
+            batch, org, ClaimStage.MAILING, expires_at=later + timedelta(minutes=1)
+        )
+    assert [r.id for r in returned] == ids
+    with unit_of_work(db_url) as session:
+        taken = RecipientGateway(session).start_batch(batch, S.SENDING_STAGED, S.SENDING, "run-b")
+    assert taken is not None and [r.id for r in taken] == ids
+    with unit_of_work(db_url) as session:
+        gateway = RecipientGateway(session)
+        assert gateway.holds(ids[0], S.SENDING, "run-a") is False
+        assert gateway.transition(ids[0], S.SENDING, S.SENT, holder="run-a") is False
+        assert gateway.mark_error(ids[1], S.SENDING, "late", holder="run-a") is False
+        assert gateway.transition(ids[0], S.SENDING, S.SENT, holder="run-b") is True
+    assert (_status(db_url, ids[0]), _status(db_url, ids[1])) == (S.SENT, S.SENDING)
 
 
 def test_error_keeps_a_reason_and_the_failed_stage(db_url, make_campaign, add_recipients) -> None:
@@ -130,23 +195,34 @@ def test_error_keeps_a_reason_and_the_failed_stage(db_url, make_campaign, add_re
         )
 
 
-def test_stale_claims_are_found_by_age_and_grouped_by_batch(
+def test_claims_without_a_lease_are_found_by_age_and_grouped_by_batch(
     db_url, make_campaign, add_recipients
 ) -> None:
-    _, campaign_id = make_campaign()
-    add_recipients(campaign_id, 5)
+    org, campaign_id = make_campaign()
+    add_recipients(
+        campaign_id,
+        3,
+        status=S.PROOFING,
+        batch_id="old-batch",
+        claimed_by_run="dead",
+        claimed_at=NOW - timedelta(minutes=20),
+    )
+    add_recipients(
+        campaign_id,
+        2,
+        status=S.PROOFING,
+        batch_id="new-batch",
+        claimed_at=NOW - timedelta(minutes=1),
+    )
     with unit_of_work(db_url) as session:
-        gateway = RecipientGateway(session)
-        old = gateway.claim_batch(
-            S.PENDING, S.PROOFING_STAGED, 3, run_id="dead-run", now=NOW - timedelta(minutes=20)
-        )
-        gateway.claim_batch(S.PENDING, S.PROOFING_STAGED, 2, now=NOW - timedelta(minutes=1))
+        RecipientGateway(session).claim_batch(
+            S.PENDING, S.PROOFING_STAGED, 5, now=NOW - timedelta(minutes=30)
+        )  # old, but leased: not listed
     with unit_of_work(db_url) as session:
-        stale = RecipientGateway(session).find_stale_claims(timedelta(minutes=10), now=NOW)
-    assert [(s.batch_id, s.status, s.run_id, s.count) for s in stale] == [
-        (old.batch_id, S.PROOFING_STAGED, "dead-run", 3)
+        unleased = RecipientGateway(session).unleased_claims(timedelta(minutes=10), now=NOW)
+    assert [(u.batch_id, u.organization_id, u.status, u.run_id, u.count) for u in unleased] == [
+        ("old-batch", org, S.PROOFING, "dead", 3)
     ]
-    assert stale[0].oldest_claimed_at == NOW - timedelta(minutes=20)
 
 
 def test_counts_by_status(db_url, make_campaign, add_recipients) -> None:

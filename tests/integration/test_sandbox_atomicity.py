@@ -8,7 +8,7 @@ import pytest
 from mail_pipeline.domain.addresses import Address
 from mail_pipeline.integrations.printers.base import PostcardRequest
 from mail_pipeline.integrations.printers.lob import LobPrinter
-from mail_pipeline.integrations.printers.sandbox_lob import LobSandbox
+from mail_pipeline.integrations.printers.sandbox.lob import LobSandbox
 from mail_pipeline.integrations.sandbox.store import SandboxStore
 
 REQUEST = PostcardRequest(

@@ -6,7 +6,9 @@ API (integrations.md §5): ``https://api.cloudflare.com/client/v4/accounts/{acco
 the envelope ``{"success", "errors": [{"code", "message"}], "messages", "result"}``.
 
 Idempotency: Cloudflare has none, so every upload carries a custom ``id`` derived from the
-proof's content (:func:`proof_image_id`). A retried upload then meets "already exists", which
+proof's content (:func:`proof_image_id`). A custom id rules out Cloudflare's signed URLs, and
+a proof shows a name and an address, so the id is a keyed hash: nobody without the key can
+guess a proof's URL from a recipient id. A retried upload then meets "already exists", which
 :meth:`CloudflareImages.upload` treats as success and answers with the stored image; a delete
 of an image that is already gone (404) is success too. Both make retries and replays safe.
 
@@ -21,6 +23,7 @@ Rate limit: 1,200 requests per 5 minutes per token, and exceeding it locks the t
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import time
@@ -68,9 +71,17 @@ def default_limiter(fraction: float = 0.9) -> SlidingWindowLimiter:
     return SlidingWindowLimiter(RATE_LIMIT[0], RATE_LIMIT[1], fraction=fraction)
 
 
-def proof_image_id(campaign_id: int, recipient_id: int, fingerprint: str, side: str) -> str:
-    """The custom id of one side of a proof: the same proof always gets the same id."""
-    return f"proofs/c{campaign_id}/r{recipient_id}/{fingerprint}/{side}.png"
+def proof_image_id(
+    key: str, campaign_id: int, recipient_id: int, fingerprint: str, side: str
+) -> str:
+    """The custom id of one side of a proof: the same proof always gets the same id, and
+    without ``key`` (a deployment secret) no id can be derived from a recipient's ids."""
+    if not key:
+        raise ValueError("proof image ids need a key")
+    digest = hmac.new(
+        key.encode("utf-8"), f"{campaign_id}:{recipient_id}:{fingerprint}".encode(), "sha256"
+    ).hexdigest()
+    return f"proofs/{digest[:40]}/{side}.png"
 
 
 class ImageAlreadyExists(Conflict):
@@ -207,7 +218,8 @@ class CloudflareImages:
                 data={"id": image_id, "metadata": meta, "requireSignedURLs": "false"},
             )
         except ImageAlreadyExists:
-            log.info("image %s already exists at Cloudflare; using it", image_id)
+            # The id is (part of) the proof's URL: it stays out of logs.
+            log.info("an image with this id already exists at Cloudflare; using it")
             return self.get(image_id)
         return self._hosted(self._result(response))
 

@@ -23,7 +23,7 @@ import httpx
 from mail_pipeline.integrations.printers.base import WebhookEnvelope
 from mail_pipeline.integrations.printers.common import iso_utc
 from mail_pipeline.integrations.printers.intelliprint import ENVELOPES, UNITS_PER_PENNY
-from mail_pipeline.integrations.printers.sandbox_base import (
+from mail_pipeline.integrations.printers.sandbox.base import (
     CANCELLED,
     CREATED,
     DELIVERED,

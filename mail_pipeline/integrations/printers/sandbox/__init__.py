@@ -18,19 +18,21 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mail_pipeline.integrations.http import RetryPolicy
-from mail_pipeline.integrations.printers import sandbox_intelliprint, sandbox_lob, sandbox_stannp
 from mail_pipeline.integrations.printers.base import Printer, WebhookEnvelope
 from mail_pipeline.integrations.printers.common import DEFAULT_LIMIT_FRACTION
 from mail_pipeline.integrations.printers.intelliprint import IntelliPrintPrinter
 from mail_pipeline.integrations.printers.lob import LobPrinter
-from mail_pipeline.integrations.printers.sandbox_base import (
+from mail_pipeline.integrations.printers.sandbox import intelliprint as sandbox_intelliprint
+from mail_pipeline.integrations.printers.sandbox import lob as sandbox_lob
+from mail_pipeline.integrations.printers.sandbox import stannp as sandbox_stannp
+from mail_pipeline.integrations.printers.sandbox.base import (
     PrinterSandbox,
     SandboxTimeline,
     webhook_collection,
 )
-from mail_pipeline.integrations.printers.sandbox_intelliprint import IntelliPrintSandbox
-from mail_pipeline.integrations.printers.sandbox_lob import LobSandbox
-from mail_pipeline.integrations.printers.sandbox_stannp import StannpSandbox
+from mail_pipeline.integrations.printers.sandbox.intelliprint import IntelliPrintSandbox
+from mail_pipeline.integrations.printers.sandbox.lob import LobSandbox
+from mail_pipeline.integrations.printers.sandbox.stannp import StannpSandbox
 from mail_pipeline.integrations.printers.stannp import StannpPrinter
 from mail_pipeline.integrations.printers.webhooks import envelope_to_json
 from mail_pipeline.integrations.sandbox.store import SandboxStore

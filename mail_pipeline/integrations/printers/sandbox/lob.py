@@ -29,7 +29,7 @@ import httpx
 from mail_pipeline.integrations.printers.base import WebhookEnvelope
 from mail_pipeline.integrations.printers.common import iso_utc
 from mail_pipeline.integrations.printers.lob import LOB_BASE_URL, LOB_RATE_LIMIT, LOB_SIZES
-from mail_pipeline.integrations.printers.sandbox_base import (
+from mail_pipeline.integrations.printers.sandbox.base import (
     CREATED,
     DELIVERED,
     IDEMPOTENCY_WINDOW_SECONDS,
