@@ -410,6 +410,15 @@ class RecipientGateway:
             )
         )
 
+    def in_status(
+        self, status: RecipientStatus, *, campaign_id: int | None = None, limit: int = 100
+    ) -> list[Recipient]:
+        """Recipients in ``status`` (of one campaign, when given), oldest first."""
+        query = select(Recipient).where(Recipient.status == status)
+        if campaign_id is not None:
+            query = query.where(Recipient.campaign_id == campaign_id)
+        return list(self.session.scalars(query.order_by(Recipient.id).limit(limit)))
+
     def counts_by_status(self, *, campaign_id: int | None = None) -> dict[RecipientStatus, int]:
         stmt = select(Recipient.status, func.count()).group_by(Recipient.status)
         if campaign_id is not None:

@@ -21,8 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-
 from mail_pipeline.db.campaigns import CampaignGateway
 from mail_pipeline.db.engine import SessionFactory
 from mail_pipeline.db.models import Organization, Recipient
@@ -54,10 +52,9 @@ def error_recipients(
     sessions: SessionFactory, *, campaign_id: int | None = None, limit: int = 100
 ) -> list[ErrorRecipient]:
     with sessions() as session:
-        query = select(Recipient).where(Recipient.status == RecipientStatus.ERROR)
-        if campaign_id is not None:
-            query = query.where(Recipient.campaign_id == campaign_id)
-        rows = session.scalars(query.order_by(Recipient.id).limit(limit))
+        rows = RecipientGateway(session).in_status(
+            RecipientStatus.ERROR, campaign_id=campaign_id, limit=limit
+        )
         return [
             ErrorRecipient(r.id, r.campaign_id, r.error_from_status, r.status_reason or "")
             for r in rows
