@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import unicodedata
 from collections.abc import Mapping
 from typing import Any
@@ -56,6 +57,18 @@ class InvalidField(ValueError):
 
     def __reduce__(self) -> tuple[type[InvalidField], tuple[str, str]]:
         return type(self), (self.field, self.problem)
+
+
+#: What PostgreSQL's text and jsonb cannot hold at all: NUL and unpaired surrogates.
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def unstorable_character(text: str) -> str | None:
+    """``"U+0000"`` for the first character PostgreSQL text cannot store, else ``None``.
+    Free text from vendors (a webhook's detail) may hold any other character; the
+    recipient's own fields are held to :func:`bad_character`, which refuses more."""
+    found = _UNSTORABLE.search(text)
+    return f"U+{ord(found.group()):04X}" if found else None
 
 
 def bad_character(text: str) -> str | None:

@@ -21,12 +21,13 @@ constants):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+
+from mail_pipeline.domain.fields import unstorable_character
 
 #: ``mailpieces.printer`` and ``mailpiece_events.printer``.
 MAX_PRINTER_NAME_LENGTH = 32
@@ -46,7 +47,6 @@ EARLIEST_EVENT_AT = datetime(2000, 1, 1, tzinfo=UTC)
 EVENT_CLOCK_SKEW = timedelta(days=1)
 
 #: NUL, and the surrogates (a lone one has no UTF-8 form): PostgreSQL text refuses both.
-_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
 class MailpieceStatus(StrEnum):
@@ -94,12 +94,6 @@ def advances(current: MailpieceStatus, new: MailpieceStatus) -> bool:
     if current in FINAL_STATUSES:
         return False
     return RANK[new] > RANK[current]
-
-
-def unstorable_character(text: str) -> str | None:
-    """``"U+0000"`` for the first character PostgreSQL text cannot store, else ``None``."""
-    found = _UNSTORABLE.search(text)
-    return f"U+{ord(found.group()):04X}" if found else None
 
 
 def text_problem(text: str, *, max_length: int | None = None, empty: bool = False) -> str | None:
