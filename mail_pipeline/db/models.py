@@ -45,8 +45,10 @@ from mail_pipeline.domain.fields import (
     COUNTRY_MAX,
     EMAIL_KEY_MAX,
     EMAIL_MAX,
+    EXTERNAL_ORDER_ID_MAX,
     EXTERNAL_PROFILE_ID_MAX,
     NAME_MAX,
+    OFFER_CODE_MAX,
     POSTAL_CODE_MAX,
     REGION_MAX,
     SOURCE_MAX,
@@ -202,6 +204,7 @@ class Recipient(Timestamped, Base):
         Index("ix_recipients_batch", "batch_id"),
         Index("ix_recipients_org_email", "organization_id", "email_key"),
         Index("ix_recipients_org_address", "organization_id", "address_key"),
+        UniqueConstraint("organization_id", "offer_code"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -243,6 +246,9 @@ class Recipient(Timestamped, Base):
     proof_image_ids: Mapped[list[str] | None] = mapped_column(Json)
     proof_renderer: Mapped[str | None] = mapped_column(String(32))
     proofed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The recipient's own offer code, printed on the postcard (unique per organization):
+    #: an order redeeming it is attributed to this recipient first.
+    offer_code: Mapped[str | None] = mapped_column(String(OFFER_CODE_MAX))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -344,12 +350,16 @@ class BlocklistEntry(Base):
 
 
 class Order(Base):
-    """An order synced from Klaviyo, Ometria or Shopify. Hot queries: unattributed orders
-    per organization, and daily aggregation by ``ordered_at``."""
+    """An order synced from Klaviyo, Ometria or Shopify, upserted on (organization, source,
+    external id). Only normalized matching keys are kept (email key, address key, the
+    discount codes), never the customer's raw email or address. Hot queries: unattributed
+    orders per organization, and daily aggregation by ``ordered_at``."""
 
     __tablename__ = "orders"
     __table_args__ = (
         UniqueConstraint("organization_id", "source", "external_order_id"),
+        CheckConstraint("total_minor >= 0", name="total"),
+        CheckConstraint("refunded_minor >= 0", name="refunded"),
         Index(None, "organization_id", "attribution_processed_at"),
         Index(None, "ordered_at"),
     )
@@ -357,23 +367,71 @@ class Order(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
     source: Mapped[IntegrationKind] = mapped_column(enum_type(IntegrationKind, "order_source"))
-    external_order_id: Mapped[str] = mapped_column(String(128))
-    email_key: Mapped[str | None] = mapped_column(String(320))
-    address_key: Mapped[str | None] = mapped_column(String(300))
+    external_order_id: Mapped[str] = mapped_column(String(EXTERNAL_ORDER_ID_MAX))
+    email_key: Mapped[str | None] = mapped_column(String(EMAIL_KEY_MAX))
+    address_key: Mapped[str | None] = mapped_column(String(ADDRESS_KEY_MAX))
+    #: Discount codes the order redeemed, normalized (upper case, trimmed).
+    discount_codes: Mapped[list[str]] = mapped_column(Json, default=list)
     total_minor: Mapped[int] = mapped_column(BigId)
+    #: How much of the total was refunded (an order refunded in full has refunded = total).
+    refunded_minor: Mapped[int] = mapped_column(BigId, default=0)
     currency: Mapped[str] = mapped_column(String(3))
     ordered_at: Mapped[datetime] = mapped_column(UTCDateTime)
     cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: When the source last changed the order (a refund, a cancellation), as it says.
+    source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attribution_processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class OrderSyncState(Base):
+    """Where each organization's order sync stands, per source: the watermark the next sync
+    reads from (minus the safety overlap), and how the last attempt ended."""
+
+    __tablename__ = "order_sync_state"
+
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    source: Mapped[IntegrationKind] = mapped_column(
+        enum_type(IntegrationKind, "order_sync_source"), primary_key=True
+    )
+    #: The latest order time (or update time) seen; None before the first sync.
+    watermark: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Why the last attempt failed (None after a success).
+    last_error: Mapped[str | None] = mapped_column(Text)
+    orders_synced: Mapped[int] = mapped_column(BigId, default=0)
+
+
+class OfferCode(Base):
+    """A pool of offer codes an organization uploaded (optionally for one campaign); a code is
+    given to at most one recipient, at proofing."""
+
+    __tablename__ = "offer_codes"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "code"),
+        Index(None, "organization_id", "campaign_id", "recipient_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    #: Only this campaign's recipients draw it (None: any campaign of the organization).
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"))
+    code: Mapped[str] = mapped_column(String(OFFER_CODE_MAX))
+    recipient_id: Mapped[int | None] = mapped_column(ForeignKey("recipients.id"), unique=True)
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Attribution(Base):
-    """An order credited to the postcard that caused it; an order is credited once."""
+    """An order credited to the mailed recipient whose postcard caused it; an order is
+    credited once, by the first method that matches (``match_type``: offer code, email,
+    address)."""
 
     __tablename__ = "attributions"
     __table_args__ = (
-        CheckConstraint("match_type IN ('email', 'address')", name="match_type"),
+        CheckConstraint("match_type IN ('offer_code', 'email', 'address')", name="match_type"),
         Index(None, "campaign_id", "attributed_at"),
     )
 
@@ -386,6 +444,27 @@ class Attribution(Base):
     revenue_minor: Mapped[int] = mapped_column(BigId)
     currency: Mapped[str] = mapped_column(String(3))
     attributed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class HoldoutMatch(Base):
+    """An order matched, by the same rules, to a holdout recipient (who was never mailed):
+    the other side of a campaign's lift. An order matches at most one holdout recipient."""
+
+    __tablename__ = "holdout_matches"
+    __table_args__ = (
+        CheckConstraint("match_type IN ('offer_code', 'email', 'address')", name="match_type"),
+        Index(None, "campaign_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), unique=True)
+    recipient_id: Mapped[int] = mapped_column(ForeignKey("recipients.id"), index=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    match_type: Mapped[str] = mapped_column(String(16))
+    revenue_minor: Mapped[int] = mapped_column(BigId)
+    currency: Mapped[str] = mapped_column(String(3))
+    matched_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class EnrichmentBatch(Timestamped, Base):

@@ -39,6 +39,10 @@ POSTAL_CODE_MAX = 20
 COUNTRY_MAX = 2
 ADDRESS_KEY_MAX = 300
 SOURCE_MAX = 16
+#: A recipient's offer code (generated or from the organization's pool).
+OFFER_CODE_MAX = 32
+#: An order's id at its source (Shopify GIDs, Klaviyo event ids, Ometria ids).
+EXTERNAL_ORDER_ID_MAX = 128
 
 #: Personalization properties nest at most this deep (``{"a": {"b": 1}}`` is 2 levels).
 PROPERTIES_MAX_DEPTH = 32

@@ -1,0 +1,1 @@
+"""Order sources: Klaviyo "Placed Order" events, Ometria orders, Shopify Admin GraphQL."""
