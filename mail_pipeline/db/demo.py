@@ -1,4 +1,4 @@
-"""The demo data's rows: organizations, their CDP integration, campaigns and blocklist entries.
+"""The demo data's rows: organizations, their integrations, campaigns and blocklist entries.
 
 Every write is find-or-create on the row's natural key (an organization's slug, a campaign's
 name within its organization, an integration's kind, a blocklist entry's value), so seeding
@@ -54,10 +54,10 @@ class DemoGateway:
         secret_ref: str,
         settings: dict[str, Any],
     ) -> None:
-        """Add the organization's integration of ``kind`` unless it has one (an existing one
-        is left as it is)."""
+        """The organization's integration of ``kind`` with the demo's ``settings``: added
+        with ``secret_ref`` if missing; an existing one keeps its secret reference."""
         existing = self.session.scalar(
-            select(OrganizationIntegration.id).where(
+            select(OrganizationIntegration).where(
                 OrganizationIntegration.organization_id == organization_id,
                 OrganizationIntegration.kind == kind,
             )
@@ -71,7 +71,9 @@ class DemoGateway:
                     settings=settings,
                 )
             )
-            self.session.flush()
+        elif existing.settings != settings:
+            existing.settings = dict(settings)
+        self.session.flush()
 
     def upsert_campaign(
         self,

@@ -20,13 +20,9 @@ from mail_pipeline.integrations.klaviyo.client import DEFAULT_REVISION, KlaviyoC
 from mail_pipeline.integrations.klaviyo.models import ProfilePage
 from mail_pipeline.integrations.klaviyo.sandbox import SANDBOX_API_KEY, KlaviyoSandbox
 from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour
-from mail_pipeline.integrations.secrets import (
-    EnvironmentSecrets,
-    OrganizationSecrets,
-    SecretsManagerSecrets,
-)
+from mail_pipeline.integrations.secrets import OrganizationSecrets
 from mail_pipeline.resources.sandbox import shared_store
-from mail_pipeline.settings import organization_secret_variables
+from mail_pipeline.resources.secrets import organization_secrets
 
 
 class CdpResource(dg.ConfigurableResource):
@@ -54,10 +50,7 @@ class KlaviyoCdp(CdpResource):
 
     def organization_secrets(self) -> OrganizationSecrets:
         if self._secrets is None:
-            if self.secrets == "environment":
-                self._secrets = EnvironmentSecrets(organization_secret_variables())
-            else:
-                self._secrets = SecretsManagerSecrets(self.deployment, region_name=self.region_name)
+            self._secrets = organization_secrets(self.secrets, self.deployment, self.region_name)
         return self._secrets
 
     def client_for(self, integration: IntegrationRef) -> KlaviyoClient:

@@ -148,18 +148,30 @@ class KlaviyoClient:
             stamp = joined_after.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             params["filter"] = f"greater-than(joined_group_at,{stamp})"
         path = f"/api/segments/{quote(segment_id, safe='')}/profiles"
-        response = self.api.request("GET", path, params=params)
+        for body in self.documents(path, params, what="a segment page"):
+            yield self._read_page(body)
+
+    def documents(
+        self, path: str, params: Mapping[str, str], *, what: str
+    ) -> Iterator[dict[str, Any]]:
+        """Every JSON:API document of a collection, first page to last, following
+        ``links.next`` as Klaviyo sends it (see :meth:`_check_next_url`).
+
+        Each document is a JSON object with a ``data`` list; anything else is a
+        :class:`MalformedResponse` that names ``what`` was being read ("a segment page")."""
+        response = self.api.request("GET", path, params=dict(params))
         while True:
-            page = self._read_page(response)
-            yield page
-            if page.next_url is None:
+            body = self._document(response, what)
+            yield body
+            next_url = _next_url(body)
+            if next_url is None:
                 return
-            if page.next_url == str(response.request.url):
+            if next_url == str(response.request.url):
                 raise MalformedResponse(
-                    VENDOR, f"links.next repeats the page it is on ({page.next_url}); stopping"
+                    VENDOR, f"links.next repeats the page it is on ({next_url}); stopping"
                 )
-            self._check_next_url(page.next_url)
-            response = self.api.request("GET", page.next_url)
+            self._check_next_url(next_url)
+            response = self.api.request("GET", next_url)
 
     def segment_profiles(
         self, segment_id: str, page_size: int = MAX_PAGE_SIZE
@@ -172,27 +184,25 @@ class KlaviyoClient:
             rejected.extend(page.rejected)
         return profiles, rejected
 
-    def _read_page(self, response: httpx.Response) -> ProfilePage:
+    @staticmethod
+    def _document(response: httpx.Response, what: str) -> dict[str, Any]:
         try:
             body = response.json()
         except ValueError:
-            raise MalformedResponse(VENDOR, "a segment page is not JSON") from None
+            raise MalformedResponse(VENDOR, f"{what} is not JSON") from None
         except RecursionError:
             raise MalformedResponse(
-                VENDOR, "a segment page nests deeper than its JSON can be read"
+                VENDOR, f"{what} nests deeper than its JSON can be read"
             ) from None
-        data = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(data, list):
-            raise MalformedResponse(VENDOR, "a segment page has no data list")
-        links = body.get("links") or {}
-        if not isinstance(links, dict):
-            raise MalformedResponse(VENDOR, f"links is a {type(links).__name__}, not an object")
-        next_url = links.get("next")
-        if next_url is not None and not isinstance(next_url, str):
-            raise MalformedResponse(VENDOR, f"links.next is a {type(next_url).__name__}, not a URL")
+        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+            raise MalformedResponse(VENDOR, f"{what} has no data list")
+        _next_url(body)  # a malformed links object fails here, before the page is used
+        return body
+
+    def _read_page(self, body: dict[str, Any]) -> ProfilePage:
         profiles: list[CdpProfile] = []
         rejected: list[MalformedProfile] = []
-        for resource in data:
+        for resource in body["data"]:
             try:
                 profiles.append(CdpProfile.from_jsonapi(resource))
             except MalformedProfile as exc:
@@ -200,7 +210,7 @@ class KlaviyoClient:
                     "Klaviyo profile %s is malformed: %s", exc.profile_id or "(no id)", exc.reason
                 )
                 rejected.append(exc)
-        return ProfilePage(tuple(profiles), tuple(rejected), next_url or None)
+        return ProfilePage(tuple(profiles), tuple(rejected), _next_url(body))
 
     def _check_next_url(self, url: str) -> None:
         """Follow ``links.next`` only if it stays on https at Klaviyo's host and port (the API
@@ -269,3 +279,15 @@ class KlaviyoClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _next_url(body: dict[str, Any]) -> str | None:
+    """``links.next`` of a JSON:API document (``None`` on the last page); a links object of
+    the wrong shape is a :class:`MalformedResponse`."""
+    links = body.get("links") or {}
+    if not isinstance(links, dict):
+        raise MalformedResponse(VENDOR, f"links is a {type(links).__name__}, not an object")
+    next_url = links.get("next")
+    if next_url is not None and not isinstance(next_url, str):
+        raise MalformedResponse(VENDOR, f"links.next is a {type(next_url).__name__}, not a URL")
+    return next_url or None
