@@ -4,6 +4,11 @@ mail-pipeline migrate        apply database migrations; stamp a new database wit
                              process's environment (MAIL_PIPELINE_ENV)
 mail-pipeline demo           migrate, then seed the demo brands, campaigns and profiles
 mail-pipeline status         recipients by status (a quick look without the UI)
+mail-pipeline offer-codes ORG FILE [--campaign ID]
+                             add an organization's offer codes (one a line, or a CSV's first
+                             column; FILE "-" reads standard input) to its pool, or to one
+                             campaign's; prints every line not added and why (exit status 1
+                             when any was refused); repeating an upload adds nothing
 
 Every command refuses a database that serves another kind of environment (a production
 database from a local or test process, a local or test database from production).
@@ -21,6 +26,7 @@ from mail_pipeline.db.environment import DatabaseEnvironmentRefused, check_datab
 from mail_pipeline.db.migrate import upgrade
 from mail_pipeline.db.recipients import RecipientGateway
 from mail_pipeline.services.manual_sync import request_sync
+from mail_pipeline.services.offer_codes import UploadRefused, upload_pool
 from mail_pipeline.services.operations import error_recipients, retry_errors
 from mail_pipeline.settings import DATABASE_URL_VAR, Environment, load_settings
 
@@ -48,6 +54,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     retry.add_argument("recipient_ids", type=int, nargs="+")
     retry.add_argument("--by", required=True)
+    codes = sub.add_parser(
+        "offer-codes",
+        help="add an organization's offer codes to its pool (exit status 1 when a line "
+        "was refused)",
+    )
+    codes.add_argument("organization_id", type=int)
+    codes.add_argument(
+        "file", help='one code a line, or a CSV whose first column is the code; "-" for stdin'
+    )
+    codes.add_argument("--campaign", type=int, default=None, help="only this campaign draws them")
     args = parser.parse_args(argv)
 
     settings = load_settings()
@@ -115,7 +131,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(retried.moved)} recipients sent back: {retried.moved}")
         if retried.not_moved:
             return 1
+    elif args.command == "offer-codes":
+        return _upload_offer_codes(url, args.organization_id, args.file, args.campaign)
     return 0
+
+
+def _upload_offer_codes(url: str, organization_id: int, path: str, campaign_id: int | None) -> int:
+    try:
+        if path == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            with open(path, encoding="utf-8-sig", newline="") as handle:
+                lines = handle.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"cannot read {path}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        upload = upload_pool(
+            partial(unit_of_work, url), organization_id, lines, campaign_id=campaign_id
+        )
+    except UploadRefused as refused:
+        print(refused, file=sys.stderr)
+        return 2
+    for line in upload.lines():
+        print(line)
+    scope = f"campaign {campaign_id}" if campaign_id is not None else "every campaign"
+    print(
+        f"{len(upload.added)} codes added to organization {organization_id}'s pool for {scope}; "
+        f"{len(upload.already)} already there, {len(upload.refused)} refused"
+    )
+    return 1 if upload.refused else 0
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ def proof_recipients(
         "errors": len(result.errors),
         "renderers": dg.MetadataValue.json(dict(result.renderers)),
     }
+    metadata.update(result.offer_code_metadata())
     if result.errors:
         metadata["error_reasons"] = reasons_table(result.errors)
     for recipient_id, front, back in result.samples[:3]:

@@ -1,4 +1,6 @@
-"""Demo data for the embedded default: two brands, their campaigns, and their CDP segments.
+"""Demo data for the embedded default: two brands, their campaigns, their CDP segments, and
+their order sources (the US brand on Shopify with Klaviyo placed-order events, the UK brand
+on Ometria; ``DEMO_INTEGRATIONS``).
 
 ``seed_demo`` is idempotent: organizations are found by slug, campaigns by name, blocklist
 entries by value, and each sandbox segment is replaced whole, so running it twice leaves the
@@ -124,14 +126,23 @@ class BrandPlan:
 
 
 def _design(
-    brand: str, headline: str, offer: str, background: str, accent: str, size: str
+    brand: str,
+    headline: str,
+    code_prefix: str,
+    background: str,
+    accent: str,
+    size: str,
+    shop_url: str,
 ) -> dict[str, Any]:
+    """A brand's postcard: every recipient's own offer code starts with ``code_prefix``, and
+    its QR code opens the shop's discount link for it."""
     return {
         "template": "classic",
         "brand_name": brand,
         "headline": headline,
         "body": "We saved something for you. Bring this card back and it's yours.",
-        "offer_code": offer,
+        "offer_code_prefix": code_prefix,
+        "shop_url": shop_url,
         "background_color": background,
         "accent_color": accent,
         "back_message": "Thanks for being part of our story.",
@@ -146,10 +157,11 @@ US_BRAND = BrandPlan(
     design=_design(
         "Juniper Trail Outfitters",
         "{first_name}, the trail misses you",
-        "TRAIL20",
+        "TRAIL",
         "#1F3B2D",
         "#E9B44C",
         "4x6",
+        "https://shop.juniper-trail.example",
     ),
     campaigns=(
         CampaignPlan(
@@ -174,7 +186,13 @@ UK_BRAND = BrandPlan(
     name="Bramble & Hearth",
     country="GB",
     design=_design(
-        "Bramble & Hearth", "{first_name}, the kettle's on", "HEARTH15", "#5B2333", "#F7F4F3", "A6"
+        "Bramble & Hearth",
+        "{first_name}, the kettle's on",
+        "HEARTH",
+        "#5B2333",
+        "#F7F4F3",
+        "A6",
+        "https://bramble-and-hearth.example",
     ),
     campaigns=(
         CampaignPlan(
@@ -193,6 +211,27 @@ UK_BRAND = BrandPlan(
     ),
 )
 DEMO_BRANDS = (US_BRAND, UK_BRAND)
+
+
+#: Each demo brand's integrations and their settings: the US brand sells on Shopify and its
+#: Klaviyo records the placed orders too; the UK brand's orders are in Ometria, its Klaviyo
+#: is its CDP only. Locally the sandbox resources stand in for all of them, whatever secret
+#: the references name.
+DEMO_INTEGRATIONS: dict[str, tuple[tuple[IntegrationKind, dict[str, Any]], ...]] = {
+    US_BRAND.slug: (
+        (IntegrationKind.KLAVIYO, {"placed_order_metric": "Placed Order"}),
+        (IntegrationKind.SHOPIFY, {"shop": "juniper-trail-outfitters"}),
+    ),
+    UK_BRAND.slug: (
+        (IntegrationKind.KLAVIYO, {}),
+        (IntegrationKind.OMETRIA, {}),
+    ),
+}
+SECRET_NAMES = {
+    IntegrationKind.KLAVIYO: "KLAVIYO_API_KEY",
+    IntegrationKind.SHOPIFY: "SHOPIFY_ACCESS_TOKEN",
+    IntegrationKind.OMETRIA: "OMETRIA_API_KEY",
+}
 
 
 @dataclass
@@ -316,12 +355,13 @@ def seed_demo(session: Session, store: SandboxStore, *, today: date | None = Non
             return_address=_return_address(brand),
         )
         summary.organizations += 1
-        demo.ensure_integration(
-            org_id,
-            IntegrationKind.KLAVIYO,
-            secret_ref=f"KLAVIYO_API_KEY_{brand.slug.split('-')[0].upper()}",
-            settings={"placed_order_metric": "Placed Order"},
-        )
+        for kind, settings in DEMO_INTEGRATIONS[brand.slug]:
+            demo.ensure_integration(
+                org_id,
+                kind,
+                secret_ref=f"{SECRET_NAMES[kind]}_{brand.slug.split('-')[0].upper()}",
+                settings=settings,
+            )
         segments: dict[str, list[dict[str, Any]]] = {}
         for plan in brand.campaigns:
             demo.upsert_campaign(

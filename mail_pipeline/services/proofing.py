@@ -1,16 +1,21 @@
 """Proofing a batch (seed 001 §3): ProofingStaged -> Proofing -> Proofed.
 
 The run takes its batch (ProofingStaged -> Proofing: the batch's lease and fencing token, see
-:mod:`mail_pipeline.services.leases`), renders each recipient's postcard and uploads front and
-back, with bounded concurrency inside the run, renewing the lease as it goes. Results are
-written in small groups as they finish, each write guarded by the run's token, so a crash
-loses little and recovery redoes the rest (uploads are idempotent: the image id is derived from
-campaign, recipient and the card's content). A run that finds its batch already returned by
-recovery does nothing.
+:mod:`mail_pipeline.services.leases`), gives every recipient without one its offer code
+(:func:`mail_pipeline.services.offer_codes.assign_offer_codes`: from the organization's pool,
+else generated; written under the run's token before anything is rendered, and kept for good),
+renders each recipient's postcard with its code and QR link and uploads front and back, with
+bounded concurrency inside the run, renewing the lease as it goes. Results are written in small
+groups as they finish, each write guarded by the run's token, so a crash loses little and
+recovery redoes the rest (uploads are idempotent: the image id is derived from campaign,
+recipient and the card's content). A run that finds its batch already returned by recovery does
+nothing.
 
 Per recipient, failures stay with that recipient and never stop the batch:
 
 - a request no renderer can draw (bad design, incomplete address) -> ``Error`` with the reason;
+- no free offer code after a few draws (practically never: a generated code repeats with
+  probability 2^-57) -> back to ``Pending`` like an outage;
 - a vendor outage that outlived the retries (every renderer down, image host 429 lockout) ->
   back to ``Pending`` for a later batch, until the recipient has been tried ``max_attempts``
   times; then ``Error`` with the last reason.
@@ -40,6 +45,7 @@ from mail_pipeline.integrations.renderer.models import (
     ProofRequest,
 )
 from mail_pipeline.services.leases import BatchHold, holder_token
+from mail_pipeline.services.offer_codes import CodeAssignment, CodeNeed, assign_offer_codes
 
 log = logging.getLogger(__name__)
 S = RecipientStatus
@@ -71,6 +77,22 @@ class ProofingResult:
     lost: int = 0
     #: False when the batch was not this run's to take (already returned or taken).
     held: bool = True
+    #: Offer codes given in this run: drawn from an uploaded pool, or generated.
+    codes_from_pool: int = 0
+    codes_generated: int = 0
+    #: Recipients that already had their code (a re-proof) and kept it.
+    codes_kept: int = 0
+    #: Campaigns whose uploaded pool ran out in this run (their recipients got generated codes).
+    pool_exhausted: list[int] = field(default_factory=list)
+
+    def offer_code_metadata(self) -> dict[str, Any]:
+        """The run's offer-code figures, for its metadata (no code is listed)."""
+        return {
+            "offer_codes_from_pool": self.codes_from_pool,
+            "offer_codes_generated": self.codes_generated,
+            "offer_codes_kept": self.codes_kept,
+            "offer_code_pools_exhausted": list(self.pool_exhausted),
+        }
 
 
 def proof_batch(
@@ -98,9 +120,18 @@ def proof_batch(
     result.taken = len(recipients)
     pending: list[ProofOutcome] = []
     with hold, ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        codes = _give_codes(sessions, recipients, campaigns, hold.holder, clock, result)
         futures = [
             pool.submit(
-                _proof_one, r, campaigns[r.campaign_id], renderer, images, clock, hold, id_key
+                _proof_one,
+                r,
+                campaigns[r.campaign_id],
+                renderer,
+                images,
+                clock,
+                hold,
+                id_key,
+                codes,
             )
             for r in recipients
         ]
@@ -115,6 +146,40 @@ def proof_batch(
     return result
 
 
+def _give_codes(
+    sessions: SessionFactory,
+    recipients: list[Recipient],
+    campaigns: dict[int, Campaign],
+    holder: str,
+    clock: Callable[[], datetime],
+    result: ProofingResult,
+) -> CodeAssignment:
+    """Offer codes for the recipients that have none and can be proofed (a recipient whose
+    design or address cannot be drawn fails at rendering and takes no code from a pool)."""
+    needs: list[CodeNeed] = []
+    for recipient in recipients:
+        if recipient.offer_code:
+            result.codes_kept += 1
+            continue
+        try:
+            request = proof_request(recipient, campaigns[recipient.campaign_id])
+        except InvalidProofRequest:
+            continue
+        needs.append(
+            CodeNeed(
+                recipient.id,
+                recipient.organization_id,
+                recipient.campaign_id,
+                request.design.offer_code_prefix,
+            )
+        )
+    assignment = assign_offer_codes(sessions, needs, holder, clock=clock)
+    result.codes_from_pool = assignment.from_pool
+    result.codes_generated = assignment.generated
+    result.pool_exhausted = sorted(assignment.pool_exhausted)
+    return assignment
+
+
 def _proof_one(
     recipient: Recipient,
     campaign: Campaign,
@@ -123,11 +188,17 @@ def _proof_one(
     clock: Callable[[], datetime],
     hold: BatchHold,
     id_key: str,
+    codes: CodeAssignment,
 ) -> ProofOutcome:
-    if hold.lost.is_set():
+    if hold.lost.is_set() or recipient.id in codes.lost:
         return ProofOutcome(recipient.id, lost=True)
     try:
-        request = proof_request(recipient, campaign)
+        code = recipient.offer_code or codes.codes.get(recipient.id)
+        request = proof_request(recipient, campaign, offer_code=code)
+        if code is None:
+            return ProofOutcome(
+                recipient.id, reason="no free offer code could be drawn", retryable=True
+            )
         outcome = renderer.render_with_report(request)
         proof = outcome.proof
         fingerprint = request.fingerprint()
@@ -159,9 +230,14 @@ def _proof_one(
     )
 
 
-def proof_request(recipient: Recipient, campaign: Campaign) -> ProofRequest:
-    """The renderer's request for one recipient; ``InvalidProofRequest`` says what is missing."""
+def proof_request(
+    recipient: Recipient, campaign: Campaign, *, offer_code: str | None = None
+) -> ProofRequest:
+    """The renderer's request for one recipient, with its offer code (the recipient's stored
+    code unless one is given) and the QR link the design makes of it; ``InvalidProofRequest``
+    says what is missing."""
     design = PostcardDesign.from_mapping(campaign.design or {})
+    code = offer_code or recipient.offer_code
     lines = tuple(line for line in (recipient.address1, recipient.address2) if line)
     return ProofRequest(
         recipient_id=recipient.id,
@@ -175,6 +251,8 @@ def proof_request(recipient: Recipient, campaign: Campaign) -> ProofRequest:
         first_name=recipient.first_name,
         last_name=recipient.last_name,
         properties={k: str(v) for k, v in (recipient.properties or {}).items()},
+        offer_code=code,
+        qr_url=design.qr_url(code),
     )
 
 

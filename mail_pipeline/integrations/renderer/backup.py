@@ -9,8 +9,15 @@ Layout (landscape, 300 DPI, every length scaled to the card height):
 
 - front: brand name, a personalized headline, the body wrapped to the column, an offer-code
   box, and a panel in the accent colour carrying the brand's monogram;
-- back: a message column (brand, message, code reminder) and, right of a divider, the mailing
-  address block below a clear zone where the printer puts the postage indicia.
+- back: a message column (brand, message, and the offer: the QR code with the code beside it,
+  or a code reminder when the card has no QR) and, right of a divider, the mailing address
+  block below a clear zone where the printer puts the postage indicia.
+
+The QR code (built by ``segno``, error correction M or better) is drawn module by module in
+black on white at a whole number of pixels per module (at least :data:`QR_MIN_MODULE`, about
+0.34 mm at 300 DPI), about :data:`QR_SIZE` pixels (0.9") wide on a 4x6 card, inside a white
+quiet zone of :data:`QR_QUIET_ZONE` modules, at the bottom left of the message column. The code
+printed beside it is never cut: it shrinks, then breaks at a hyphen, to fit.
 
 The bundled font covers Latin letters without accents; other characters are transliterated
 (``é`` -> ``e``, ``£`` -> ``GBP``) rather than printed as boxes.
@@ -18,6 +25,10 @@ The bundled font covers Latin letters without accents; other characters are tran
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import segno
 from PIL import Image, ImageDraw
 
 from mail_pipeline.integrations.renderer.chain import Renderer
@@ -33,6 +44,7 @@ from mail_pipeline.integrations.renderer.typesetting import (
     INK,
     RGB,
     WHITE,
+    Font,
     draw_block,
     draw_spaced,
     fit,
@@ -45,6 +57,15 @@ from mail_pipeline.integrations.renderer.typesetting import (
     rgb,
     spaced_width,
 )
+
+#: The QR code's symbol width on a 4x6 card (scaled to other sizes), quiet zone excluded.
+QR_SIZE = 270
+#: Fewest pixels per QR module.
+QR_MIN_MODULE = 4
+#: White modules around the symbol (the QR standard's minimum).
+QR_QUIET_ZONE = 4
+QR_DARK = (0, 0, 0)
+QR_LIGHT = (255, 255, 255)
 
 
 def monogram(brand: str) -> str:
@@ -183,8 +204,12 @@ def draw_back(
         d, (margin, margin + u(20)), brand, brand_face, brand_ink, 0.16 * brand_face.size, bold=True
     )
     has_offer = bool(content.offer_code)
+    qr = qr_placement(content) if has_offer else None
     top = margin + u(120)
-    bottom = card.height - margin - (u(130) if has_offer else 0)
+    if qr is not None:
+        bottom = qr.symbol_top - u(40)
+    else:
+        bottom = card.height - margin - (u(130) if has_offer else 0)
     if content.back_message:
         message = fit(
             printable(content.back_message),
@@ -195,7 +220,9 @@ def draw_back(
             spacing=1.42,
         )
         draw_block(d, (margin, top), message, mix(INK, WHITE, 0.1))
-    if has_offer:
+    if qr is not None:
+        _qr_offer(card, content, qr, divider - u(80), brand_ink)
+    elif has_offer:
         pill_face = font(u(38))
         text = f"Use code {printable(content.offer_code or '')}"
         pill_w = pill_face.getlength(text) + 2 * u(34)
@@ -227,6 +254,133 @@ def draw_back(
                 line = line[:-1]
             d.text((left, y + i * leading), line, font=face, fill=INK)
     return card.image
+
+
+# -- the QR code ------------------------------------------------------------------------------
+def qr_symbol(url: str) -> segno.QRCode:
+    """The QR code of ``url``: a full (not micro) symbol, error correction M or better."""
+    return segno.make_qr(url, error="m")
+
+
+@dataclass(frozen=True)
+class QrPlacement:
+    """Where the back side draws the QR code: the top left of its quiet zone, the pixels per
+    module, and the symbol (without the quiet zone) in modules."""
+
+    url: str
+    x: int
+    y: int
+    module: int
+    modules: int
+
+    @property
+    def size(self) -> int:
+        """The width of the drawn square, quiet zone included."""
+        return (self.modules + 2 * QR_QUIET_ZONE) * self.module
+
+    @property
+    def symbol_top(self) -> int:
+        return self.y + QR_QUIET_ZONE * self.module
+
+    @property
+    def symbol_right(self) -> int:
+        return self.x + (QR_QUIET_ZONE + self.modules) * self.module
+
+
+def qr_placement(content: PostcardContent) -> QrPlacement | None:
+    """Where the back of ``content`` carries its QR code; None when it has none."""
+    if not content.qr_url or not content.offer_code:
+        return None
+    height = PRINT_SIZES[content.size][1]
+    unit = height / 1275
+    margin = round(110 * unit)
+    modules = len(qr_symbol(content.qr_url).matrix)
+    module = max(QR_MIN_MODULE, round(QR_SIZE * unit) // modules)
+    quiet = QR_QUIET_ZONE * module
+    symbol = modules * module
+    # The symbol's edges line up with the margins; the quiet zone reaches into them.
+    return QrPlacement(
+        content.qr_url, margin - quiet, height - margin - symbol - quiet, module, modules
+    )
+
+
+def draw_qr(draw: ImageDraw.ImageDraw, placement: QrPlacement) -> None:
+    """The QR code of ``placement.url``, dark modules as rectangles, one per run in a row."""
+    x0, y0, m = placement.x, placement.y, placement.module
+    draw.rectangle((x0, y0, x0 + placement.size - 1, y0 + placement.size - 1), fill=QR_LIGHT)
+    matrix = qr_symbol(placement.url).matrix
+    for row, cells in enumerate(matrix):
+        y = y0 + (QR_QUIET_ZONE + row) * m
+        col = 0
+        while col < len(cells):
+            if not cells[col]:
+                col += 1
+                continue
+            start = col
+            while col < len(cells) and cells[col]:
+                col += 1
+            x = x0 + (QR_QUIET_ZONE + start) * m
+            draw.rectangle((x, y, x + (col - start) * m - 1, y + m - 1), fill=QR_DARK)
+
+
+def code_lines(code: str, face: Font, width: float) -> list[str]:
+    """``code`` on one line if it fits, else broken in two at the hyphen nearest its middle
+    (the hyphen ends the first line), else in two halves. Never cut."""
+    if face.getlength(code) <= width:
+        return [code]
+    hyphens = [i for i, ch in enumerate(code) if ch == "-" and 0 < i < len(code) - 1]
+    if hyphens:
+        cut = min(hyphens, key=lambda i: abs(i + 1 - len(code) / 2)) + 1
+    else:
+        cut = (len(code) + 1) // 2
+    return [code[:cut], code[cut:]]
+
+
+def fit_code(
+    code: str, width: float, largest: int, one_line_smallest: int, smallest: int
+) -> tuple[Font, list[str]]:
+    """The face and lines of ``code`` in ``width``: one line at the largest size down to
+    ``one_line_smallest``, else broken in two (:func:`code_lines`) down to ``smallest``."""
+    size = largest
+    while size > one_line_smallest and font(size).getlength(code) > width:
+        size -= 2
+    if font(size).getlength(code) <= width:
+        return font(size), [code]
+    size = largest
+    while True:
+        face = font(size)
+        lines = code_lines(code, face, width)
+        if size <= smallest or all(face.getlength(line) <= width for line in lines):
+            return face, lines
+        size -= 2
+
+
+def _qr_offer(
+    card: Card, content: PostcardContent, qr: QrPlacement, right: int, label_ink: RGB
+) -> None:
+    """The QR code and, right of it, how to use it: the label, the code, the shop's host."""
+    d, u = card.draw, card.u
+    draw_qr(d, qr)
+    left = qr.symbol_right + u(44)
+    width = right - left
+    face, lines = fit_code(printable(content.offer_code or ""), width, u(46), u(34), u(24))
+    label_face = font(u(26))
+    host = urlsplit(content.qr_url or "").hostname or ""
+    host_face = font(u(28))
+    show_host = bool(host) and host_face.getlength(host) <= width
+    leading = round(face.size * 1.15)
+    block = u(34) + u(26) + leading * len(lines) + (u(22) + u(34) if show_host else 0)
+    symbol = qr.modules * qr.module
+    y = qr.symbol_top + max(0, (symbol - block) // 2)
+    draw_spaced(d, (left, y), "SCAN TO SHOP", label_face, label_ink, u(4), bold=True)
+    y += u(34)
+    d.text((left, y), "or use code", font=font(u(24)), fill=mix(INK, WHITE, 0.35))
+    y += u(26) + u(8)
+    for line in lines:
+        d.text((left, y), line, font=face, fill=INK, stroke_width=1, stroke_fill=INK)
+        y += leading
+    if show_host:
+        d.text((left, y + u(14)), host, font=host_face, fill=mix(INK, WHITE, 0.35))
 
 
 class BackupRenderer(Renderer):

@@ -10,7 +10,10 @@ The gateway's documented API (v1):
     "fields": {...}}``. ``fields`` holds the personalized texts and colours
     (:meth:`~.models.PostcardContent.to_fields`) and the raw recipient fields
     (``first_name``, ``last_name``, ``city``, ``region``, ``postal_code``, ``country``), for
-    templates that lay out their own address block.
+    templates that lay out their own address block. Two fields carry the offer:
+    ``offer_code`` (the recipient's own code, printed as text; null for a card without one)
+    and ``qr_url`` (the https link the template draws as a QR code - it carries the code;
+    null: the template draws no QR and still prints the code).
 
     ``200 {"id": "rnd_...", "status": "completed", "width", "height",
     "front_png_base64", "back_png_base64"}`` when the render finished within the request;

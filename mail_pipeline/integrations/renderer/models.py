@@ -4,7 +4,8 @@
   :meth:`PostcardDesign.from_mapping`: a bad design is the campaign's fault, so it raises
   :class:`InvalidDesign` (a ``ValueError``) with a sentence a person can act on, and no renderer
   is ever asked to draw it.
-- :class:`ProofRequest` is one recipient's postcard: the design plus the personalization fields.
+- :class:`ProofRequest` is one recipient's postcard: the design plus the personalization fields,
+  the recipient's offer code and the link its QR code opens.
 - :class:`PostcardContent` is the request after personalization (final texts, address block):
   what every renderer draws, and what the rendering gateway and Pixelixe receive.
 - :class:`RenderedProof` is the result: print-size front and back PNGs and who drew them.
@@ -22,6 +23,16 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from dataclasses import fields as dataclass_fields
 from typing import Any
+
+from mail_pipeline.domain.fields import OFFER_CODE_MAX
+from mail_pipeline.domain.offer_codes import (
+    normalize_prefix,
+    prefix_problem,
+    qr_target,
+    qr_template_problem,
+    qr_url_problem,
+    shop_url_problem,
+)
 
 #: Print-size pixels (width, height), landscape, at 300 DPI including the 0.125" bleed.
 #: 4x6: 6.25" x 4.25" (Lob's art size); A6: 148 x 105 mm.
@@ -84,6 +95,12 @@ class PostcardDesign:
     Placeholders name a recipient field (``first_name``, ``last_name``, ``full_name``,
     ``city``, ``region``, ``postal_code``, ``country``), ``brand_name``, ``offer_code`` or a key
     of the recipient's extra properties; ``{first_name|friend}`` gives a default.
+
+    Offer codes (rules in :mod:`mail_pipeline.domain.offer_codes`): every recipient gets its
+    own code at proofing, generated with ``offer_code_prefix`` when the organization uploaded
+    no pool; ``offer_code`` is a campaign-wide code, printed only on a card whose request
+    carries no code of its own. The QR code opens ``qr_url_template`` (an https URL with
+    ``{code}``) or else ``{shop_url}/discount/{code}``; with neither, no QR is printed.
     """
 
     template: str
@@ -95,6 +112,9 @@ class PostcardDesign:
     accent_color: str = "#1f6feb"
     back_message: str = ""
     size: str = "4x6"
+    offer_code_prefix: str | None = None
+    shop_url: str | None = None
+    qr_url_template: str | None = None
 
     FIELDS = (
         "template",
@@ -106,7 +126,11 @@ class PostcardDesign:
         "accent_color",
         "back_message",
         "size",
+        "offer_code_prefix",
+        "shop_url",
+        "qr_url_template",
     )
+    _OPTIONAL = ("offer_code", "offer_code_prefix", "shop_url", "qr_url_template")
     _LIMITS = {"headline": 140, "brand_name": 60, "body": 700, "back_message": 900}
 
     def __post_init__(self) -> None:
@@ -115,6 +139,10 @@ class PostcardDesign:
             raise InvalidDesign(problems)
         object.__setattr__(self, "background_color", normalize_color(self.background_color))
         object.__setattr__(self, "accent_color", normalize_color(self.accent_color))
+        object.__setattr__(self, "offer_code_prefix", normalize_prefix(self.offer_code_prefix))
+        for name in ("shop_url", "qr_url_template"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, value.strip() if value else None)
 
     def _problems(self) -> list[str]:
         problems: list[str] = []
@@ -158,6 +186,16 @@ class PostcardDesign:
                 problems.append("offer_code must be 1-32 characters when given")
             elif "\n" in self.offer_code or "{" in self.offer_code:
                 problems.append("offer_code must be one line without placeholders")
+        for name, check in (
+            ("offer_code_prefix", prefix_problem),
+            ("shop_url", shop_url_problem),
+            ("qr_url_template", qr_template_problem),
+        ):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) and not value.strip()):
+                problem = check(value)
+                if problem:
+                    problems.append(problem)
         return problems
 
     @classmethod
@@ -176,8 +214,9 @@ class PostcardDesign:
         if problems:
             raise InvalidDesign(problems)
         values = {key: data[key] for key in cls.FIELDS if key in data}
-        if values.get("offer_code") == "":
-            values["offer_code"] = None
+        for key in cls._OPTIONAL:
+            if values.get(key) == "":
+                values[key] = None
         for key in ("body", "back_message"):
             if values.get(key) is None:
                 values.pop(key, None)
@@ -185,6 +224,10 @@ class PostcardDesign:
 
     def to_mapping(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.FIELDS}
+
+    def qr_url(self, code: str | None) -> str | None:
+        """The link the QR code opens for ``code``, or None when the card has no QR."""
+        return qr_target(code, shop_url=self.shop_url, template=self.qr_url_template)
 
 
 @dataclass(frozen=True)
@@ -203,8 +246,27 @@ class ProofRequest:
     last_name: str | None = None
     #: The CDP's other profile properties, usable as ``{placeholders}``.
     properties: Mapping[str, str] = field(default_factory=dict)
+    #: The recipient's own offer code (printed instead of the design's campaign-wide code).
+    offer_code: str | None = None
+    #: The link the postcard's QR code opens (:meth:`PostcardDesign.qr_url`); None: no QR.
+    qr_url: str | None = None
 
     def __post_init__(self) -> None:
+        problems = []
+        if self.offer_code is not None and (
+            not self.offer_code.strip()
+            or len(self.offer_code) > OFFER_CODE_MAX
+            or any(c in self.offer_code for c in "\n\r{}")
+        ):
+            problems.append(f"offer code must be one line of 1-{OFFER_CODE_MAX} characters")
+        if self.qr_url is not None:
+            problem = qr_url_problem(self.qr_url)
+            if problem:
+                problems.append(problem)
+        if problems:
+            raise InvalidProofRequest(
+                f"recipient {self.recipient_id} cannot be proofed: {'; '.join(problems)}"
+            )
         object.__setattr__(
             self,
             "address_lines",
@@ -232,9 +294,9 @@ class ProofRequest:
     def fingerprint(self) -> str:
         """16 hex digits naming everything that shows on the postcard.
 
-        Equal requests give equal fingerprints in every process; any change to the design or
-        the recipient's fields gives a new one, so a re-proof after a fix never reuses a stale
-        hosted image.
+        Equal requests give equal fingerprints in every process; any change to the design,
+        the recipient's fields, its offer code or its QR link gives a new one, so a re-proof
+        after a fix never reuses a stale hosted image.
         """
         doc = {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
         doc["design"] = self.design.to_mapping()
@@ -258,6 +320,8 @@ class PostcardContent:
     accent_color: str
     #: Recipient name, street lines, locality line(s), and the country when not domestic.
     address_block: tuple[str, ...]
+    #: The link the QR code opens (it carries ``offer_code``); None: the card has no QR.
+    qr_url: str | None = None
 
     def to_fields(self) -> dict[str, Any]:
         """The JSON form sent to remote renderers."""
@@ -273,6 +337,11 @@ class PostcardContent:
             if size not in PRINT_SIZES:
                 raise ValueError(f"unknown size {size!r}")
             offer = fields.get("offer_code")
+            qr_url = fields.get("qr_url") or None
+            if qr_url is not None:
+                problem = qr_url_problem(str(qr_url))
+                if problem:
+                    raise ValueError(problem)
             return cls(
                 size=size,
                 template=str(fields.get("template") or ""),
@@ -284,6 +353,7 @@ class PostcardContent:
                 background_color=normalize_color(str(fields.get("background_color", "#ffffff"))),
                 accent_color=normalize_color(str(fields.get("accent_color", "#1f6feb"))),
                 address_block=tuple(str(x) for x in fields.get("address_block") or ()),
+                qr_url=str(qr_url) if qr_url else None,
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed postcard fields: {exc}") from exc

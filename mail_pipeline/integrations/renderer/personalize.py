@@ -1,5 +1,9 @@
 """Personalization: a design and a recipient become the exact texts printed on the card.
 
+The printed offer code is the recipient's own (:attr:`~.models.ProofRequest.offer_code`), else
+the design's campaign-wide one; ``{offer_code}`` in a text names the same code, and the QR link
+travels with it unchanged.
+
 Placeholders are replaced by plain string substitution (never ``str.format``, which would let a
 design reach attributes): ``{first_name}``, ``{first_name|friend}`` with a default, ``{{`` and
 ``}}`` for literal braces. A missing field with no default is dropped together with the
@@ -119,9 +123,15 @@ def recipient_values(request: ProofRequest) -> dict[str, str | None]:
         postal_code=clean_value(normalize_postal_code(request.postal_code, country)),
         country=country or None,
         brand_name=clean_value(request.design.brand_name),
-        offer_code=clean_value(request.design.offer_code),
+        offer_code=clean_value(offer_code(request)),
     )
     return values
+
+
+def offer_code(request: ProofRequest) -> str | None:
+    """The code printed on the card: the recipient's own, else the design's campaign-wide one."""
+    code = request.offer_code or request.design.offer_code
+    return code.strip() if code else None
 
 
 def address_block(request: ProofRequest, values: Mapping[str, str | None]) -> tuple[str, ...]:
@@ -155,9 +165,10 @@ def personalize(request: ProofRequest) -> PostcardContent:
         brand_name=design.brand_name.strip(),
         headline=fill(design.headline, values),
         body=fill(design.body, values),
-        offer_code=design.offer_code.strip() if design.offer_code else None,
+        offer_code=offer_code(request),
         back_message=fill(design.back_message, values),
         background_color=design.background_color,
         accent_color=design.accent_color,
         address_block=address_block(request, values),
+        qr_url=request.qr_url,
     )

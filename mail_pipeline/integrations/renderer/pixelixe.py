@@ -14,8 +14,13 @@ Assumed API (Pixelixe's public v2 docs and examples; confirm against the account
   document, 400 for bad modifications; sometimes with HTTP 200, so the body is checked too).
 
 A Pixelixe document is one side at one size, so a postcard is two calls, named by
-:class:`PixelixeDocuments` per template and size. Pixelixe has no idempotency: a retried call
-makes another image, which is harmless (nothing is printed or billed per image here).
+:class:`PixelixeDocuments` per template and size. Both sides get a text layer ``offer_code``
+(the recipient's code); the back also gets ``qr_url``, the https link its QR element must
+encode (it carries the code; empty when the card has no QR). How a document turns that layer
+into a QR code is the document's own affair (confirm with the account's templates).
+
+Pixelixe has no idempotency: a retried call makes another image, which is harmless (nothing is
+printed or billed per image here).
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ def back_modifications(content: PostcardContent) -> list[dict[str, str]]:
         {"name": "brand_name", "type": "text", "text": content.brand_name},
         {"name": "back_message", "type": "text", "text": content.back_message},
         {"name": "offer_code", "type": "text", "text": content.offer_code or ""},
+        {"name": "qr_url", "type": "text", "text": content.qr_url or ""},
         {"name": "address_block", "type": "text", "text": "\n".join(content.address_block)},
         {"name": "background", "type": "shape", "background-color": content.background_color},
         {"name": "accent", "type": "shape", "background-color": content.accent_color},

@@ -196,7 +196,15 @@ def sandbox_documents(
     return registry
 
 
-_TEXT_LAYERS = ("brand_name", "headline", "body", "offer_code", "back_message", "address_block")
+_TEXT_LAYERS = (
+    "brand_name",
+    "headline",
+    "body",
+    "offer_code",
+    "qr_url",
+    "back_message",
+    "address_block",
+)
 _SHAPE_LAYERS = {"background": "background_color", "accent": "accent_color"}
 
 
