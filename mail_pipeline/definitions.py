@@ -20,6 +20,7 @@ from typing import Any
 
 import dagster as dg
 
+from mail_pipeline.assets import orders as order_assets
 from mail_pipeline.jobs.demo import demo_data_job
 from mail_pipeline.jobs.pipeline import mailing_job, proofing_job
 from mail_pipeline.jobs.queues import image_cleanup_job, mail_status_job
@@ -28,6 +29,7 @@ from mail_pipeline.resources.billing import SandboxBilling, StripeBilling
 from mail_pipeline.resources.cdp import KlaviyoCdp, SandboxCdp
 from mail_pipeline.resources.database import Database
 from mail_pipeline.resources.images import CloudflareImageHost, SandboxImageHost
+from mail_pipeline.resources.orders import LiveOrderSources, SandboxOrderSources
 from mail_pipeline.resources.printing import LivePrinters, SandboxPrinters
 from mail_pipeline.resources.queues import LocalQueues, SqsQueues
 from mail_pipeline.resources.rendering import GATEWAY_URL, LiveRendering, SandboxRendering
@@ -39,7 +41,7 @@ from mail_pipeline.sensors.pipeline import (
     proofing_sensor,
     stale_claims_sensor,
 )
-from mail_pipeline.sensors.sandbox import sandbox_printer_webhooks
+from mail_pipeline.sensors.sandbox import sandbox_printer_webhooks, sandbox_shoppers
 from mail_pipeline.sensors.sync import manual_sync_sensor, recipient_sync_schedule
 from mail_pipeline.settings import (
     DATABASE_URL_VAR,
@@ -50,8 +52,20 @@ from mail_pipeline.settings import (
     load_settings,
 )
 
-JOBS = [sync_organization_job, proofing_job, mailing_job, mail_status_job, image_cleanup_job]
-SCHEDULES = [recipient_sync_schedule]
+#: The data half: orders, attribution, daily metrics and campaign results.
+ASSET_MODULES = [order_assets]
+ASSETS = [a for m in ASSET_MODULES for a in m.ASSETS]
+ASSET_CHECKS = [c for m in ASSET_MODULES for c in m.ASSET_CHECKS]
+
+JOBS = [
+    sync_organization_job,
+    proofing_job,
+    mailing_job,
+    mail_status_job,
+    image_cleanup_job,
+    *(j for m in ASSET_MODULES for j in m.JOBS),
+]
+SCHEDULES = [recipient_sync_schedule, *(s for m in ASSET_MODULES for s in m.SCHEDULES)]
 SENSORS = [
     manual_sync_sensor,
     proofing_sensor,
@@ -59,6 +73,7 @@ SENSORS = [
     mail_status_sensor,
     image_cleanup_sensor,
     stale_claims_sensor,
+    *(s for m in ASSET_MODULES for s in getattr(m, "SENSORS", [])),
 ]
 
 #: Run and job tag naming the kind of deployment, set on a staging deployment's jobs.
@@ -110,6 +125,11 @@ def production_resources(settings: Settings) -> dict[str, Any]:
             test_mode=vendors.printers_test_mode,
         ),
         "billing": StripeBilling(api_key=dg.EnvVar(vendors.stripe_api_key.name)),
+        "order_sources": LiveOrderSources(
+            secrets="secrets-manager",
+            deployment=settings.deployment,
+            region_name=vendors.aws_region,
+        ),
         "queues": SqsQueues(
             status_queue_url=dg.EnvVar(vendors.status_queue_url.name),
             image_deletion_queue_url=dg.EnvVar(vendors.image_deletion_queue_url.name),
@@ -138,14 +158,29 @@ def sandbox_resources(settings: Settings) -> dict[str, Any]:
         ),
         "printers": SandboxPrinters(sandbox_path=sandbox, latency_seconds=0.1),
         "billing": SandboxBilling(sandbox_path=sandbox, latency_seconds=0.05),
+        "order_sources": SandboxOrderSources(sandbox_path=sandbox, latency_seconds=0.05),
         "queues": LocalQueues(path=str(settings.queue_path)),
     }
 
 
-def staging_job(job: dg.JobDefinition) -> dg.JobDefinition:
+def staging_job(job: Any) -> Any:
     """``job`` as a staging deployment shows it: the description starts with the staging
     notice and the job (so every run launched from it) is tagged ``mail_pipeline/deployment:
-    staging``. Everything else is the job's own."""
+    staging``. Everything else is the job's own. (A materialization launched from the asset
+    graph runs under Dagster's own implicit asset job, which carries no such tag.)"""
+    if not isinstance(job, dg.JobDefinition):  # an asset job (``define_asset_job``)
+        return dg.define_asset_job(
+            name=job.name,
+            selection=job.selection,
+            config=job.config,
+            description=f"{STAGING_NOTICE} {job.description or ''}".strip(),
+            tags={**(job.tags or {}), DEPLOYMENT_TAG: "staging"},
+            run_tags={**(job.run_tags or job.tags or {}), DEPLOYMENT_TAG: "staging"},
+            executor_def=job.executor_def,
+            hooks=job.hooks,
+            op_retry_policy=job.op_retry_policy,
+            **({"partitions_def": job.partitions_def} if job.partitions_def else {}),
+        )
     return dg.JobDefinition(
         graph_def=job.graph,
         executor_def=job.executor_def if job.has_specified_executor else None,
@@ -179,7 +214,12 @@ def _production_definitions(settings: Settings) -> dg.Definitions:
         ]
         schedules = [s.with_attributes(job=relabelled[s.job.name]) for s in schedules]
     return dg.Definitions(
-        jobs=jobs, schedules=schedules, sensors=sensors, resources=production_resources(settings)
+        assets=ASSETS,
+        asset_checks=ASSET_CHECKS,
+        jobs=jobs,
+        schedules=schedules,
+        sensors=sensors,
+        resources=production_resources(settings),
     )
 
 
@@ -189,9 +229,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     if settings.environment is Environment.PRODUCTION:
         return _production_definitions(settings)
     return dg.Definitions(
+        assets=ASSETS,
+        asset_checks=ASSET_CHECKS,
         jobs=[*JOBS, demo_data_job],
         schedules=SCHEDULES,
-        sensors=[*SENSORS, sandbox_printer_webhooks],
+        sensors=[*SENSORS, sandbox_printer_webhooks, sandbox_shoppers],
         resources=sandbox_resources(settings),
     )
 

@@ -13,7 +13,8 @@ negative total); the sync reports it, by source and id, and goes on with the oth
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from mail_pipeline.domain.campaigns import IntegrationKind
 from mail_pipeline.domain.fields import EXTERNAL_ORDER_ID_MAX, OFFER_CODE_MAX, unstorable_character
@@ -106,3 +107,46 @@ def order_problem(order: SourceOrder) -> str | None:
         if len(code) > OFFER_CODE_MAX * 4 or unstorable_character(code):
             return "a discount code cannot be stored"
     return None
+
+
+#: Which connected source is an organization's record of orders, best first: the store
+#: itself, then the CDPs. A brand on Shopify and Klaviyo sees each Shopify order again as a
+#: Klaviyo "Placed Order" event; reading both would count every order twice.
+SOURCE_PREFERENCE = (IntegrationKind.SHOPIFY, IntegrationKind.OMETRIA, IntegrationKind.KLAVIYO)
+
+
+def source_of_record(connected: set[IntegrationKind]) -> IntegrationKind | None:
+    """The one source an organization's orders are read from, of those it connected."""
+    for kind in SOURCE_PREFERENCE:
+        if kind in connected:
+            return kind
+    return None
+
+
+def day_window(
+    since_day: date, until_day: date | None, timezone: str
+) -> tuple[datetime, datetime | None]:
+    """An operator's range of days (``until_day`` included) as a UTC read window: from the
+    start of ``since_day`` to the end of ``until_day`` in the business's time zone."""
+    zone = ZoneInfo(timezone)
+    since = datetime.combine(since_day, time.min, tzinfo=zone).astimezone(UTC)
+    if until_day is None:
+        return since, None
+    if until_day < since_day:
+        raise ValueError(f"the range ends ({until_day}) before it starts ({since_day})")
+    until = datetime.combine(until_day + timedelta(days=1), time.min, tzinfo=zone)
+    return since, until.astimezone(UTC)
+
+
+#: How old an organization's last successful order sync may be before its orders are stale:
+#: a few missed ticks of its path (Shopify every 10 s, the others every 5 minutes).
+MAX_SYNC_AGE: dict[IntegrationKind, timedelta] = {
+    IntegrationKind.SHOPIFY: timedelta(minutes=10),
+    IntegrationKind.OMETRIA: timedelta(minutes=20),
+    IntegrationKind.KLAVIYO: timedelta(minutes=20),
+}
+
+
+def is_stale(kind: IntegrationKind, last_success_at: datetime | None, now: datetime) -> bool:
+    """Whether a source's orders are stale (never synced counts as stale)."""
+    return last_success_at is None or now - last_success_at > MAX_SYNC_AGE[kind]

@@ -7,7 +7,7 @@ from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.sync import SyncConfig, sync_organization_job
 from mail_pipeline.partitions import BUSINESS_TIMEZONE
 from mail_pipeline.resources.database import Database
-from mail_pipeline.sensors.runs import active_runs
+from mail_pipeline.jobs.runs import active_runs
 from mail_pipeline.services.manual_sync import pending_triggers
 from mail_pipeline.services.sync import sync_candidates
 
