@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Date,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -599,3 +600,150 @@ class BatchLease(Base):
     takes: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     renewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# --- Daily metrics and campaign results (migration 0005) -------------------------------------
+#
+# Derived tables: each is rebuilt from the base tables above by the metrics assets (a day's
+# rows are replaced as a whole), so they carry no history of their own. Days are New York
+# calendar days (``domain.metrics.day_of``). The daily tables have no foreign keys: their ids
+# come from rows that have them (and campaigns are never deleted), and a year of days is
+# written in one COPY, which checking two keys per row made twice as slow.
+
+#: Recipients whose status changed since a moment: the recipients a day's metrics must look
+#: at one by one (every status move stamps ``status_changed_at``).
+Index("ix_recipients_status_changed_at", Recipient.status_changed_at)
+#: Postcards the printers accepted per day (postcards mailed and spend).
+Index("ix_mailpieces_accepted_at", Mailpiece.accepted_at)
+#: Returned postcards per day (by the time the printer last reported on them).
+Index("ix_mailpieces_status_last_event_at", Mailpiece.status, Mailpiece.last_event_at)
+
+
+class DailyOrderMetrics(Base):
+    """One New York day's orders of an organization in one currency, credited to one
+    campaign (``campaign_id`` NULL: credited to none). The rows of a day add up to all the
+    organization's orders of that day; a day's rows are replaced together.
+
+    ``orders`` and the revenue columns leave cancelled orders out (``cancelled_orders``
+    counts them); ``revenue_minor`` = ``gross_minor`` - ``refunded_minor``
+    (``domain.metrics.net_revenue_minor``). The ``*_orders`` / ``*_revenue_minor`` pairs split
+    a campaign's orders by the attribution's method (offer-code redemptions, then responder
+    matching by email and by address); ``holdout_*`` count the day's orders matched to this
+    campaign's holdout recipients (an order can be credited to one campaign and matched to
+    another's holdout)."""
+
+    __tablename__ = "daily_order_metrics"
+    __table_args__ = (Index(None, "day", "organization_id"), Index(None, "campaign_id", "day"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    day: Mapped[date] = mapped_column(Date)
+    organization_id: Mapped[int] = mapped_column(BigId)
+    campaign_id: Mapped[int | None] = mapped_column(BigId)
+    currency: Mapped[str] = mapped_column(String(3))
+    orders: Mapped[int] = mapped_column(Integer)
+    cancelled_orders: Mapped[int] = mapped_column(Integer)
+    gross_minor: Mapped[int] = mapped_column(BigId)
+    refunded_minor: Mapped[int] = mapped_column(BigId)
+    revenue_minor: Mapped[int] = mapped_column(BigId)
+    offer_code_orders: Mapped[int] = mapped_column(Integer)
+    offer_code_revenue_minor: Mapped[int] = mapped_column(BigId)
+    email_orders: Mapped[int] = mapped_column(Integer)
+    email_revenue_minor: Mapped[int] = mapped_column(BigId)
+    address_orders: Mapped[int] = mapped_column(Integer)
+    address_revenue_minor: Mapped[int] = mapped_column(BigId)
+    holdout_orders: Mapped[int] = mapped_column(Integer)
+    holdout_revenue_minor: Mapped[int] = mapped_column(BigId)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DailyRecipientMetrics(Base):
+    """One New York day of a campaign's recipients: what happened that day (created,
+    proofed, mailed = ``sent_at``, delivered = ``received_at``, returned = pieces whose
+    printer reported them returned, by ``last_event_at``; errored = recipients in Error now
+    that moved there that day), the postcards the printers accepted that day (all print
+    attempts; ``unpriced_postcards`` of them without a price), and how many recipients were in
+    each status at the end of the day (``status_*``, rebuilt by ``domain.metrics.status_at``;
+    ``recipients`` is their sum)."""
+
+    __tablename__ = "daily_recipient_metrics"
+    __table_args__ = (Index(None, "organization_id", "day"),)
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(BigId)
+    created: Mapped[int] = mapped_column(Integer)
+    proofed: Mapped[int] = mapped_column(Integer)
+    mailed: Mapped[int] = mapped_column(Integer)
+    delivered: Mapped[int] = mapped_column(Integer)
+    returned: Mapped[int] = mapped_column(Integer)
+    errored: Mapped[int] = mapped_column(Integer)
+    postcards_mailed: Mapped[int] = mapped_column(Integer)
+    unpriced_postcards: Mapped[int] = mapped_column(Integer)
+    recipients: Mapped[int] = mapped_column(Integer)
+    status_address_enrichable: Mapped[int] = mapped_column(Integer)
+    status_address_enriching: Mapped[int] = mapped_column(Integer)
+    status_pending: Mapped[int] = mapped_column(Integer)
+    status_proofing_staged: Mapped[int] = mapped_column(Integer)
+    status_proofing: Mapped[int] = mapped_column(Integer)
+    status_proofed: Mapped[int] = mapped_column(Integer)
+    status_sending_staged: Mapped[int] = mapped_column(Integer)
+    status_sending: Mapped[int] = mapped_column(Integer)
+    status_sent: Mapped[int] = mapped_column(Integer)
+    status_received: Mapped[int] = mapped_column(Integer)
+    status_skipped: Mapped[int] = mapped_column(Integer)
+    status_holdout: Mapped[int] = mapped_column(Integer)
+    status_blacklisted: Mapped[int] = mapped_column(Integer)
+    status_error: Mapped[int] = mapped_column(Integer)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DailySpend(Base):
+    """What the printers charged for one New York day of a campaign's postcards, per
+    currency: the ``cost_minor`` of every piece accepted that day (reprints included)."""
+
+    __tablename__ = "daily_spend"
+    __table_args__ = (Index(None, "organization_id", "day"),)
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    organization_id: Mapped[int] = mapped_column(BigId)
+    postcards: Mapped[int] = mapped_column(Integer)
+    spend_minor: Mapped[int] = mapped_column(BigId)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CampaignResult(Base):
+    """A campaign's results as of ``computed_at``: its mailed and holdout groups, their
+    conversion rates and the lift between them with its 95% interval (none when
+    ``verdict`` is too few to tell or no holdout; ``verdict_reason`` says why), spend, CPA
+    and ROAS. Money figures are in ``currency`` when spend and attributed revenue are in one
+    currency; otherwise ``currency`` is NULL, CPA and ROAS are not given, and the
+    ``*_by_currency`` maps hold the amounts."""
+
+    __tablename__ = "campaign_results"
+    __table_args__ = (Index(None, "organization_id"),)
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    mailed_recipients: Mapped[int] = mapped_column(Integer)
+    mailed_converted: Mapped[int] = mapped_column(Integer)
+    mailed_rate: Mapped[float | None] = mapped_column(Double)
+    holdout_recipients: Mapped[int] = mapped_column(Integer)
+    holdout_converted: Mapped[int] = mapped_column(Integer)
+    holdout_rate: Mapped[float | None] = mapped_column(Double)
+    lift: Mapped[float | None] = mapped_column(Double)
+    lift_low: Mapped[float | None] = mapped_column(Double)
+    lift_high: Mapped[float | None] = mapped_column(Double)
+    verdict: Mapped[str] = mapped_column(String(32))
+    verdict_reason: Mapped[str | None] = mapped_column(Text)
+    postcards_mailed: Mapped[int] = mapped_column(Integer)
+    attributed_orders: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    spend_minor: Mapped[int | None] = mapped_column(BigId)
+    attributed_revenue_minor: Mapped[int | None] = mapped_column(BigId)
+    cpa_minor: Mapped[float | None] = mapped_column(Double)
+    roas: Mapped[float | None] = mapped_column(Double)
+    spend_by_currency: Mapped[dict[str, int]] = mapped_column(Json, default=dict)
+    revenue_by_currency: Mapped[dict[str, int]] = mapped_column(Json, default=dict)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
