@@ -20,7 +20,10 @@ from typing import Any
 
 import dagster as dg
 
+from mail_pipeline.assets import attribution as attribution_assets
+from mail_pipeline.assets import metrics as metric_assets
 from mail_pipeline.assets import orders as order_assets
+from mail_pipeline.assets import sources as source_assets
 from mail_pipeline.jobs.demo import demo_data_job
 from mail_pipeline.jobs.pipeline import mailing_job, proofing_job
 from mail_pipeline.jobs.queues import image_cleanup_job, mail_status_job
@@ -53,9 +56,9 @@ from mail_pipeline.settings import (
 )
 
 #: The data half: orders, attribution, daily metrics and campaign results.
-ASSET_MODULES = [order_assets]
+ASSET_MODULES = [source_assets, order_assets, attribution_assets, metric_assets]
 ASSETS = [a for m in ASSET_MODULES for a in m.ASSETS]
-ASSET_CHECKS = [c for m in ASSET_MODULES for c in m.ASSET_CHECKS]
+ASSET_CHECKS = [c for m in ASSET_MODULES for c in getattr(m, "ASSET_CHECKS", [])]
 
 JOBS = [
     sync_organization_job,
@@ -63,9 +66,12 @@ JOBS = [
     mailing_job,
     mail_status_job,
     image_cleanup_job,
-    *(j for m in ASSET_MODULES for j in m.JOBS),
+    *(j for m in ASSET_MODULES for j in getattr(m, "JOBS", [])),
 ]
-SCHEDULES = [recipient_sync_schedule, *(s for m in ASSET_MODULES for s in m.SCHEDULES)]
+SCHEDULES = [
+    recipient_sync_schedule,
+    *(s for m in ASSET_MODULES for s in getattr(m, "SCHEDULES", [])),
+]
 SENSORS = [
     manual_sync_sensor,
     proofing_sensor,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dagster as dg
 
 BUSINESS_TIMEZONE = "America/New_York"
-HISTORY_START = "2026-01-01"
+HISTORY_START = "2025-01-01"
 
 #: One partition per US/Eastern calendar day: order and recipient aggregates, BFCM reports.
 #: Today is a partition from its first minute (``end_offset=1``), so the daily metrics can

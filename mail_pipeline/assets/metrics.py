@@ -197,7 +197,9 @@ def results_table(refresh: CampaignResultsRefresh) -> str:
 @dg.asset(
     key="campaign_results",
     group_name=GROUP,
-    deps=[ORDERS, ATTRIBUTIONS, RECIPIENTS],
+    # It reads the base tables (distinct converted recipients; a refund shows at once), and
+    # is refreshed in the same run as the daily metrics, after them: the graph shows both.
+    deps=["daily_order_metrics", "daily_recipient_metrics", ATTRIBUTIONS, RECIPIENTS],
     kinds={"sql", "pandas", "statsmodels"},
     check_specs=[
         dg.AssetCheckSpec(
