@@ -26,10 +26,10 @@ from mail_pipeline.domain.campaigns import IntegrationKind
 from mail_pipeline.domain.orders import SOURCE_PREFERENCE, day_window
 from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.metadata import MAX_ROWS, Metadata
+from mail_pipeline.jobs.runs import active_runs
 from mail_pipeline.partitions import BUSINESS_TIMEZONE
 from mail_pipeline.resources.database import Database
 from mail_pipeline.resources.orders import OrderSourcesResource
-from mail_pipeline.jobs.runs import active_runs
 from mail_pipeline.services.order_sync import (
     OrderSyncResult,
     Window,

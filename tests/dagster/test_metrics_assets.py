@@ -24,6 +24,7 @@ from mail_pipeline.db.models import (
     Recipient,
 )
 from mail_pipeline.domain.recipients import RecipientStatus
+from mail_pipeline.partitions import HISTORY_START
 from mail_pipeline.resources.database import Database
 from mail_pipeline.services import metrics as services
 
@@ -299,4 +300,4 @@ def test_a_tick_today_is_a_partition_that_exists() -> None:
     today = now.astimezone(NY).date().isoformat()
     keys = assets.daily_order_metrics.partitions_def.get_partition_keys(current_time=now)  # type: ignore[union-attr]
     assert keys[-1] == today
-    assert date.fromisoformat(keys[0]) == date(2026, 1, 1)
+    assert date.fromisoformat(keys[0]) == date.fromisoformat(HISTORY_START)
