@@ -15,10 +15,10 @@ from mail_pipeline.integrations.queues.base import MessageQueue
 from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.pipeline import BatchConfig, mailing_job, proofing_job
 from mail_pipeline.jobs.queues import DrainConfig, image_cleanup_job, mail_status_job
+from mail_pipeline.jobs.runs import active_run_ids, active_runs, fail_run, queued_runs
 from mail_pipeline.limits import MAILING_RUNS_IN_FLIGHT
 from mail_pipeline.resources.database import Database
 from mail_pipeline.resources.queues import QueuesResource
-from mail_pipeline.jobs.runs import active_run_ids, active_runs, fail_run, queued_runs
 from mail_pipeline.services.recovery import recover_expired_claims
 from mail_pipeline.services.staging import MAILING, PROOFING, Stage, stage_batches
 

@@ -4,10 +4,10 @@ sync candidates, and each minute for manual "sync now" requests."""
 import dagster as dg
 
 from mail_pipeline.jobs import tags
+from mail_pipeline.jobs.runs import active_runs
 from mail_pipeline.jobs.sync import SyncConfig, sync_organization_job
 from mail_pipeline.partitions import BUSINESS_TIMEZONE
 from mail_pipeline.resources.database import Database
-from mail_pipeline.jobs.runs import active_runs
 from mail_pipeline.services.manual_sync import pending_triggers
 from mail_pipeline.services.sync import sync_candidates
 
