@@ -31,6 +31,11 @@ def main() -> None:
     parser.add_argument("output")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--wait-for", default=None, help="text to wait for on the page")
+    parser.add_argument(
+        "--expand-groups",
+        action="store_true",
+        help="on an asset graph: expand every group (the graph's own context menu)",
+    )
     parser.add_argument("--width", type=int, default=1600)
     parser.add_argument("--height", type=int, default=1000)
     args = parser.parse_args()
@@ -40,6 +45,13 @@ def main() -> None:
         page.goto(args.url, wait_until="networkidle", timeout=60_000)
         if args.wait_for:
             page.get_by_text(args.wait_for).first.wait_for(timeout=60_000)
+        page.wait_for_timeout(1_000)
+        skip = page.get_by_text("Skip")  # a first visit's community dialog
+        if skip.count():
+            skip.first.click()
+        if args.expand_groups:
+            page.mouse.click(args.width - 200, args.height - 150, button="right")
+            page.locator("text=Expand all groups >> visible=true").first.click()
         page.wait_for_timeout(2_000)
         page.screenshot(path=args.output, full_page=False)
         browser.close()
