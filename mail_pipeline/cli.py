@@ -9,6 +9,10 @@ mail-pipeline offer-codes ORG FILE [--campaign ID]
                              column; FILE "-" reads standard input) to its pool, or to one
                              campaign's; prints every line not added and why (exit status 1
                              when any was refused); repeating an upload adds nothing
+mail-pipeline reattribute ORG [ORG ...]
+                             have the next attribution run examine every order of these
+                             organizations again (after a campaign's attribution window
+                             changed); it rewrites only what its decision changes
 
 Every command refuses a database that serves another kind of environment (a production
 database from a local or test process, a local or test database from production).
@@ -25,6 +29,7 @@ from mail_pipeline.db.engine import unit_of_work
 from mail_pipeline.db.environment import DatabaseEnvironmentRefused, check_database_environment
 from mail_pipeline.db.migrate import upgrade
 from mail_pipeline.db.recipients import RecipientGateway
+from mail_pipeline.services.attribution import reattribute
 from mail_pipeline.services.manual_sync import request_sync
 from mail_pipeline.services.offer_codes import UploadRefused, upload_pool
 from mail_pipeline.services.operations import error_recipients, retry_errors
@@ -64,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "file", help='one code a line, or a CSV whose first column is the code; "-" for stdin'
     )
     codes.add_argument("--campaign", type=int, default=None, help="only this campaign draws them")
+    again = sub.add_parser(
+        "reattribute", help="have the next attribution run examine every order again"
+    )
+    again.add_argument("organization_ids", type=int, nargs="+")
     args = parser.parse_args(argv)
 
     settings = load_settings()
@@ -133,6 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     elif args.command == "offer-codes":
         return _upload_offer_codes(url, args.organization_id, args.file, args.campaign)
+    elif args.command == "reattribute":
+        held = reattribute(partial(unit_of_work, url), args.organization_ids)
+        print(
+            f"{held} of {len(set(args.organization_ids))} organizations had been examined; the "
+            "next attribution run (every 5 minutes) examines all of their orders again"
+        )
     return 0
 
 

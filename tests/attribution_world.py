@@ -14,11 +14,13 @@ import sqlalchemy as sa
 from mail_pipeline.db.engine import SessionFactory, unit_of_work
 from mail_pipeline.db.models import (
     Attribution,
+    AttributionState,
     Campaign,
     HoldoutMatch,
     Order,
     Organization,
     Recipient,
+    utcnow,
 )
 from mail_pipeline.domain.campaigns import CampaignMode, CampaignStatus, IntegrationKind
 from mail_pipeline.domain.recipients import RecipientStatus
@@ -113,7 +115,10 @@ class World:
         refunded: int = 0,
         cancelled: bool = False,
         currency: str = "USD",
+        stamped: datetime | None = None,
     ) -> int:
+        """An order synced when it was placed (``updated_at = ordered_at``: long before the
+        tests' runs, so past every watermark's lag), or at ``stamped``."""
         n = next(self._ids)
         with self.sessions() as session:
             row = Order(
@@ -128,17 +133,20 @@ class World:
                 currency=currency,
                 ordered_at=ordered_at,
                 cancelled=cancelled,
-                updated_at=ordered_at,
+                updated_at=stamped or ordered_at,
             )
             session.add(row)
             session.flush()
             return row.id
 
-    def change_order(self, order_id: int, at: datetime, **values: Any) -> None:
-        """What the order sync does on a change: new values and ``updated_at``."""
+    def change_order(self, order_id: int, at: datetime | None = None, **values: Any) -> None:
+        """What the order sync does on a change: new values and ``updated_at`` stamped by
+        its clock (``at``: a stamp of another moment, as a slow writer's would be)."""
         with self.sessions() as session:
             session.execute(
-                sa.update(Order).where(Order.id == order_id).values(updated_at=at, **values)
+                sa.update(Order)
+                .where(Order.id == order_id)
+                .values(updated_at=at or utcnow(), **values)
             )
 
     def set_recipient(self, recipient_id: int, **values: Any) -> None:
@@ -162,9 +170,11 @@ class World:
     def holdout_credits(self) -> dict[int, Credit]:
         return self.credits(HoldoutMatch)
 
-    def processed_at(self, order_id: int) -> datetime | None:
+    def watermark(self, organization_id: int) -> tuple[datetime, datetime] | None:
+        """The organization's (examined_through, ordered_through), if it has one."""
         with self.sessions() as session:
-            return session.get_one(Order, order_id).attribution_processed_at
+            state = session.get(AttributionState, organization_id)
+            return None if state is None else (state.examined_through, state.ordered_through)
 
     def insert(self, model: type[Attribution] | type[HoldoutMatch], **values: Any) -> None:
         """A row written behind attribution's back (bad data for the checks)."""

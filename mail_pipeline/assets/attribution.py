@@ -3,8 +3,9 @@ organization (offer code, then email, then address, inside the campaign's window
 matched the same way to holdout recipients, every 5 minutes.
 
 The rules are ``domain.attribution``'s; the work is ``services.attribution.attribute_orders``
-(incremental: orders never examined or changed since, idempotent). The checks below run with
-every materialization of ``attribution_job``, and can be run alone from the UI.
+(incremental: the orders changed since each organization's watermark, idempotent). The
+checks below run with every materialization of ``attribution_job``, and can be run alone
+from the UI.
 """
 
 import dagster as dg
@@ -39,9 +40,10 @@ def _metadata(result: AttributionResult) -> Metadata:
         "holdout_matches_inserted": result.holdout_writes.inserted,
         "holdout_matches_updated": result.holdout_writes.updated,
         "holdout_matches_removed": result.holdout_writes.removed,
-        "orders_marked": result.orders_marked,
         "seconds": round(result.seconds, 3),
     }
+    if result.examined_through is not None:
+        metadata["examined_through"] = result.examined_through.isoformat()
     for currency, minor in result.revenue_minor.items():
         metadata[f"attributed_revenue_minor_{currency}"] = minor
     return metadata
@@ -54,7 +56,8 @@ def _metadata(result: AttributionResult) -> Metadata:
     kinds={"pandas", "sql"},
     description="Orders credited to mailed recipients (attributions: offer code, email or "
     "address, inside the campaign's window) and matched to holdout recipients "
-    "(holdout_matches). Incremental: orders never examined or changed since; idempotent.",
+    "(holdout_matches). Incremental: orders changed since each organization's watermark; "
+    "idempotent.",
 )
 def attributions(context: dg.AssetExecutionContext, database: Database) -> dg.MaterializeResult:
     result = attribute_orders(database.session)
@@ -82,7 +85,8 @@ def _result(finding: Finding) -> dg.AssetCheckResult:
     asset=attributions,
     blocking=True,
     description="No order is credited twice (in attributions, or in holdout_matches), and "
-    "every credit's order, recipient and campaign are of the credit's organization.",
+    "every credit's order, recipient and campaign exist and are of the credit's organization "
+    "(the credit tables have no foreign keys: this check holds their references).",
 )
 def credited_once_in_own_organization(database: Database) -> dg.AssetCheckResult:
     return _result(credited_once_within_organization(database.session))

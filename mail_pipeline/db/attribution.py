@@ -1,33 +1,44 @@
-"""Attribution in SQL: which orders to examine, their candidates as frames, and the bulk
-writes of what was decided.
+"""Attribution in SQL: which orders to examine, their candidates as frames, the bulk writes
+of what was decided, and each organization's watermark.
 
 **Which orders a run examines** (:meth:`AttributionGateway.pending_by_organization`,
-:meth:`AttributionGateway.load`): orders never examined (``attribution_processed_at`` NULL),
-orders changed since they were examined (``updated_at > attribution_processed_at``: a
-refund, a cancellation, new codes or keys), and orders credited to a recipient who is no
-longer mailed or whose window no longer holds the order (the printer failed the piece
-after accepting it, or it was mailed again). Orders dated after the run's ``now`` wait for
-a later run.
+:meth:`AttributionGateway.load`), per organization and its ``attribution_state`` row
+(:class:`~mail_pipeline.db.models.AttributionState`), among the orders dated at or before
+the run's ``now`` (those dated after it wait for a later run):
+
+- every order, when the organization has no state yet (its first run);
+- orders changed since the watermark: ``updated_at > examined_through`` (new orders, a
+  refund, a cancellation, new codes or keys: the order upsert stamps ``updated_at`` only
+  when such a field changes), read through the index on (organization_id, updated_at);
+- orders that waited: dated after the last run's ``now`` (``ordered_at > ordered_through``),
+  whatever their ``updated_at`` - so a future-dated order never holds the watermark back;
+- orders credited to a recipient who is no longer mailed or whose window no longer holds the
+  order (the printer failed the piece after accepting it, or it was mailed again).
 
 Examining an order is final until the order changes: the window starts at the mail date, so
 a recipient mailed after the examination can never claim an order placed before it, and the
 candidates an order had when it was examined are the ones it will ever have (a failed piece
-aside, examined again as above). An order placed before any mailing is marked and stays
-uncredited. Holdout matches are revised when the order changes, not when the campaign's
-later mailings change.
+aside, examined again as above). Holdout matches are revised when the order changes, not
+when the campaign's later mailings change. Attribution never writes an order.
 
-**Marking** (in :meth:`AttributionGateway.write`, in the transaction that writes the
-credits): ``attribution_processed_at`` is set to the ``updated_at`` of the version the run
-read, and only on orders still at that version. An order the sync changed while the run
-worked keeps its older mark, so the next run examines it again whatever time its writer
-stamped; marking never touches ``updated_at``. A run that decides what is stored writes no
-credit, only the marks.
+**The watermark** (:meth:`AttributionGateway.advance`, in the transaction that writes the
+organization's credits): ``examined_through`` is set to what
+``services.attribution.next_watermark`` computed before the run read anything - the run's
+start, or the start of the oldest transaction that was writing at that moment if earlier
+(PostgreSQL, :meth:`AttributionGateway.oldest_write_in_flight`), minus a lag - and
+``ordered_through`` to the run's ``now``. It rests on the writers' contract: **an order's
+``updated_at`` is stamped at most the lag before that transaction's first write**, by a clock
+within the lag of the attribution run's (the order upsert stamps its clock as a page's short
+transaction begins). Then every change stamped at or before the watermark was committed
+before the run read, or belongs to a transaction the run saw writing (whose start lowered
+the watermark), so no committed change is ever skipped; the changes of the last minutes are
+examined again by the next run, which writes nothing when the decision is what is stored.
+A run that fails rolls back its credits and its watermark together.
 
 **Writes** are bulk: the examined orders and the decided rows are staged in temporary
 tables (``COPY`` on PostgreSQL, one ``executemany`` on SQLite), then one statement each
-removes credits no longer decided, updates revenue and currency of kept credits, inserts
-new ones (in recipient order, so the foreign-key checks read recipients in order) and marks
-the orders. A credit whose recipient, campaign or method changed is replaced (a new
+removes credits no longer decided, updates revenue and currency of kept credits and inserts
+new ones. A credit whose recipient, campaign or method changed is replaced (a new
 ``attributed_at``); a revenue change (a refund) is updated in place (``attributed_at``
 kept).
 
@@ -49,29 +60,35 @@ the write lock every transaction takes.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from mail_pipeline.db.models import (
     Attribution,
+    AttributionState,
     Campaign,
     HoldoutMatch,
     Order,
+    Organization,
     Recipient,
 )
+from mail_pipeline.db.types import UTCDateTime
 from mail_pipeline.domain.attribution import MAILED_STATUSES
 from mail_pipeline.domain.recipients import RecipientStatus
 
-#: The PostgreSQL advisory lock key that serializes attribution runs.
+#: The upper half of the PostgreSQL advisory lock keys that serialize attribution of each
+#: organization (the lower half is the organization's id).
 LOCK_KEY = 0x4D50_4154  # "MPAT"
 
-Kind = Literal["int", "str", "bool", "time"]
+#: How a frame's column travels: ``json`` is left as read (JSON text, or the value).
+Kind = Literal["int", "str", "bool", "time", "json"]
 
 ORDER_COLUMNS: dict[str, Kind] = {
     "order_id": "int",
@@ -83,8 +100,6 @@ ORDER_COLUMNS: dict[str, Kind] = {
     "currency": "str",
     "ordered_at": "time",
     "cancelled": "bool",
-    #: The ``updated_at`` of the version read: what marks the order examined.
-    "version": "int",
 }
 CODE_COLUMNS: dict[str, Kind] = {"order_id": "int", "code": "str"}
 MAILING_COLUMNS: dict[str, Kind] = {"campaign_id": "int", "mailed_at": "time"}
@@ -125,9 +140,10 @@ _examined = sa.Table(
     "attribution_examined",
     _staging,
     sa.Column("order_id", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("version", sa.BigInteger, nullable=False),
     prefixes=["TEMPORARY"],
 )
+#: Below every stored time: the watermark of an organization without one.
+_BEFORE_ALL = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _credit_table(name: str) -> sa.Table:
@@ -179,8 +195,6 @@ class CreditWrites:
 class WriteCounts:
     attributions: CreditWrites
     holdout_matches: CreditWrites
-    #: Examined orders marked (one the sync changed meanwhile is not: the next run sees it).
-    marked: int
 
 
 @dataclass(frozen=True)
@@ -204,7 +218,7 @@ def _typed(frame: pd.DataFrame, columns: Mapping[str, Kind]) -> pd.DataFrame:
             frame[name] = column.astype("str").where(column.notna() & (column != ""))
         elif kind == "bool":
             frame[name] = column.isin([True, 1, "t", "true", "1"]).astype(bool)
-        else:
+        elif kind == "time":
             frame[name] = pd.to_datetime(column.astype("int64"), unit="us", utc=True)
     return frame
 
@@ -240,48 +254,180 @@ class AttributionGateway:
 
     # -- which orders ----------------------------------------------------------------------
 
-    def lock(self) -> None:
-        """Wait for any other attribution run's transaction to end."""
-        if self.dialect == "postgresql":
-            self.session.execute(sa.select(sa.func.pg_advisory_xact_lock(LOCK_KEY)))
+    @property
+    def single_writer(self) -> bool:
+        """True when one transaction at a time can write (SQLite): groups go one by one."""
+        return self.dialect != "postgresql"
 
-    def _invalid_credits(self) -> sa.Select[Any]:
-        """Attributions whose recipient is not mailed, or whose order is outside its window."""
-        order = aliased(Order)
+    def lock(self, organization_ids: Sequence[int]) -> None:
+        """Wait for any other attribution transaction holding one of these organizations to
+        end, then hold them until this one ends (PostgreSQL: one transaction-scoped advisory
+        lock per organization, taken in id order so two runs never wait for each other in a
+        cycle; SQLite: the write lock every transaction takes is enough)."""
+        if self.dialect != "postgresql":
+            return
+        keys = sorted({(LOCK_KEY << 32) | int(org) for org in organization_ids})
+        key = sa.column("key", sa.BigInteger)
+        self.session.execute(
+            sa.select(sa.func.count(sa.func.pg_advisory_xact_lock(key))).select_from(
+                sa.func.unnest(sa.cast(sa.literal(keys), sa.ARRAY(sa.BigInteger))).alias("key")
+            )
+        )
+
+    def _invalid_credits(
+        self,
+        now: datetime | None = None,
+        organization_ids: Sequence[int] | None = None,
+        columns: Sequence[Any] = (Order.id.label("order_id"), Order.organization_id),
+    ) -> sa.Select[Any]:
+        """``columns`` of the orders whose attribution is to a recipient not mailed, or
+        outside the recipient's window; of orders dated at or before ``now`` and of these
+        organizations, when given."""
         end = self._window_end(Recipient.sent_at, Campaign.attribution_window_days)
-        return (
-            sa.select(Attribution.order_id)
+        stmt = (
+            sa.select(*columns)
+            .select_from(Attribution)
+            .join(Order, Order.id == Attribution.order_id)
             .join(Recipient, Recipient.id == Attribution.recipient_id)
             .join(Campaign, Campaign.id == Recipient.campaign_id)
-            .join(order, order.id == Attribution.order_id)
             .where(
                 sa.or_(
                     Recipient.status.not_in(_MAILED),
                     Recipient.sent_at.is_(None),
-                    order.ordered_at < Recipient.sent_at,
-                    order.ordered_at >= end,
+                    Order.ordered_at < Recipient.sent_at,
+                    Order.ordered_at >= end,
                 )
             )
         )
+        if now is not None:
+            stmt = stmt.where(Order.ordered_at <= now)
+        if organization_ids is not None:
+            stmt = stmt.where(Order.organization_id.in_(list(organization_ids)))
+        return stmt
 
-    def _to_examine(self, now: datetime) -> sa.ColumnElement[bool]:
-        return sa.and_(
-            Order.ordered_at <= now,
-            sa.or_(
-                Order.attribution_processed_at.is_(None),
-                Order.updated_at > Order.attribution_processed_at,
-                Order.id.in_(self._invalid_credits()),
-            ),
+    def _to_examine(
+        self,
+        now: datetime,
+        organization_ids: Sequence[int] | None = None,
+        columns: Sequence[Any] = (Order.id.label("order_id"), Order.organization_id),
+    ) -> list[sa.Select[Any]]:
+        """``columns`` of the orders to examine (see the module's docstring), of these
+        organizations or of all, by reason: changed since the watermark, waited, credited
+        to a recipient no longer valid (an order may come by more than one). Each reason is
+        its own query, so each can use its index: a tick reads the few orders changed since
+        the watermark, not the table."""
+        state = AttributionState
+        watermark = sa.func.coalesce(state.examined_through, sa.literal(_BEFORE_ALL, UTCDateTime()))
+        changed = (
+            sa.select(*columns)
+            .select_from(Organization)
+            .outerjoin(state, state.organization_id == Organization.id)
+            .join(
+                Order,
+                sa.and_(Order.organization_id == Organization.id, Order.updated_at > watermark),
+            )
+            .where(Order.ordered_at <= now)
         )
+        waited = (
+            sa.select(*columns)
+            .select_from(state)
+            .join(
+                Order,
+                sa.and_(
+                    Order.organization_id == state.organization_id,
+                    Order.ordered_at > state.ordered_through,
+                ),
+            )
+            .where(Order.ordered_at <= now)
+        )
+        if organization_ids is not None:
+            orgs = list(organization_ids)
+            changed = changed.where(Organization.id.in_(orgs))
+            waited = waited.where(state.organization_id.in_(orgs))
+        return [changed, waited, self._invalid_credits(now, organization_ids, columns)]
 
     def pending_by_organization(self, now: datetime) -> dict[int, int]:
-        """How many orders each organization has to examine."""
+        """How many orders each organization has to examine (an order examined for two
+        reasons counts twice: the counts only size the groups)."""
+        pending = sa.union_all(*self._to_examine(now)).subquery()
         rows = self.session.execute(
-            sa.select(Order.organization_id, sa.func.count())
-            .where(self._to_examine(now))
-            .group_by(Order.organization_id)
+            sa.select(pending.c.organization_id, sa.func.count()).group_by(
+                pending.c.organization_id
+            )
         )
         return {organization_id: count for organization_id, count in rows}
+
+    def oldest_write_in_flight(self) -> datetime | None:
+        """When the oldest other transaction of this database that has written and not yet
+        committed began (PostgreSQL; None when there is none, and always on SQLite, where a
+        run holds the write lock for its whole transaction). Its changes may carry stamps
+        older than the run's start and become visible after the run read."""
+        if self.dialect != "postgresql":
+            return None
+        return self.session.scalar(
+            sa.text(
+                "SELECT min(xact_start) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND backend_xid IS NOT NULL"
+            ).columns(sa.column("min", UTCDateTime()))
+        )
+
+    def advance(
+        self,
+        organization_ids: Sequence[int],
+        examined_through: datetime,
+        ordered_through: datetime,
+        at: datetime,
+    ) -> None:
+        """Set the organizations' watermark: every change stamped at or before
+        ``examined_through`` of their orders dated at or before ``ordered_through`` has
+        been examined (in the transaction that wrote the credits)."""
+        orgs = sorted(set(organization_ids))
+        if not orgs:
+            return
+        stored = set(
+            self.session.scalars(
+                sa.select(AttributionState.organization_id).where(
+                    AttributionState.organization_id.in_(orgs)
+                )
+            )
+        )
+        rows = [
+            {
+                "organization_id": org,
+                "examined_through": examined_through,
+                "ordered_through": ordered_through,
+                "updated_at": at,
+            }
+            for org in orgs
+        ]
+        updates = [row for row in rows if row["organization_id"] in stored]
+        inserts = [row for row in rows if row["organization_id"] not in stored]
+        if updates:
+            self.session.execute(sa.update(AttributionState), updates)
+        if inserts:
+            self.session.execute(sa.insert(AttributionState), inserts)
+
+    def forget(self, organization_ids: Sequence[int]) -> int:
+        """Drop these organizations' watermarks: the next run examines every order of theirs
+        (after a campaign's attribution window changed, say). Returns how many were held."""
+        result = self.session.execute(
+            sa.delete(AttributionState).where(
+                AttributionState.organization_id.in_(sorted(set(organization_ids)))
+            )
+        )
+        return _rowcount(result)
+
+    def watermarks(self) -> dict[int, tuple[datetime, datetime]]:
+        """Each organization's (examined_through, ordered_through)."""
+        rows = self.session.execute(
+            sa.select(
+                AttributionState.organization_id,
+                AttributionState.examined_through,
+                AttributionState.ordered_through,
+            )
+        )
+        return {org: (examined, ordered) for org, examined, ordered in rows}
 
     # -- frames ------------------------------------------------------------------------------
 
@@ -295,10 +441,10 @@ class AttributionGateway:
         """The orders of these organizations to examine, their discount codes, and the
         organizations' mailed and holdout recipients: all of them, or, when there are at
         most ``key_filter_max_orders`` orders to examine, those sharing a key (email key,
-        address key, offer code) with one of the orders - the only ones that can match."""
+        address key, offer code) with one of the orders - the only ones that can match.
+        The examined orders' ids stay staged for :meth:`write`, in this transaction."""
         orgs = list(organization_ids)
-        examine = sa.and_(Order.organization_id.in_(orgs), self._to_examine(now))
-        orders = sa.select(
+        columns = (
             Order.id.label("order_id"),
             Order.organization_id,
             Order.email_key,
@@ -308,19 +454,17 @@ class AttributionGateway:
             Order.currency,
             self._epoch_us(Order.ordered_at).label("ordered_at"),
             Order.cancelled,
-            self._epoch_us(Order.updated_at).label("version"),
-        ).where(examine)
-        elements = (
-            sa.func.jsonb_array_elements_text if self.dialect == "postgresql" else sa.func.json_each
-        )(Order.discount_codes).table_valued("value")
-        codes = (
-            sa.select(Order.id.label("order_id"), elements.c.value.label("code"))
-            .select_from(Order)
-            .join(elements, sa.true())
-            .where(examine)
+            Order.discount_codes,
         )
-        order_frame = self._frame(orders, ORDER_COLUMNS)
-        code_frame = self._frame(codes, CODE_COLUMNS)
+        found = self._frame(
+            sa.union_all(*self._to_examine(now, orgs, columns)),
+            {**ORDER_COLUMNS, "discount_codes": "json"},
+        ).drop_duplicates("order_id", ignore_index=True)
+        code_frame = _discount_codes(found)
+        order_frame = found.drop(columns="discount_codes")
+        # The examined orders, for the writes of this transaction.
+        _examined.drop(self.session.connection(), checkfirst=True)
+        self._stage(_examined, order_frame[["order_id"]])
 
         recipient = (
             Recipient.id.label("recipient_id"),
@@ -388,7 +532,9 @@ class AttributionGateway:
         )
         return self._frame(stmt, MAILING_COLUMNS)
 
-    def _frame(self, stmt: sa.Select[Any], columns: Mapping[str, Kind]) -> pd.DataFrame:
+    def _frame(
+        self, stmt: sa.Select[Any] | sa.CompoundSelect, columns: Mapping[str, Kind]
+    ) -> pd.DataFrame:
         names = list(columns)
         if self.dialect != "postgresql":
             rows = self.session.execute(stmt).all()
@@ -410,11 +556,12 @@ class AttributionGateway:
         buffer.seek(0)
         frame = pd.read_csv(
             buffer,
+            engine="pyarrow",
             names=names,
             header=None,
-            dtype={n: ("str" if k in ("str", "bool") else "int64") for n, k in columns.items()},
+            dtype={n: ("int64" if k in ("int", "time") else "str") for n, k in columns.items()},
             keep_default_na=False,
-            na_values={n: [""] for n in names},
+            na_values=[""],
         )
         return _typed(frame, columns)
 
@@ -444,24 +591,17 @@ class AttributionGateway:
         self.session.execute(sa.insert(table), rows)
 
     def write(
-        self,
-        examined: pd.DataFrame,
-        attributions: pd.DataFrame,
-        holdout_matches: pd.DataFrame,
-        now: datetime,
+        self, attributions: pd.DataFrame, holdout_matches: pd.DataFrame, now: datetime
     ) -> WriteCounts:
-        """Make the credits of the ``examined`` orders (``order_id``, ``version``: the
-        ``updated_at`` read, in microseconds) be exactly ``attributions`` and
-        ``holdout_matches`` (:data:`CREDIT_COLUMNS`), then mark the examined orders still at
-        the version read: ``attribution_processed_at = updated_at``, ``updated_at`` kept."""
-        self._stage(_examined, examined[["order_id", "version"]])
+        """Make the credits of the orders :meth:`load` examined (in this transaction) be
+        exactly ``attributions`` and ``holdout_matches`` (:data:`CREDIT_COLUMNS`); what is
+        stored already as decided is not written again."""
         # In recipient order, the foreign-key checks of the inserts read recipients in order.
         self._stage(_decided_attributions, attributions.sort_values("recipient_id"))
         self._stage(_decided_holdout, holdout_matches.sort_values("recipient_id"))
         counts = WriteCounts(
             attributions=self._apply(Attribution, _decided_attributions, "attributed_at", now),
             holdout_matches=self._apply(HoldoutMatch, _decided_holdout, "matched_at", now),
-            marked=self._mark(),
         )
         for table in (_examined, _decided_attributions, _decided_holdout):
             table.drop(self.session.connection())
@@ -511,17 +651,6 @@ class AttributionGateway:
             inserted=inserted, updated=_rowcount(updated), removed=_rowcount(removed)
         )
 
-    def _mark(self) -> int:
-        result = self.session.execute(
-            sa.update(Order)
-            .where(
-                Order.id == _examined.c.order_id,
-                self._epoch_us(Order.updated_at) == _examined.c.version,
-            )
-            .values(attribution_processed_at=Order.updated_at, updated_at=Order.updated_at)
-        )
-        return _rowcount(result)
-
     # -- what the asset checks read ---------------------------------------------------------
 
     def _violations(self, order_ids: sa.Select[Any], examples: int = 10) -> Violations:
@@ -543,17 +672,21 @@ class AttributionGateway:
         return self._violations(sa.select(twice.subquery().c.order_id))
 
     def credits_across_organizations(self) -> Violations:
-        """Credits whose order, recipient or campaign is of another organization, or whose
-        campaign is not the recipient's."""
+        """Credits whose order, recipient or campaign does not exist or is of another
+        organization, or whose campaign is not the recipient's (the credit tables have no
+        foreign keys: this holds their references)."""
         found = []
         for model in (Attribution, HoldoutMatch):
             found.append(
                 sa.select(model.order_id)
-                .join(Order, Order.id == model.order_id)
-                .join(Recipient, Recipient.id == model.recipient_id)
-                .join(Campaign, Campaign.id == model.campaign_id)
+                .outerjoin(Order, Order.id == model.order_id)
+                .outerjoin(Recipient, Recipient.id == model.recipient_id)
+                .outerjoin(Campaign, Campaign.id == model.campaign_id)
                 .where(
                     sa.or_(
+                        Order.id.is_(None),
+                        Recipient.id.is_(None),
+                        Campaign.id.is_(None),
                         Order.organization_id != model.organization_id,
                         Recipient.organization_id != model.organization_id,
                         Campaign.organization_id != model.organization_id,
@@ -575,6 +708,22 @@ class AttributionGateway:
     def outside_window(self) -> Violations:
         """Attributions to a recipient not mailed, or outside the recipient's window."""
         return self._violations(self._invalid_credits())
+
+
+def _discount_codes(orders: pd.DataFrame) -> pd.DataFrame:
+    """(order_id, code) for each discount code of each order (``discount_codes``: the JSON
+    list as text, or as a list)."""
+    raw = orders["discount_codes"]
+    some = orders.loc[raw.notna() & raw.map(lambda v: bool(v) and v != "[]")]
+    if some.empty:
+        return empty_frame(CODE_COLUMNS)
+    lists = some["discount_codes"].map(lambda v: json.loads(v) if isinstance(v, str) else v)
+    codes = (
+        pd.DataFrame({"order_id": some["order_id"], "code": lists})
+        .explode("code", ignore_index=True)
+        .dropna()
+    )
+    return _typed(codes, CODE_COLUMNS)
 
 
 def _order_keys(orders: pd.DataFrame, codes: pd.DataFrame) -> pd.DataFrame:

@@ -353,15 +353,16 @@ class BlocklistEntry(Base):
 class Order(Base):
     """An order synced from Klaviyo, Ometria or Shopify, upserted on (organization, source,
     external id). Only normalized matching keys are kept (email key, address key, the
-    discount codes), never the customer's raw email or address. Hot queries: unattributed
-    orders per organization, and daily aggregation by ``ordered_at``."""
+    discount codes), never the customer's raw email or address. Hot queries: an
+    organization's orders changed since attribution's watermark (``updated_at``), and daily
+    aggregation by ``ordered_at``."""
 
     __tablename__ = "orders"
     __table_args__ = (
         UniqueConstraint("organization_id", "source", "external_order_id"),
         CheckConstraint("total_minor >= 0", name="total"),
         CheckConstraint("refunded_minor >= 0", name="refunded"),
-        Index(None, "organization_id", "attribution_processed_at"),
+        Index(None, "organization_id", "updated_at"),
         Index(None, "ordered_at"),
     )
 
@@ -381,7 +382,6 @@ class Order(Base):
     cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
     #: When the source last changed the order (a refund, a cancellation), as it says.
     source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    attribution_processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -437,10 +437,15 @@ class Attribution(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), unique=True)
-    recipient_id: Mapped[int] = mapped_column(ForeignKey("recipients.id"), index=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
-    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    #: Derived rows, rebuilt from orders and recipients by attribution, with no foreign keys:
+    #: the asset check ``credited_once_in_own_organization`` holds every reference (the order, the
+    #: recipient, and the copies of the recipient's campaign and organization, kept for the
+    #: daily aggregations) - a constraint trigger per inserted row would take three times
+    #: as long as the writes of a backfill's credits themselves (docs/benchmarks.md).
+    order_id: Mapped[int] = mapped_column(BigId, unique=True)
+    recipient_id: Mapped[int] = mapped_column(BigId, index=True)
+    campaign_id: Mapped[int] = mapped_column(BigId)
+    organization_id: Mapped[int] = mapped_column(BigId)
     match_type: Mapped[str] = mapped_column(String(16))
     revenue_minor: Mapped[int] = mapped_column(BigId)
     currency: Mapped[str] = mapped_column(String(3))
@@ -458,10 +463,15 @@ class HoldoutMatch(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), unique=True)
-    recipient_id: Mapped[int] = mapped_column(ForeignKey("recipients.id"), index=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
-    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    #: Derived rows, rebuilt from orders and recipients by attribution, with no foreign keys:
+    #: the asset check ``credited_once_in_own_organization`` holds every reference (the order, the
+    #: recipient, and the copies of the recipient's campaign and organization, kept for the
+    #: daily aggregations) - a constraint trigger per inserted row would take three times
+    #: as long as the writes of a backfill's credits themselves (docs/benchmarks.md).
+    order_id: Mapped[int] = mapped_column(BigId, unique=True)
+    recipient_id: Mapped[int] = mapped_column(BigId, index=True)
+    campaign_id: Mapped[int] = mapped_column(BigId)
+    organization_id: Mapped[int] = mapped_column(BigId)
     match_type: Mapped[str] = mapped_column(String(16))
     revenue_minor: Mapped[int] = mapped_column(BigId)
     currency: Mapped[str] = mapped_column(String(3))
@@ -747,3 +757,18 @@ class CampaignResult(Base):
     spend_by_currency: Mapped[dict[str, int]] = mapped_column(Json, default=dict)
     revenue_by_currency: Mapped[dict[str, int]] = mapped_column(Json, default=dict)
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AttributionState(Base):
+    """Where attribution stands for one organization (``db.attribution``): every order change
+    stamped (``orders.updated_at``) at or before ``examined_through`` has been examined, for
+    orders dated at or before ``ordered_through`` (the ``now`` of the last run that examined
+    the organization; orders dated after it waited and are examined once their date passes).
+    Written in the transaction that writes the organization's credits."""
+
+    __tablename__ = "attribution_state"
+
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    examined_through: Mapped[datetime] = mapped_column(UTCDateTime)
+    ordered_through: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -6,8 +6,11 @@ idempotent upsert of what a source sent.
   when something the business reads changed (total, refund, cancellation, codes, keys), so
   reading the same orders again - the safety overlap, an operator's re-sync - changes
   nothing, not even ``updated_at``; a change (a refund) bumps ``updated_at``, which
-  attribution reads to revise what it credited. The customer's email and address are reduced
-  to matching keys here and never stored.
+  attribution reads to revise what it credited. ``updated_at`` is the clock read just
+  before the page's first write, in a transaction of one page (``services.order_sync``):
+  attribution's watermark relies on changes being stamped no earlier than their
+  transaction began, less its 15-minute lag (``db.attribution``). The customer's email and
+  address are reduced to matching keys here and never stored.
 - :meth:`OrderGateway.record_success` / :meth:`record_failure` keep ``order_sync_state``: the
   watermark moves forward only (an operator's re-sync of old days never moves it back).
 """

@@ -3,22 +3,26 @@ pandas: frames in, frames out, one merge per method for every order of a run at 
 a query or a Python step per order).
 
 The rules are :mod:`mail_pipeline.domain.attribution`'s (its ``best_match`` is the same rule
-for one order); which orders a run examines, how it marks them and how it writes are
-:mod:`mail_pipeline.db.attribution`'s. :func:`attribute_orders` is the use case: the
-organizations with orders to examine are taken in groups of at most ``max_orders`` orders
-(an organization's orders only ever meet its own recipients, so groups are independent),
-each group in one transaction: load, match, write, mark. A failure rolls back its group
-alone; groups already written stay written, and the failed group's orders are examined
-again by the next run. Re-running changes nothing: every examined order is marked, and a
-decision equal to what is stored writes nothing.
+for one order); which orders a run examines, how it writes and how each organization's
+watermark stands are :mod:`mail_pipeline.db.attribution`'s. :func:`attribute_orders` is the
+use case: it computes the run's watermark first (:func:`next_watermark`), then takes the
+organizations with orders to examine in groups of at most ``max_orders`` orders (an
+organization's orders only ever meet its own recipients, so groups are independent), each
+group in one transaction: load, match, write, advance the organizations' watermark. On
+PostgreSQL two groups are worked at once (:data:`GROUP_WORKERS`). A failure rolls back its
+group alone; the other groups are still worked and stay written, the run then raises the
+first failure, and the failed group's orders are examined again by the next run.
+Re-running changes nothing: the orders changed within :data:`COMMIT_LAG` of the previous
+run are examined again, and a decision equal to what is stored writes nothing.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pandas as pd
 
@@ -37,6 +41,18 @@ from mail_pipeline.domain.attribution import MATCH_ORDER, MatchType
 #: its own, and memory grows with it): a first run over a million orders and a million
 #: recipients peaks at about 430 MiB in groups of this size (docs/benchmarks.md).
 MAX_ORDERS_PER_GROUP = 250_000
+
+#: How far an organization's watermark trails the run's start (``db.attribution``: an order's
+#: ``updated_at`` is stamped at most this long before its transaction's first write, by a
+#: clock within this of the run's). The order sync stamps a page as its transaction begins
+#: and commits within seconds; each run examines again the changes of this last quarter of
+#: an hour, three 5-minute ticks' worth, and writes nothing for them when nothing changed.
+COMMIT_LAG = timedelta(minutes=15)
+
+#: Groups worked at once on PostgreSQL, each in its own transaction and thread: while the
+#: server writes one group's credits, this process loads and matches the next (the two halves
+#: take about as long; docs/benchmarks.md). SQLite has one writer: groups go one by one.
+GROUP_WORKERS = 2
 
 #: The columns of a candidate frame: a recipient an order may be credited to.
 CANDIDATE_COLUMNS = (
@@ -199,8 +215,8 @@ class AttributionResult:
     revenue_minor: Mapping[str, int] = field(default_factory=dict)
     attribution_writes: CreditWrites = field(default_factory=CreditWrites)
     holdout_writes: CreditWrites = field(default_factory=CreditWrites)
-    #: Examined orders marked (one the sync changed meanwhile is examined again next run).
-    orders_marked: int = 0
+    #: The watermark the examined organizations moved to (None when there were none).
+    examined_through: datetime | None = None
     groups: int = 0
     #: The whole run, marks included.
     seconds: float = 0.0
@@ -216,7 +232,7 @@ class AttributionResult:
             revenue_minor=_sum(self.revenue_minor, other.revenue_minor),
             attribution_writes=_add_writes(self.attribution_writes, other.attribution_writes),
             holdout_writes=_add_writes(self.holdout_writes, other.holdout_writes),
-            orders_marked=self.orders_marked + other.orders_marked,
+            examined_through=other.examined_through or self.examined_through,
             groups=self.groups + other.groups,
             seconds=self.seconds + other.seconds,
             seconds_loading=self.seconds_loading + other.seconds_loading,
@@ -257,41 +273,103 @@ def organization_groups(pending: Mapping[int, int], max_orders: int) -> list[lis
     return groups
 
 
+def next_watermark(
+    started_at: datetime, oldest_write_in_flight: datetime | None, lag: timedelta
+) -> datetime:
+    """What a run sets the examined organizations' ``examined_through`` to: the run's start,
+    or the start of the oldest transaction writing when the run began if earlier (its
+    changes may commit after the run read them), minus ``lag``; taken before the run reads
+    anything. A change stamped later than it is examined again by the next run."""
+    since = started_at
+    if oldest_write_in_flight is not None and oldest_write_in_flight < since:
+        since = oldest_write_in_flight
+    return since - lag
+
+
 def attribute_orders(
     sessions: SessionFactory,
     *,
     now: datetime | None = None,
     max_orders: int = MAX_ORDERS_PER_GROUP,
     key_filter_max_orders: int = KEY_FILTER_MAX_ORDERS,
+    commit_lag: timedelta = COMMIT_LAG,
+    workers: int | None = None,
 ) -> AttributionResult:
     """Examine every order waiting for attribution (see ``db.attribution``), credit it, match
-    it to holdout recipients, and mark it examined. ``now``: orders dated after it wait;
-    ``key_filter_max_orders``: see ``AttributionGateway.load``."""
-    now = now or utcnow()
+    it to holdout recipients, and move the organizations' watermark. ``now``: orders dated
+    after it wait; ``key_filter_max_orders``: see ``AttributionGateway.load``;
+    ``commit_lag``: see :data:`COMMIT_LAG`; ``workers``: groups worked at once (default
+    :data:`GROUP_WORKERS` on PostgreSQL, 1 on SQLite)."""
+    started_at = utcnow()
+    now = now or started_at
     started = time.perf_counter()
     with sessions() as session:
-        pending = AttributionGateway(session).pending_by_organization(now)
+        gateway = AttributionGateway(session)
+        watermark = next_watermark(started_at, gateway.oldest_write_in_flight(), commit_lag)
+        pending = gateway.pending_by_organization(now)
+        workers = workers or (1 if gateway.single_writer else GROUP_WORKERS)
+    groups = organization_groups(pending, max_orders)
     result = AttributionResult()
-    for group in organization_groups(pending, max_orders):
-        result = result + _attribute_group(sessions, group, now, key_filter_max_orders)
+    failures: list[tuple[list[int], BaseException]] = []
+
+    def work(group: list[int]) -> AttributionResult:
+        return _attribute_group(sessions, group, now, watermark, key_filter_max_orders)
+
+    if workers == 1 or len(groups) <= 1:
+        for group in groups:
+            try:
+                result = result + work(group)
+            except Exception as failed:  # noqa: BLE001 - raised below, after the other groups
+                failures.append((group, failed))
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="attribution") as pool:
+            futures = {pool.submit(work, group): group for group in groups}
+            for future in as_completed(futures):
+                raised = future.exception()
+                if raised is None:
+                    result = result + future.result()
+                else:
+                    failures.append((futures[future], raised))
+    if failures:
+        first_group, error = failures[0]
+        error.add_note(
+            f"attribution failed for {len(failures)} of {len(groups)} group(s) of "
+            f"organizations, the first for organizations {first_group}; the other groups are "
+            "written and the failed ones are examined again by the next run"
+        )
+        raise error
     return replace(result, seconds=time.perf_counter() - started)
 
 
+def reattribute(sessions: SessionFactory, organization_ids: Sequence[int]) -> int:
+    """Have the next run examine every order of these organizations again (their watermark
+    goes): what an operator does after changing a campaign's attribution window, so orders
+    a longer window now holds are credited. What the run decides as stored is not written
+    again. Returns how many of the organizations had a watermark."""
+    with sessions() as session:
+        return AttributionGateway(session).forget(organization_ids)
+
+
 def _attribute_group(
-    sessions: SessionFactory, organization_ids: list[int], now: datetime, key_filter: int
+    sessions: SessionFactory,
+    organization_ids: list[int],
+    now: datetime,
+    watermark: datetime,
+    key_filter: int,
 ) -> AttributionResult:
-    """One group in one transaction: load, decide, write the credits, mark the orders."""
+    """One group in one transaction: load, decide, write the credits, advance the
+    organizations' watermark."""
     with sessions() as session:
         gateway = AttributionGateway(session)
-        gateway.lock()
+        gateway.lock(organization_ids)
         started = time.perf_counter()
         inputs = gateway.load(organization_ids, now, key_filter_max_orders=key_filter)
         loaded = time.perf_counter()
         decisions = decide(inputs)
         matched = time.perf_counter()
-        written = gateway.write(
-            inputs.orders, decisions.attributions, decisions.holdout_matches, utcnow()
-        )
+        stamp = utcnow()
+        written = gateway.write(decisions.attributions, decisions.holdout_matches, stamp)
+        gateway.advance(organization_ids, watermark, now, stamp)
     finished = time.perf_counter()
     attributed = decisions.attributions
     return AttributionResult(
@@ -306,7 +384,7 @@ def _attribute_group(
         },
         attribution_writes=written.attributions,
         holdout_writes=written.holdout_matches,
-        orders_marked=written.marked,
+        examined_through=watermark,
         groups=1,
         seconds_loading=loaded - started,
         seconds_matching=matched - loaded,

@@ -45,12 +45,14 @@ def credited_once_within_organization(sessions: SessionFactory) -> Finding:
         f"{v.count} {what}"
         for v, what in (
             (twice, "orders credited more than once"),
-            (across, "credits across organizations or campaigns"),
+            (across, "credits to a missing order, recipient or campaign, or across organizations"),
         )
         if v.count
     ]
     if not problems:
-        return Finding(0, [], "every order is credited at most once, within its organization")
+        return Finding(
+            0, [], "every order is credited at most once, to a recipient of its organization"
+        )
     ids = sorted({*twice.order_ids, *across.order_ids})[:10]
     return Finding(twice.count + across.count, ids, "; ".join(problems))
 

@@ -1,18 +1,22 @@
 """Attribution on the database (SQLite, and PostgreSQL with MAIL_PIPELINE_TEST_DATABASE_URL):
 the whole use case, from orders and recipients in tables to attributions, holdout matches
-and marks."""
+and each organization's watermark."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from mail_pipeline.cli import main
 from mail_pipeline.db import attribution as gateway_module
-from mail_pipeline.db.models import Attribution, HoldoutMatch, Order
+from mail_pipeline.db.attribution import CreditWrites
+from mail_pipeline.db.engine import engine_for
+from mail_pipeline.db.models import Attribution, Campaign, HoldoutMatch, Order, utcnow
 from mail_pipeline.domain.recipients import RecipientStatus
-from mail_pipeline.services.attribution import attribute_orders
+from mail_pipeline.services.attribution import COMMIT_LAG, attribute_orders
 from mail_pipeline.services.attribution_checks import (
     attributions_in_window,
     credited_once_within_organization,
@@ -57,8 +61,8 @@ def test_window_edges_are_inclusive_at_the_mail_date_and_exclusive_at_the_end(
     assert set(world.credits()) == {at_mailing, last_instant}
     assert world.credits()[at_mailing].recipient_id == recipient
     assert result.orders_examined == 4
-    assert world.processed_at(before) is not None  # examined, for good
-    assert world.processed_at(at_end) is not None
+    assert {before, at_end}.isdisjoint(world.credits())
+    assert run(world).orders_examined == 0  # examined, for good
 
 
 def test_code_beats_email_beats_address_across_recipients(world: World) -> None:
@@ -116,7 +120,8 @@ def test_only_mailed_recipients_of_the_same_organization_are_credited(world: Wor
     run(world)
 
     assert world.credits() == {}
-    assert all(world.processed_at(o) is not None for o in (order, pending, failed))
+    assert run(world).orders_examined == 0  # examined, for good: (order, pending, failed)
+    assert {order, pending, failed}.isdisjoint(world.credits())
 
 
 def test_cancelled_orders_are_not_credited_zero_totals_and_refunds_are(world: World) -> None:
@@ -149,8 +154,9 @@ def test_a_refund_or_cancellation_after_attribution_revises_the_credit(world: Wo
     with world.sessions() as session:
         first_stamp = session.execute(sa.text("SELECT attributed_at FROM attributions")).all()
 
-    world.change_order(refund_later, MAILED + 3 * DAY, refunded_minor=2000)
-    world.change_order(cancel_later, MAILED + 3 * DAY, cancelled=True)
+    # days later, stamped by the sync's clock: after the watermark the first run set
+    world.change_order(refund_later, refunded_minor=2000)
+    world.change_order(cancel_later, cancelled=True)
     result = run(world)
 
     assert result.orders_examined == 2
@@ -191,19 +197,84 @@ def test_a_rerun_changes_nothing_and_examines_nothing(world: World) -> None:
     campaign = world.campaign(org)
     world.recipient(campaign, email_key="e")
     world.holdout(campaign, created_at=MAILED - DAY, email_key="h")
-    orders = [world.order(org, MAILED + DAY, email_key=k) for k in ("e", "h", "z")]
+    for key in ("e", "h", "z"):
+        world.order(org, MAILED + DAY, email_key=key)
+    with world.sessions() as session:
+        rows = sa.select(Order.id, Order.updated_at)
+        untouched = session.execute(rows).all()
     run(world)
     before = (world.credits(), world.holdout_credits())
-    with world.sessions() as session:
-        stamps = session.execute(sa.select(Order.id, Order.updated_at)).all()
 
     again = run(world)
 
     assert again.orders_examined == 0
     assert (world.credits(), world.holdout_credits()) == before
-    with world.sessions() as session:
-        assert session.execute(sa.select(Order.id, Order.updated_at)).all() == stamps
-    assert all(world.processed_at(o) is not None for o in orders)
+    with world.sessions() as session:  # attribution never writes orders
+        assert session.execute(rows).all() == untouched
+
+
+def test_orders_changed_within_the_lag_are_examined_again_and_nothing_is_written(
+    world: World,
+) -> None:
+    org = world.organization()
+    campaign = world.campaign(org)
+    world.recipient(campaign, email_key="e")
+    order = world.order(org, MAILED + DAY, email_key="e", total=4000)
+    run(world)
+    world.change_order(order, refunded_minor=500)  # just now, by the sync's clock
+    first = run(world)
+    credits = world.credits()
+
+    again = run(world)  # the change is younger than the lag: examined again
+
+    assert (first.orders_examined, again.orders_examined) == (1, 1)
+    assert again.attribution_writes == CreditWrites()
+    assert world.credits() == credits
+    assert credits[order].revenue_minor == 3500
+
+
+def test_the_watermark_trails_the_runs_start_by_the_lag(world: World) -> None:
+    org, idle = world.organization(), world.organization()
+    campaign = world.campaign(org)
+    world.recipient(campaign, email_key="e")
+    order = world.order(org, MAILED + DAY, email_key="e", total=4000)
+    began = utcnow()
+    result = run(world)
+    ended = utcnow()
+
+    stored = world.watermark(org)
+    assert stored is not None
+    examined_through, ordered_through = stored
+    assert began - COMMIT_LAG <= examined_through <= ended - COMMIT_LAG
+    assert result.examined_through == examined_through
+    assert ordered_through == NOW
+    assert world.watermark(idle) is None  # nothing to examine: no row
+
+    world.change_order(order, at=examined_through, refunded_minor=1000)
+    assert run(world).orders_examined == 0  # stamped at the watermark: taken as examined
+    world.change_order(order, at=examined_through + US, refunded_minor=1000)
+    assert run(world).orders_examined == 1
+    assert world.credits()[order].revenue_minor == 3000
+
+
+def test_a_change_stamped_before_a_run_began_and_committed_after_it_read_is_examined(
+    world: World,
+) -> None:
+    org = world.organization()
+    campaign = world.campaign(org)
+    world.recipient(campaign, email_key="e")
+    order = world.order(org, MAILED + DAY, email_key="e", total=4000)
+    run(world)
+    # a new order, so the next run examines the organization and moves its watermark
+    world.order(org, MAILED + 2 * DAY, email_key="e", stamped=utcnow())
+    began = utcnow()
+    assert run(world).orders_examined == 1
+
+    # the sync stamped its page a minute before that run began and committed after it read
+    world.change_order(order, at=began - timedelta(minutes=1), refunded_minor=1000)
+
+    assert run(world).orders_examined == 2  # with the new order, younger than the lag
+    assert world.credits()[order].revenue_minor == 3000
 
 
 @pytest.mark.postgres  # on SQLite no other writer can interleave with a run's transaction
@@ -213,21 +284,54 @@ def test_an_order_changed_while_the_run_worked_is_examined_again(world: World) -
     world.recipient(campaign, email_key="e")
     order = world.order(org, MAILED + DAY, email_key="e", total=4000)
     original = gateway_module.AttributionGateway.load
+    began = utcnow()
 
     def load_then_refund(self, organization_ids, now, **options):  # type: ignore[no-untyped-def]
         inputs = original(self, organization_ids, now, **options)
-        world.change_order(order, MAILED + 2 * DAY, refunded_minor=1000)  # another writer
+        # another writer commits while the run works, its stamp older than the run's start
+        world.change_order(order, at=began - timedelta(minutes=1), refunded_minor=1000)
         return inputs
 
     gateway_module.AttributionGateway.load = load_then_refund  # type: ignore[method-assign]
     try:
-        run(world)
+        first = run(world)
     finally:
         gateway_module.AttributionGateway.load = original  # type: ignore[method-assign]
 
-    assert world.processed_at(order) is None  # not marked: the version read is gone
+    assert world.credits()[order].revenue_minor == 4000  # the version the run read
+    assert first.examined_through is not None
+    assert first.examined_through < began - timedelta(minutes=1)
     second = run(world)
     assert second.orders_examined == 1
+    assert world.credits()[order].revenue_minor == 3000
+
+
+@pytest.mark.postgres  # a transaction writing while the run starts; SQLite has one writer
+def test_a_transaction_writing_when_the_run_began_holds_the_watermark_back(
+    world: World,
+) -> None:
+    org = world.organization()
+    campaign = world.campaign(org)
+    world.recipient(campaign, email_key="e")
+    order = world.order(org, MAILED + DAY, email_key="e", total=4000)
+    no_lag = timedelta(0)
+    run(world, commit_lag=no_lag)
+    # a new order, so the next run examines the organization and moves its watermark
+    world.order(org, MAILED + 2 * DAY, email_key="e", stamped=utcnow())
+    with engine_for(world.db_url).connect() as writer:
+        writer.execute(sa.text("SELECT 1"))  # the writer's transaction begins
+        stamp = utcnow()  # stamped after it began, but before the run starts
+        writer.execute(
+            sa.update(Order).where(Order.id == order).values(refunded_minor=1000, updated_at=stamp)
+        )
+        during = run(world, commit_lag=no_lag)  # does not see the uncommitted refund
+        writer.commit()
+
+    assert during.orders_examined == 1
+    assert during.examined_through is not None and during.examined_through < stamp
+    assert world.credits()[order].revenue_minor == 4000
+    after = run(world, commit_lag=no_lag)
+    assert after.orders_examined == 1
     assert world.credits()[order].revenue_minor == 3000
 
 
@@ -248,14 +352,28 @@ def test_a_piece_the_printer_failed_gives_its_orders_back(world: World) -> None:
     assert run(world).orders_examined == 0
 
 
-def test_orders_dated_after_the_run_wait(world: World) -> None:
+def test_orders_dated_after_the_run_wait_and_are_examined_when_their_time_comes(
+    world: World,
+) -> None:
     org = world.organization()
     campaign = world.campaign(org)
-    world.recipient(campaign, email_key="e")
+    recipient = world.recipient(campaign, email_key="e")
+    world.order(org, MAILED + DAY, email_key="z")
     future = world.order(org, NOW + timedelta(minutes=5), email_key="e")
 
-    assert run(world).orders_examined == 0
-    assert world.processed_at(future) is None
+    assert run(world).orders_examined == 1
+    assert future not in world.credits()
+    stored = world.watermark(org)
+    assert stored is not None and stored[0] > NOW + timedelta(minutes=5)  # past its stamp
+
+    later = attribute_orders(
+        world.sessions,
+        now=NOW + timedelta(minutes=10),
+        key_filter_max_orders=world.key_filter_max_orders,
+    )
+
+    assert later.orders_examined == 1
+    assert world.credits()[future].recipient_id == recipient
 
 
 def test_groups_of_organizations_decide_the_same(world: World) -> None:
@@ -271,6 +389,38 @@ def test_groups_of_organizations_decide_the_same(world: World) -> None:
     assert result.groups == 3
     assert result.orders_examined == 6
     assert len(world.credits()) == 6
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_failed_group_stops_only_itself_and_is_examined_again(
+    world: World, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    orgs = [world.organization() for _ in range(3)]
+    campaigns = [world.campaign(org) for org in orgs]
+    for org, campaign in zip(orgs, campaigns, strict=True):
+        world.recipient(campaign, email_key="e")
+        world.order(org, MAILED + DAY, email_key="e")
+    broken = orgs[1]
+    load = gateway_module.AttributionGateway.load
+
+    def failing_load(self, organization_ids, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if broken in organization_ids:
+            raise RuntimeError("the database went away")
+        return load(self, organization_ids, *args, **kwargs)
+
+    monkeypatch.setattr(gateway_module.AttributionGateway, "load", failing_load)
+    with pytest.raises(RuntimeError, match="went away") as failed:
+        run(world, max_orders=1, workers=workers)
+
+    assert f"the first for organizations [{broken}]" in "\n".join(failed.value.__notes__)
+    assert sorted(c.campaign_id for c in world.credits().values()) == [
+        campaigns[0],
+        campaigns[2],
+    ]
+    monkeypatch.undo()
+    again = run(world, max_orders=1, workers=workers)
+    assert again.orders_examined >= 1
+    assert sorted(c.campaign_id for c in world.credits().values()) == campaigns
 
 
 def test_checks_pass_after_a_run_and_fail_on_bad_rows(world: World) -> None:
@@ -310,6 +460,31 @@ def test_checks_pass_after_a_run_and_fail_on_bad_rows(world: World) -> None:
     across = credited_once_within_organization(world.sessions)
     assert (across.count, across.order_ids) == (1, [foreign])
     assert stranger not in {c.recipient_id for c in world.credits().values()}
+
+
+def test_the_check_holds_the_references_the_credit_tables_have_no_foreign_keys_for(
+    world: World,
+) -> None:
+    org = world.organization()
+    campaign = world.campaign(org)
+    recipient = world.recipient(campaign, email_key="e")
+    order = world.order(org, MAILED + DAY, email_key="x")
+    missing = 10_000_000
+    credit = {"organization_id": org, "match_type": "email", "revenue_minor": 1}
+    world.insert(  # the order does not exist
+        Attribution, order_id=missing, recipient_id=recipient, campaign_id=campaign, **credit
+    )
+    world.insert(  # the recipient does not exist
+        HoldoutMatch, order_id=order, recipient_id=missing, campaign_id=campaign, **credit
+    )
+    world.insert(  # the campaign does not exist
+        Attribution, order_id=order, recipient_id=recipient, campaign_id=missing, **credit
+    )
+
+    found = credited_once_within_organization(world.sessions)
+
+    assert (found.count, found.order_ids) == (2, [order, missing])
+    assert "missing order, recipient or campaign" in found.description
 
 
 def test_the_window_check_judges_the_edges_to_the_microsecond(world: World) -> None:
@@ -359,3 +534,33 @@ def test_a_small_run_reads_only_recipients_sharing_a_key(world: World) -> None:
     # the holdout's mail date still sees every mailing of its campaign since it joined
     assert sorted(small.mailings["mailed_at"]) == sorted(full.mailings["mailed_at"])
     assert len(full.mailed) == 3 and len(full.holdouts) == 2
+
+
+def test_reattribute_has_the_next_run_examine_every_order_of_the_organization(
+    world: World,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    org, other = world.organization(), world.organization()
+    campaign = world.campaign(org, window_days=7)
+    world.recipient(campaign, email_key="e")
+    late = world.order(org, MAILED + 10 * DAY, email_key="e")
+    world.order(other, MAILED + DAY, email_key="e")
+    run(world)
+    assert late not in world.credits()
+    with world.sessions() as session:  # the brand lengthens the window afterwards
+        session.execute(
+            sa.update(Campaign).where(Campaign.id == campaign).values(attribution_window_days=30)
+        )
+    assert run(world).orders_examined == 0  # nothing changed, as far as the orders go
+
+    monkeypatch.setenv("MAIL_PIPELINE_ENV", "test")
+    monkeypatch.setenv("MAIL_PIPELINE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MAIL_PIPELINE_TEST_DATABASE_URL", world.db_url)
+    assert main(["reattribute", str(org), "999"]) == 0
+    assert capsys.readouterr().out.startswith("1 of 2 organizations had been examined")
+
+    again = run(world)
+    assert again.orders_examined == 1  # the organization's one order; not the other's
+    assert world.credits()[late].campaign_id == campaign

@@ -357,7 +357,9 @@ def test_the_gateway_sandbox_refuses_a_qr_link_that_is_not_https() -> None:
 
 def test_a_decoder_reads_the_printed_qr_code() -> None:
     """Scannability end to end, where a QR decoder is installed (``zxing-cpp``)."""
-    zxingcpp = pytest.importorskip("zxingcpp")
+    zxingcpp = pytest.importorskip(
+        "zxingcpp", reason="zxing-cpp (a dev dependency) is not installed"
+    )
     back = Image.open(io.BytesIO(BackupRenderer().render(request()).back_png)).convert("RGB")
     # As printed (300 DPI), and as a phone might see it (a third of the resolution).
     for image in (back, back.resize((back.width // 3, back.height // 3))):
