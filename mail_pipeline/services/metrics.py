@@ -30,6 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from mail_pipeline.db.engine import SessionFactory
 from mail_pipeline.db.metrics import (
     CAMPAIGN_RESULTS,
+    HOLDOUT_KIND,
     ORDER_METRICS,
     RECIPIENT_METRICS,
     SPEND,
@@ -677,8 +678,10 @@ def refresh_order_metrics(
     computed_at = now or datetime.now(UTC)
 
     def work(gateway: MetricsGateway) -> OrderMetricsRefresh:
+        credits = gateway.credited_orders(days)
+        holdout = credits["match_type"] == HOLDOUT_KIND
         rows = order_metrics_frame(
-            gateway.order_totals(days), gateway.credited_orders(days), gateway.holdout_orders(days)
+            gateway.order_totals(days), credits.loc[~holdout], credits.loc[holdout]
         )
         stored = gateway.replace_days(ORDER_METRICS, days, rows.assign(computed_at=computed_at))
         return OrderMetricsRefresh(
