@@ -68,6 +68,7 @@ from typing import Any, Literal, cast
 
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mail_pipeline.db.models import (
@@ -385,28 +386,27 @@ class AttributionGateway:
         orgs = sorted(set(organization_ids))
         if not orgs:
             return
-        stored = set(
-            self.session.scalars(
-                sa.select(AttributionState.organization_id).where(
-                    AttributionState.organization_id.in_(orgs)
-                )
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        stmt = insert(AttributionState).values(
+            [
+                {
+                    "organization_id": org,
+                    "examined_through": examined_through,
+                    "ordered_through": ordered_through,
+                    "updated_at": at,
+                }
+                for org in orgs
+            ]
+        )
+        self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[AttributionState.organization_id],
+                set_={
+                    name: stmt.excluded[name]
+                    for name in ("examined_through", "ordered_through", "updated_at")
+                },
             )
         )
-        rows = [
-            {
-                "organization_id": org,
-                "examined_through": examined_through,
-                "ordered_through": ordered_through,
-                "updated_at": at,
-            }
-            for org in orgs
-        ]
-        updates = [row for row in rows if row["organization_id"] in stored]
-        inserts = [row for row in rows if row["organization_id"] not in stored]
-        if updates:
-            self.session.execute(sa.update(AttributionState), updates)
-        if inserts:
-            self.session.execute(sa.insert(AttributionState), inserts)
 
     def forget(self, organization_ids: Sequence[int]) -> int:
         """Drop these organizations' watermarks: the next run examines every order of theirs
@@ -417,17 +417,6 @@ class AttributionGateway:
             )
         )
         return _rowcount(result)
-
-    def watermarks(self) -> dict[int, tuple[datetime, datetime]]:
-        """Each organization's (examined_through, ordered_through)."""
-        rows = self.session.execute(
-            sa.select(
-                AttributionState.organization_id,
-                AttributionState.examined_through,
-                AttributionState.ordered_through,
-            )
-        )
-        return {org: (examined, ordered) for org, examined, ordered in rows}
 
     # -- frames ------------------------------------------------------------------------------
 

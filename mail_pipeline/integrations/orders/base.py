@@ -10,19 +10,38 @@ typed :mod:`~mail_pipeline.integrations.errors`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from mail_pipeline.domain.campaigns import IntegrationKind
 from mail_pipeline.domain.orders import InvalidOrder, SourceOrder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class OrderPage:
     orders: tuple[SourceOrder, ...]
     rejected: tuple[InvalidOrder, ...] = ()
+
+    @classmethod
+    def mapped(
+        cls, items: Iterable[Any], to_order: Callable[[Any], SourceOrder], vendor: str
+    ) -> OrderPage:
+        """A page of ``to_order`` of each item; an item it refuses (``InvalidOrder``) is
+        logged and kept in ``rejected``, the others are mapped."""
+        orders: list[SourceOrder] = []
+        rejected: list[InvalidOrder] = []
+        for item in items:
+            try:
+                orders.append(to_order(item))
+            except InvalidOrder as exc:
+                log.warning("%s order rejected: %s", vendor, exc)
+                rejected.append(exc)
+        return cls(tuple(orders), tuple(rejected))
 
 
 class OrderClient(Protocol):

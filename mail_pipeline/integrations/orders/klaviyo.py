@@ -193,17 +193,13 @@ class KlaviyoOrderClient:
     def _page(self, body: dict[str, Any]) -> OrderPage:
         emails = _included_emails(body.get("included"))
         now = self.clock()
-        orders: list[SourceOrder] = []
-        rejected: list[InvalidOrder] = []
-        for resource in body["data"]:
-            try:
-                orders.append(
-                    order_from_event(resource, emails, default_currency=self.currency, now=now)
-                )
-            except InvalidOrder as exc:
-                log.warning("Klaviyo order rejected: %s", exc)
-                rejected.append(exc)
-        return OrderPage(tuple(orders), tuple(rejected))
+        return OrderPage.mapped(
+            body["data"],
+            lambda resource: order_from_event(
+                resource, emails, default_currency=self.currency, now=now
+            ),
+            "Klaviyo",
+        )
 
     def close(self) -> None:
         self.client.close()

@@ -152,15 +152,7 @@ class OmetriaOrderClient:
 
     def _page(self, items: list[Any]) -> OrderPage:
         now = self.clock()
-        orders: list[SourceOrder] = []
-        rejected: list[InvalidOrder] = []
-        for item in items:
-            try:
-                orders.append(order_from_ometria(item, now=now))
-            except InvalidOrder as exc:
-                log.warning("Ometria order rejected: %s", exc)
-                rejected.append(exc)
-        return OrderPage(tuple(orders), tuple(rejected))
+        return OrderPage.mapped(items, lambda item: order_from_ometria(item, now=now), "Ometria")
 
     def close(self) -> None:
         self.api.close()

@@ -376,15 +376,7 @@ class ShopifyOrderClient:
 
     def _page(self, nodes: list[Any]) -> OrderPage:
         now = self.now()
-        orders: list[SourceOrder] = []
-        rejected: list[InvalidOrder] = []
-        for node in nodes:
-            try:
-                orders.append(order_from_node(node, now=now))
-            except InvalidOrder as exc:
-                log.warning("Shopify order rejected: %s", exc)
-                rejected.append(exc)
-        return OrderPage(tuple(orders), tuple(rejected))
+        return OrderPage.mapped(nodes, lambda node: order_from_node(node, now=now), "Shopify")
 
     def close(self) -> None:
         self.api.close()
