@@ -59,7 +59,6 @@ the write lock every transaction takes.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -68,9 +67,10 @@ from typing import Any, Literal, cast
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from mail_pipeline.db.engine import dialect_insert
+from mail_pipeline.db.frames import copy_frame
 from mail_pipeline.db.models import (
     Attribution,
     AttributionState,
@@ -386,8 +386,7 @@ class AttributionGateway:
         orgs = sorted(set(organization_ids))
         if not orgs:
             return
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        stmt = insert(AttributionState).values(
+        stmt = dialect_insert(self.session)(AttributionState).values(
             [
                 {
                     "organization_id": org,
@@ -530,28 +529,14 @@ class AttributionGateway:
             if not rows:
                 return empty_frame(columns)
             return _typed(pd.DataFrame.from_records(rows, columns=names), columns)
-        compiled = stmt.compile(
-            dialect=self.session.get_bind().dialect, compile_kwargs={"render_postcompile": True}
-        )
-        buffer = io.BytesIO()
-        with (
-            self._cursor() as cursor,
-            cursor.copy(f"COPY ({compiled}) TO STDOUT (FORMAT csv)", compiled.params) as copy,
-        ):
-            for chunk in copy:
-                buffer.write(chunk)
-        if not buffer.tell():
-            return empty_frame(columns)
-        buffer.seek(0)
-        frame = pd.read_csv(
-            buffer,
-            engine="pyarrow",
+        frame = copy_frame(
+            self.session,
+            stmt,
             names=names,
-            header=None,
             dtype={n: ("int64" if k in ("int", "time") else "str") for n, k in columns.items()},
-            keep_default_na=False,
-            na_values=[""],
         )
+        if frame.empty:
+            return empty_frame(columns)
         return _typed(frame, columns)
 
     def _cursor(self) -> Any:

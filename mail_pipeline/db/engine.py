@@ -23,8 +23,20 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+
+def dialect_insert(session: Session) -> Any:
+    """``insert`` of the session's dialect (PostgreSQL or SQLite), which has ``ON CONFLICT``
+    (``on_conflict_do_nothing`` / ``on_conflict_do_update``)."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert
+    if name == "sqlite":
+        return sqlite.insert
+    raise RuntimeError(f"mail_pipeline runs on PostgreSQL or SQLite, not {name}")
 
 
 def normalize_url(url: str) -> str:

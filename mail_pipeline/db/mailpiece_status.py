@@ -33,9 +33,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, case, exists, func, literal, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
+from mail_pipeline.db.engine import dialect_insert
 from mail_pipeline.db.models import Mailpiece, MailpieceEvent, Recipient, utcnow
 from mail_pipeline.db.recipients import RecipientGateway
 from mail_pipeline.db.types import UTCDateTime
@@ -186,15 +186,9 @@ class MailpieceStatusGateway:
         return inserted
 
     def _insert_ignoring_duplicates(self, rows: list[dict[str, Any]]) -> Any:
-        dialect = self._dialect
-        if dialect == "postgresql":
-            insert: Any = postgresql.insert(MailpieceEvent)
-        elif dialect == "sqlite":
-            insert = sqlite.insert(MailpieceEvent)
-        else:
-            raise RuntimeError(f"mailpiece events cannot be recorded on {dialect}")
         return (
-            insert.values(rows)
+            dialect_insert(self.session)(MailpieceEvent)
+            .values(rows)
             .on_conflict_do_nothing(
                 index_elements=[MailpieceEvent.printer, MailpieceEvent.provider_event_id]
             )

@@ -54,6 +54,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from mail_pipeline.db.frames import copy_frame
 from mail_pipeline.db.models import (
     Attribution,
     Campaign,
@@ -198,27 +199,14 @@ class MetricsGateway:
     def _frame(
         self, statement: Select[*tuple[Any, ...]], *, days: Sequence[str] = ()
     ) -> pd.DataFrame:
-        """The rows of ``statement`` as a frame. On PostgreSQL the compiled statement runs
-        on the driver's cursor in this transaction: a million rows arrive as tuples in a
-        third of the time SQLAlchemy's rows take."""
+        """The rows of ``statement`` as a frame, ``days`` columns as ``datetime.date``. On
+        PostgreSQL the rows come by ``COPY`` (``db.frames.copy_frame``): a year's credited
+        orders or a million recipients' timelines in a second rather than several."""
         if self.is_postgres:
-            compiled = statement.compile(
-                dialect=self.session.get_bind().dialect,
-                compile_kwargs={"render_postcompile": True},
-            )
-            raw: Any = self.session.connection().connection.driver_connection
-            sql = str(compiled)
-            try:
-                with raw.cursor() as cursor:
-                    cursor.execute(sql, compiled.params)
-                    rows = cursor.fetchall()
-                    columns = [column.name for column in cursor.description]
-            except psycopg.Error as error:
-                raise DBAPIError.instance(sql, None, error, psycopg.Error, True) from error
+            frame = copy_frame(self.session, statement)
         else:
             result = self.session.execute(statement)
-            rows, columns = result.fetchall(), list(result.keys())
-        frame = pd.DataFrame(rows, columns=columns)
+            frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
         for column in days:
             frame[column] = _as_dates(frame[column])
         return frame

@@ -22,12 +22,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from mail_pipeline.db.engine import dialect_insert
 from mail_pipeline.db.models import Campaign, OfferCode, Organization, Recipient
 from mail_pipeline.domain.recipients import RecipientStatus
 
@@ -204,7 +203,7 @@ class OfferCodeGateway:
         """Insert ``codes`` into the pool; returns those inserted (a code the organization's
         pool already has - an upload running at the same time - is skipped)."""
         inserted: set[str] = set()
-        insert: Any = postgresql.insert if self._postgres else sqlite.insert
+        insert = dialect_insert(self.session)
         for start in range(0, len(codes), CHUNK):
             rows = [
                 {
