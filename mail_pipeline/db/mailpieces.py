@@ -42,6 +42,9 @@ class MailpieceRecord:
     #: True when this call wrote the row; False when an earlier attempt had.
     new: bool
     attempt: int = 1
+    #: The postage written with the attempt: a resumed attempt asks the printer with it,
+    #: whatever the campaign says now (a night's downgrade affects only new pieces).
+    postage: Postage | None = None
 
     @property
     def dead(self) -> bool:
@@ -204,4 +207,5 @@ class MailpieceLedger:
             row.accepted_at,
             new=False,
             attempt=row.attempt,
+            postage=row.postage,
         )

@@ -334,7 +334,9 @@ def _postcard(
         to=to,
         front_url=recipient.proof_front_url,
         back_url=recipient.proof_back_url,
-        postage=str(context.campaign.postage),
+        postage=str(
+            existing.postage if existing and existing.postage else context.campaign.postage
+        ),
         size=str((context.campaign.design or {}).get("size") or "4x6"),
         sender=_sender(context.organization),
         test_mode=services.test_mode,
