@@ -24,6 +24,7 @@ from mail_pipeline.assets import attribution as attribution_assets
 from mail_pipeline.assets import metrics as metric_assets
 from mail_pipeline.assets import orders as order_assets
 from mail_pipeline.assets import sources as source_assets
+from mail_pipeline.jobs import lifecycle
 from mail_pipeline.jobs.demo import demo_data_job
 from mail_pipeline.jobs.pipeline import mailing_job, proofing_job
 from mail_pipeline.jobs.queues import image_cleanup_job, mail_status_job
@@ -32,11 +33,18 @@ from mail_pipeline.resources.billing import SandboxBilling, StripeBilling
 from mail_pipeline.resources.cdp import KlaviyoCdp, SandboxCdp
 from mail_pipeline.resources.database import Database
 from mail_pipeline.resources.images import CloudflareImageHost, SandboxImageHost
+from mail_pipeline.resources.notifications import (
+    EmailNotifications,
+    NotificationResource,
+    OutboxNotifications,
+    SlackNotifications,
+)
 from mail_pipeline.resources.orders import LiveOrderSources, SandboxOrderSources
 from mail_pipeline.resources.printing import LivePrinters, SandboxPrinters
 from mail_pipeline.resources.queues import LocalQueues, SqsQueues
 from mail_pipeline.resources.rendering import GATEWAY_URL, LiveRendering, SandboxRendering
 from mail_pipeline.resources.sandbox import SandboxState
+from mail_pipeline.sensors.alerts import run_failure_alerts
 from mail_pipeline.sensors.pipeline import (
     image_cleanup_sensor,
     mail_status_sensor,
@@ -66,10 +74,12 @@ JOBS = [
     mailing_job,
     mail_status_job,
     image_cleanup_job,
+    *lifecycle.JOBS,
     *(j for m in ASSET_MODULES for j in getattr(m, "JOBS", [])),
 ]
 SCHEDULES = [
     recipient_sync_schedule,
+    *lifecycle.SCHEDULES,
     *(s for m in ASSET_MODULES for s in getattr(m, "SCHEDULES", [])),
 ]
 SENSORS = [
@@ -79,8 +89,16 @@ SENSORS = [
     mail_status_sensor,
     image_cleanup_sensor,
     stale_claims_sensor,
+    run_failure_alerts,
     *(s for m in ASSET_MODULES for s in getattr(m, "SENSORS", [])),
 ]
+
+#: Every job's steps run in its run worker's process. A job's parallelism is inside its ops
+#: (bounded thread pools over a batch), and its steps are a chain, so the multiprocess
+#: executor's extra process per step would only add its start-up (seconds, and a CPU-second
+#: or more) to every run; the daily metrics' year backfill is one run of two steps one after
+#: the other (docs/benchmarks.md).
+EXECUTOR = dg.in_process_executor
 
 #: Run and job tag naming the kind of deployment, set on a staging deployment's jobs.
 DEPLOYMENT_TAG = "mail_pipeline/deployment"
@@ -93,6 +111,26 @@ STAGING_NOTICE = (
 def _optional(ref: EnvVarRef) -> dg.EnvVar | None:
     """A secret that may be absent (a printer the deployment does not use)."""
     return dg.EnvVar(ref.name) if ref.is_set else None
+
+
+def alert_channel(settings: Settings) -> NotificationResource:
+    """Slack when its webhook is set, else email (``settings.AlertSettings``; production
+    refuses to load with neither)."""
+    alerts = settings.vendors.alerts
+    if alerts.slack_webhook_url.is_set:
+        return SlackNotifications(
+            webhook_url=dg.EnvVar(alerts.slack_webhook_url.name), ui_base_url=alerts.ui_base_url
+        )
+    return EmailNotifications(
+        host=alerts.email_host or "",
+        port=alerts.email_port,
+        username=alerts.email_username,
+        password=_optional(alerts.email_password),
+        sender=alerts.email_sender or "",
+        recipients=list(alerts.email_recipients),
+        starttls=alerts.email_starttls,
+        ui_base_url=alerts.ui_base_url,
+    )
 
 
 def production_resources(settings: Settings) -> dict[str, Any]:
@@ -141,6 +179,7 @@ def production_resources(settings: Settings) -> dict[str, Any]:
             image_deletion_queue_url=dg.EnvVar(vendors.image_deletion_queue_url.name),
             region_name=vendors.aws_region,
         ),
+        "notifications": alert_channel(settings),
     }
 
 
@@ -166,6 +205,10 @@ def sandbox_resources(settings: Settings) -> dict[str, Any]:
         "billing": SandboxBilling(sandbox_path=sandbox, latency_seconds=0.05),
         "order_sources": SandboxOrderSources(sandbox_path=sandbox, latency_seconds=0.05),
         "queues": LocalQueues(path=str(settings.queue_path)),
+        "notifications": OutboxNotifications(
+            folder=str(settings.data_dir / "outbox"),
+            ui_base_url=settings.vendors.alerts.ui_base_url or "http://127.0.0.1:3000",
+        ),
     }
 
 
@@ -226,6 +269,7 @@ def _production_definitions(settings: Settings) -> dg.Definitions:
         schedules=schedules,
         sensors=sensors,
         resources=production_resources(settings),
+        executor=EXECUTOR,
     )
 
 
@@ -241,6 +285,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         schedules=SCHEDULES,
         sensors=[*SENSORS, sandbox_printer_webhooks, sandbox_shoppers],
         resources=sandbox_resources(settings),
+        executor=EXECUTOR,
     )
 
 

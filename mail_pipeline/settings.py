@@ -129,6 +129,64 @@ class PrinterSettings:
         return self.api_key.is_set
 
 
+ALERT_EMAIL = "MAIL_PIPELINE_ALERT_EMAIL_"
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Where run-failure alerts go in production (``docs/alerts.md``): a Slack incoming
+    webhook, or email over SMTP. Secrets are bound as ``dg.EnvVar``; the rest is read here."""
+
+    slack_webhook_url: EnvVarRef = EnvVarRef("MAIL_PIPELINE_SLACK_WEBHOOK_URL")
+    email_host: str | None = None
+    email_port: int = 587
+    email_username: str | None = None
+    email_password: EnvVarRef = EnvVarRef(f"{ALERT_EMAIL}PASSWORD")
+    email_sender: str | None = None
+    email_recipients: tuple[str, ...] = ()
+    email_starttls: bool = True
+    #: The Dagster UI's address, for links to failed runs.
+    ui_base_url: str | None = None
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str]) -> AlertSettings:
+        recipients = environ.get(f"{ALERT_EMAIL}RECIPIENTS") or ""
+        port = (environ.get(f"{ALERT_EMAIL}PORT") or "587").strip()
+        return cls(
+            slack_webhook_url=EnvVarRef.read(environ, "MAIL_PIPELINE_SLACK_WEBHOOK_URL"),
+            email_host=environ.get(f"{ALERT_EMAIL}HOST") or None,
+            email_port=int(port) if port.isdigit() else 0,
+            email_username=environ.get(f"{ALERT_EMAIL}USERNAME") or None,
+            email_password=EnvVarRef.read(environ, f"{ALERT_EMAIL}PASSWORD"),
+            email_sender=environ.get(f"{ALERT_EMAIL}SENDER") or None,
+            email_recipients=tuple(r.strip() for r in recipients.split(",") if r.strip()),
+            email_starttls=(environ.get(f"{ALERT_EMAIL}STARTTLS") or "1").strip() != "0",
+            ui_base_url=environ.get("MAIL_PIPELINE_UI_BASE_URL") or None,
+        )
+
+    @property
+    def email_configured(self) -> bool:
+        return bool(self.email_host and self.email_sender and self.email_recipients)
+
+    def problems(self) -> list[str]:
+        """Production needs one working channel."""
+        if self.slack_webhook_url.is_set:
+            return []
+        if self.email_host and not self.email_configured:
+            return [
+                f"{ALERT_EMAIL}HOST is set but {ALERT_EMAIL}SENDER and "
+                f"{ALERT_EMAIL}RECIPIENTS are not both set"
+            ]
+        if self.email_configured and not 0 < self.email_port < 65536:
+            return [f"{ALERT_EMAIL}PORT is not a port number"]
+        if self.email_configured:
+            return []
+        return [
+            "no run-failure alert channel: set MAIL_PIPELINE_SLACK_WEBHOOK_URL, or "
+            f"{ALERT_EMAIL}HOST, {ALERT_EMAIL}SENDER and {ALERT_EMAIL}RECIPIENTS"
+        ]
+
+
 def _printers(environ: Mapping[str, str]) -> tuple[PrinterSettings, ...]:
     return tuple(PrinterSettings.read(environ, name) for name in PRINTERS)
 
@@ -153,6 +211,7 @@ class VendorSettings:
     status_queue_url: EnvVarRef = EnvVarRef("MAIL_STATUS_QUEUE_URL")
     image_deletion_queue_url: EnvVarRef = EnvVarRef("IMAGE_DELETION_QUEUE_URL")
     aws_region: str = "us-east-1"
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     @classmethod
     def read(cls, environ: Mapping[str, str]) -> VendorSettings:
@@ -172,6 +231,7 @@ class VendorSettings:
             status_queue_url=EnvVarRef.read(environ, "MAIL_STATUS_QUEUE_URL"),
             image_deletion_queue_url=EnvVarRef.read(environ, "IMAGE_DELETION_QUEUE_URL"),
             aws_region=environ.get("AWS_REGION") or "us-east-1",
+            alerts=AlertSettings.read(environ),
         )
 
     def printer(self, name: str) -> PrinterSettings:
@@ -320,6 +380,7 @@ def production_problems(settings: Settings) -> list[str]:
         vendors.image_deletion_queue_url,
     )
     problems.extend(f"{ref.name} is not set" for ref in required if not ref.is_set)
+    problems.extend(vendors.alerts.problems())
 
     if not _DEPLOYMENT_NAME.match(settings.deployment):
         problems.append(

@@ -179,6 +179,11 @@ class Campaign(Timestamped, Base):
     daily_send_cap: Mapped[int | None] = mapped_column(Integer)
     total_send_cap: Mapped[int | None] = mapped_column(Integer)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Why it was completed (``domain.lifecycle``: the rule, or a person's note).
+    completed_reason: Mapped[str | None] = mapped_column(Text)
+    #: When it became Active (the lifecycle's start, or a person); the postage downgrade
+    #: counts from the start date, else from this day.
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     organization: Mapped[Organization] = relationship(back_populates="campaigns")
@@ -772,3 +777,46 @@ class AttributionState(Base):
     examined_through: Mapped[datetime] = mapped_column(UTCDateTime)
     ordered_through: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class NightlyStepRun(Base):
+    """One nightly step done for one New York night (``domain.lifecycle.NightlyStep``): the
+    row is written in the transaction that does the step's work, so a step is done once per
+    night whichever run (its own schedule's, a later one catching up, a manual launch) gets
+    to it first; the others find the row and skip."""
+
+    __tablename__ = "nightly_step_runs"
+    __table_args__ = (UniqueConstraint("night", "step"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    night: Mapped[date] = mapped_column(Date)
+    step: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    #: What the step changed: counts and the first lines of its report.
+    summary: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    completed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RunFailure(Base):
+    """A failed Dagster run as the run-failure sensor recorded it (``services.alerts``): who
+    was affected (organization, stage) and whether people were told. ``run_id`` is unique,
+    so a run seen again is recorded once; ``notified_at`` is set only after a notification
+    covering it was sent."""
+
+    __tablename__ = "run_failures"
+    __table_args__ = (
+        Index(None, "notified_at", "failed_at"),
+        Index(None, "organization_id", "stage"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64), unique=True)
+    job: Mapped[str] = mapped_column(String(200))
+    stage: Mapped[str | None] = mapped_column(String(64))
+    #: From the run's organization tag; no foreign key (a tag is the run's say-so).
+    organization_id: Mapped[int | None] = mapped_column(BigId)
+    #: One redacted line (``domain.alerts.summarize_error``).
+    error: Mapped[str] = mapped_column(Text)
+    failed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -224,6 +224,26 @@ class RecipientGateway:
         )
         return sorted(self.session.scalars(stmt, execution_options={"synchronize_session": False}))
 
+    def transition_campaign(
+        self,
+        campaign_id: int,
+        from_status: RecipientStatus,
+        to_status: RecipientStatus,
+        *,
+        now: datetime | None = None,
+        values: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Move every recipient of ``campaign_id`` that is in ``from_status`` (a campaign's
+        end skips what it never mailed); returns how many moved."""
+        require_transition(from_status, to_status)
+        stmt = (
+            update(Recipient)
+            .where(Recipient.campaign_id == campaign_id, Recipient.status == from_status)
+            .values(self._move_values(to_status, now or utcnow(), values))
+        )
+        result = self.session.execute(stmt, execution_options={"synchronize_session": False})
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
     def start_batch(
         self,
         batch_id: str,

@@ -33,14 +33,15 @@ S = RecipientStatus
 TRANSITIONS: dict[RecipientStatus, frozenset[RecipientStatus]] = {
     # address enrichment (4x daily); no match is terminal with a reason; a failed batch
     # releases its recipients for the next one.
-    S.ADDRESS_ENRICHABLE: frozenset({S.ADDRESS_ENRICHING}),
+    # a campaign that ends (switch-off, completion sweep) skips what it never mailed.
+    S.ADDRESS_ENRICHABLE: frozenset({S.ADDRESS_ENRICHING, S.SKIPPED}),
     S.ADDRESS_ENRICHING: frozenset({S.PENDING, S.SKIPPED, S.ADDRESS_ENRICHABLE}),
     # sync decides Skipped/Holdout/Blacklisted; the proofing sensor claims into ProofingStaged.
     S.PENDING: frozenset({S.PROOFING_STAGED, S.SKIPPED, S.HOLDOUT, S.BLACKLISTED}),
     # the proofing run takes its batch; recovery returns a dead run's batch to Pending.
     S.PROOFING_STAGED: frozenset({S.PROOFING, S.PENDING}),
     S.PROOFING: frozenset({S.PROOFED, S.ERROR, S.PENDING}),
-    S.PROOFED: frozenset({S.SENDING_STAGED}),
+    S.PROOFED: frozenset({S.SENDING_STAGED, S.SKIPPED}),
     # recovery returns a dead mailing run's staged batch to Proofed, and re-stages its
     # in-flight Sending recipients (same batch) for a new mailing run, which asks the printer
     # about each one's idempotency key before it creates anything.

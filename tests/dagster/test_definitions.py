@@ -20,6 +20,7 @@ from mail_pipeline.definitions import (
     defs,
     staging_job,
 )
+from mail_pipeline.resources.notifications import OutboxNotifications, SlackNotifications
 from mail_pipeline.settings import ProductionConfigError, load_settings
 from tests.environments import PRODUCTION, TEST_SETTINGS
 
@@ -159,3 +160,16 @@ def test_dagster_cli_refuses_an_unsafe_production_workspace(tmp_path: Path) -> N
     assert "refusing to load the production definitions" in output
     assert "LOB_API_KEY is set but LOB_WEBHOOK_SECRET is not" in output
     assert "LOB_API_KEY is a test key" in output
+
+
+def test_run_failure_alerts_go_to_slack_in_production_and_to_the_outbox_locally(
+    tmp_path: Path,
+) -> None:
+    prod = build_definitions(load_settings(PRODUCTION)).resources or {}
+    local = build_definitions(load_settings({"MAIL_PIPELINE_DATA_DIR": str(tmp_path)}))
+    slack = prod["notifications"]
+    assert isinstance(slack, SlackNotifications)
+    assert "hooks.slack.com" not in repr(slack), "the webhook URL is a secret"
+    outbox = (local.resources or {})["notifications"]
+    assert isinstance(outbox, OutboxNotifications)
+    assert outbox.folder == str(tmp_path.resolve() / "outbox")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from mail_pipeline.db.engine import unit_of_work
 from mail_pipeline.db.models import Campaign, Mailpiece, Recipient, SideEffect
@@ -57,8 +57,20 @@ def test_demo_recipients_flow_from_segment_to_mailbox(pipeline) -> None:  # type
     assert all(r.success for r in driver.runs)
     with unit_of_work(db_url) as session:
         synced = Counter(session.scalars(select(Recipient.status)))
-        # one_off campaigns sync while Pending; mail goes out once they are Active
-        session.execute(update(Campaign).values(status=CampaignStatus.ACTIVE))
+    # one_off campaigns sync while Pending; the hourly lifecycle starts them (their start
+    # date has come and they have been synced), and mail goes out once they are Active
+    assert driver.tick_schedule("campaign_lifecycle_schedule") == 1
+    with unit_of_work(db_url) as session:
+        statuses = {
+            r.name: r.status for r in session.execute(select(Campaign.name, Campaign.status))
+        }
+    assert statuses == {
+        "Win-back automation": CampaignStatus.ACTIVE,
+        "Spring launch": CampaignStatus.ACTIVE,
+        "VIP list upload": CampaignStatus.PENDING,  # waits for its uploaded list
+        "Lapsed customers": CampaignStatus.ACTIVE,
+        "Summer sale": CampaignStatus.ACTIVE,
+    }
     assert synced[S.PENDING] > 200
     assert synced[S.BLACKLISTED] == 12 and synced[S.ADDRESS_ENRICHABLE] > 0
     assert synced[S.SKIPPED] > 0 and synced[S.HOLDOUT] > 0

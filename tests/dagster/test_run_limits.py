@@ -31,3 +31,11 @@ def test_the_run_queue_caps_mailing_runs_at_the_shared_limit(instance: str) -> N
 
 def test_printers_share_their_rate_limit_among_that_many_runs() -> None:
     assert PrintersResource.model_fields["runs_sharing_key"].default == MAILING_RUNS_IN_FLIGHT
+
+
+@pytest.mark.parametrize("instance", ["dagster.yaml", "deploy/dagster.production.yaml"])
+def test_lifecycle_runs_go_one_at_a_time(instance: str) -> None:
+    """A night's runs caught up together must not do their steps side by side."""
+    from mail_pipeline.jobs.lifecycle import STAGE
+
+    assert _stage_limits(ROOT / instance)[STAGE] == 1

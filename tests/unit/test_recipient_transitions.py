@@ -54,6 +54,9 @@ RECOVERY_AND_RETRY_EDGES = {
     (S.ERROR, S.SKIPPED),
     (S.ERROR, S.HOLDOUT),
     (S.ERROR, S.BLACKLISTED),
+    # a campaign that ends (switch-off, completion sweep) skips what no run holds
+    (S.ADDRESS_ENRICHABLE, S.SKIPPED),
+    (S.PROOFED, S.SKIPPED),
 }
 ALLOWED = SPEC_EDGES | RECOVERY_AND_RETRY_EDGES
 

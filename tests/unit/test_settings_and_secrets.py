@@ -111,9 +111,10 @@ def test_an_empty_production_configuration_lists_everything_missing_in_one_messa
         "PROOF_IMAGE_ID_KEY is not set",
         "MAIL_STATUS_QUEUE_URL is not set",
         "IMAGE_DELETION_QUEUE_URL is not set",
+        "no run-failure alert channel",
     ):
         assert name in message
-    assert message.count("\n  - ") == len(refused.value.problems) == 9
+    assert message.count("\n  - ") == len(refused.value.problems) == 10
 
 
 @pytest.mark.parametrize("printer", ["LOB", "STANNP", "INTELLIPRINT"])
@@ -264,3 +265,28 @@ def test_only_production_stamps_an_unstamped_database_that_holds_data() -> None:
     assert stamp_refusal(L, holds_data=False) is None
     assert stamp_refusal(L, holds_data=True) is not None
     assert stamp_refusal(T, holds_data=True) is not None
+
+
+def _without_slack() -> dict[str, str]:
+    return {k: v for k, v in PRODUCTION.items() if k != "MAIL_PIPELINE_SLACK_WEBHOOK_URL"}
+
+
+def test_production_needs_a_run_failure_alert_channel() -> None:
+    assert production_problems(load_settings(_without_slack())) == [
+        "no run-failure alert channel: set MAIL_PIPELINE_SLACK_WEBHOOK_URL, or "
+        "MAIL_PIPELINE_ALERT_EMAIL_HOST, MAIL_PIPELINE_ALERT_EMAIL_SENDER and "
+        "MAIL_PIPELINE_ALERT_EMAIL_RECIPIENTS"
+    ]
+    host_only = {**_without_slack(), "MAIL_PIPELINE_ALERT_EMAIL_HOST": "smtp.example.com"}
+    assert production_problems(load_settings(host_only)) == [
+        "MAIL_PIPELINE_ALERT_EMAIL_HOST is set but MAIL_PIPELINE_ALERT_EMAIL_SENDER and "
+        "MAIL_PIPELINE_ALERT_EMAIL_RECIPIENTS are not both set"
+    ]
+    email = {
+        **host_only,
+        "MAIL_PIPELINE_ALERT_EMAIL_SENDER": "alerts@example.com",
+        "MAIL_PIPELINE_ALERT_EMAIL_RECIPIENTS": "ops@example.com, oncall@example.com",
+    }
+    settings = load_settings(email)
+    assert production_problems(settings) == []
+    assert settings.vendors.alerts.email_recipients == ("ops@example.com", "oncall@example.com")
