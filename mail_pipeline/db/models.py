@@ -114,6 +114,16 @@ class Organization(Timestamped, Base):
     #: The sender printed on postcards: {name, line1, line2, city, region, postal_code, country}.
     return_address: Mapped[dict[str, Any] | None] = mapped_column(Json)
     timezone: Mapped[str] = mapped_column(String(64), default="America/New_York")
+    #: The kill switch: set, nothing of the organization is printed (``domain.sending``);
+    #: the mailing run checks it right before each printer call.
+    mailing_paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    mailing_paused_reason: Mapped[str | None] = mapped_column(Text)
+    #: Postcards a day across all of its campaigns (New York days; None: no cap).
+    daily_send_cap: Mapped[int | None] = mapped_column(Integer)
+    #: Suppressions (``domain.suppressions``): days between two postcards to one person
+    #: across its campaigns, and days after an order during which a buyer is not mailed.
+    min_days_between_mailings: Mapped[int | None] = mapped_column(Integer)
+    recent_purchase_days: Mapped[int | None] = mapped_column(Integer)
 
     campaigns: Mapped[list[Campaign]] = relationship(back_populates="organization")
     integrations: Mapped[list[OrganizationIntegration]] = relationship(
@@ -178,6 +188,10 @@ class Campaign(Timestamped, Base):
     attribution_window_days: Mapped[int] = mapped_column(Integer, default=30)
     daily_send_cap: Mapped[int | None] = mapped_column(Integer)
     total_send_cap: Mapped[int | None] = mapped_column(Integer)
+    #: Only these states/regions (codes, e.g. ["CA", "OR"]) and postal code prefixes are
+    #: mailed (None: anywhere the printers serve).
+    allowed_regions: Mapped[list[str] | None] = mapped_column(Json)
+    allowed_postal_prefixes: Mapped[list[str] | None] = mapped_column(Json)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Why it was completed (``domain.lifecycle``: the rule, or a person's note).
     completed_reason: Mapped[str | None] = mapped_column(Text)
@@ -820,3 +834,54 @@ class RunFailure(Base):
     failed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SendCapUsage(Base):
+    """Postcards reserved against a daily cap: one row per (campaign or organization, New
+    York day), incremented in the transaction that writes a new mailpiece row, only while
+    under the cap (``db.sending``)."""
+
+    __tablename__ = "send_cap_usage"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    scope_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class UploadBatch(Base):
+    """An uploaded CSV list (``services.uploads``): recipients for a one-off campaign, or
+    do-not-mail entries for an organization. Committed or rejected as a whole; the per-row
+    report is kept for the uploader. A batch awaiting approval is committed by launching
+    ``upload_approval_job`` with its id (the file is read again, and must be unchanged)."""
+
+    __tablename__ = "upload_batches"
+    __table_args__ = (
+        CheckConstraint("status IN ('awaiting_approval', 'committed', 'rejected')", name="status"),
+        CheckConstraint("kind IN ('recipients', 'do_not_mail')", name="kind"),
+        UniqueConstraint("source", "sha256"),
+        Index(None, "status", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    #: Where the file is (a local path or an ``s3://`` URL) and its SHA-256: one batch per
+    #: file content and place, however often the sensor sees it.
+    source: Mapped[str] = mapped_column(String(1024))
+    sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32))
+    rows_total: Mapped[int] = mapped_column(Integer, default=0)
+    rows_accepted: Mapped[int] = mapped_column(Integer, default=0)
+    rows_skipped: Mapped[int] = mapped_column(Integer, default=0)
+    rows_rejected: Mapped[int] = mapped_column(Integer, default=0)
+    #: Why the whole batch was rejected, in a sentence.
+    rejection_reason: Mapped[str | None] = mapped_column(Text)
+    #: The per-row report (CSV) and its summary (Markdown).
+    report_csv: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[str | None] = mapped_column(Text)
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import exists, func, select, true, update
@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from mail_pipeline.db.leases import BatchLeases
 from mail_pipeline.db.models import BatchLease, Campaign, Organization, Recipient, utcnow
+from mail_pipeline.db.sending import sendable
 from mail_pipeline.domain.campaigns import CampaignStatus, OrganizationStatus
 from mail_pipeline.domain.claims import DEFAULT_LEASES, stage_of
 from mail_pipeline.domain.recipients import (
@@ -75,14 +76,17 @@ class UnleasedClaim:
     count: int
 
 
-def _eligible_campaigns(statuses: Collection[CampaignStatus]) -> Any:
-    return (
+def _eligible_campaigns(statuses: Collection[CampaignStatus], gate_day: date | None = None) -> Any:
+    """Campaigns in ``statuses`` of active organizations; with ``gate_day``, only those
+    the gate before the printer lets through that day (``db.sending.sendable``)."""
+    stmt = (
         select(Campaign.id)
         .join(Organization, Organization.id == Campaign.organization_id)
         .where(
             Campaign.status.in_(list(statuses)), Organization.status == OrganizationStatus.ACTIVE
         )
     )
+    return stmt if gate_day is None else stmt.where(sendable(gate_day))
 
 
 def campaigns_by_id(session: Session, ids: Iterable[int]) -> dict[int, Campaign]:
@@ -121,6 +125,7 @@ class RecipientGateway:
         organization_id: int | None = None,
         campaign_id: int | None = None,
         campaign_statuses: Collection[CampaignStatus] | None = None,
+        gate_day: date | None = None,
         batch_id: str | None = None,
         now: datetime | None = None,
         lease_expires_at: datetime | None = None,
@@ -132,7 +137,8 @@ class RecipientGateway:
         ``organization_id`` is given (the sensors always give it).
 
         ``campaign_statuses`` restricts the claim to campaigns in those statuses whose
-        organization is active (a paused campaign's recipients wait)."""
+        organization is active (a paused campaign's recipients wait); ``gate_day`` further
+        to those not paused and under their daily caps that day (``db.sending``)."""
         require_transition(from_status, to_status)
         if limit < 1:
             raise ValueError("a claim needs a positive limit")
@@ -144,7 +150,9 @@ class RecipientGateway:
         if campaign_id is not None:
             pick = pick.where(Recipient.campaign_id == campaign_id)
         if campaign_statuses is not None:
-            pick = pick.where(Recipient.campaign_id.in_(_eligible_campaigns(campaign_statuses)))
+            pick = pick.where(
+                Recipient.campaign_id.in_(_eligible_campaigns(campaign_statuses, gate_day))
+            )
         pick = pick.order_by(Recipient.id).limit(limit)
         values = {
             "status": to_status,
@@ -398,7 +406,10 @@ class RecipientGateway:
         ]
 
     def organizations_waiting(
-        self, status: RecipientStatus, campaign_statuses: Collection[CampaignStatus]
+        self,
+        status: RecipientStatus,
+        campaign_statuses: Collection[CampaignStatus],
+        gate_day: date | None = None,
     ) -> list[int]:
         """Organizations with recipients in ``status`` that a claim could take."""
         return list(
@@ -406,7 +417,7 @@ class RecipientGateway:
                 select(Recipient.organization_id)
                 .where(
                     Recipient.status == status,
-                    Recipient.campaign_id.in_(_eligible_campaigns(campaign_statuses)),
+                    Recipient.campaign_id.in_(_eligible_campaigns(campaign_statuses, gate_day)),
                 )
                 .distinct()
                 .order_by(Recipient.organization_id)

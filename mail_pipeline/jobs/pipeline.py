@@ -117,9 +117,12 @@ def mail_recipients(
         "postcards_created": result.created,
         "reconciled_with_printer": result.reconciled,
         "deferred": len(result.deferred),
+        "held_back": len(result.held_back),
         "errors": len(result.errors),
         "printers": dg.MetadataValue.json(dict(result.printers)),
     }
+    if result.held_back:
+        metadata["held_back_reasons"] = reasons_table(result.held_back)
     if result.errors:
         metadata["error_reasons"] = reasons_table(result.errors)
     if result.deferred:

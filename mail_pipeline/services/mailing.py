@@ -7,7 +7,9 @@ printer for anything. For each recipient, with bounded concurrency inside the ru
 
 1. the address is checked and the printer chosen by the strategy (the organization's
    preference, else the country's default); a bad address or an unroutable country puts the
-   recipient in ``Error`` before anything is asked of anyone;
+   recipient in ``Error`` before anything is asked of anyone; a new postcard then passes the
+   gate (``domain.sending``): a pause or a full daily cap sends the recipient back to
+   ``Proofed`` with the reason, before any printer is asked;
 2. the mailpiece row with the recipient's idempotency key is **committed before the printer
    is called**, in a transaction that also checks the run still holds the recipient. If the
    row was already there (a resumed run), the printer is first asked whether it has a piece
@@ -51,11 +53,14 @@ from mail_pipeline.db.models import Campaign, Organization, Recipient
 from mail_pipeline.db.models import utcnow as _utcnow
 from mail_pipeline.db.organizations import cdp_integrations
 from mail_pipeline.db.recipients import RecipientGateway, campaigns_by_id, organizations_by_id
+from mail_pipeline.db.sending import SendGate
 from mail_pipeline.domain.addresses import Address, InvalidAddress
 from mail_pipeline.domain.claims import DEFAULT_LEASES, LeasePolicy
 from mail_pipeline.domain.ledger import SideEffectKind, ledger_kind
 from mail_pipeline.domain.mailpieces import PrintedPiece
+from mail_pipeline.domain.metrics import day_of
 from mail_pipeline.domain.recipients import RecipientStatus
+from mail_pipeline.domain.sending import paused_reason
 from mail_pipeline.integrations.billing.stripe_meter import StripeMeter
 from mail_pipeline.integrations.errors import IntegrationError
 from mail_pipeline.integrations.klaviyo.client import KlaviyoClient
@@ -89,6 +94,8 @@ class Result(StrEnum):
     SENT = "sent"
     ERROR = "error"
     DEFERRED = "deferred"
+    #: Back to Proofed before the printer was asked: a pause or a daily cap (``domain.sending``).
+    HELD_BACK = "held_back"
     #: The run no longer held the recipient (recovery returned its batch): nothing done.
     LOST = "lost"
 
@@ -111,6 +118,8 @@ class MailingResult:
     sent: int = 0
     #: Left in Sending (an outage outlived the retries); recovery resumes them.
     deferred: dict[int, str] = field(default_factory=dict)
+    #: Back to Proofed, with the reason: paused, or a daily cap reached.
+    held_back: dict[int, str] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
     printers: Counter[str] = field(default_factory=Counter)
     #: Postcards the printer already had when asked (a resumed run's reconciliation).
@@ -170,6 +179,8 @@ def mail_batch(
             result.errors[outcome.recipient_id] = outcome.reason or "mailing failed"
         elif outcome.result is Result.LOST:
             result.lost += 1
+        elif outcome.result is Result.HELD_BACK:
+            result.held_back[outcome.recipient_id] = outcome.reason or "held back"
         else:
             result.deferred[outcome.recipient_id] = outcome.reason or "deferred"
     if not hold.lost.is_set():
@@ -229,9 +240,28 @@ def _mail_one(
             )
         except (InvalidAddress, RoutingError) as exc:
             return _error(sessions, rid, f"cannot mail this recipient: {exc}", clock, holder)
+        # A new postcard passes the gate (pause, daily caps) in the transaction that writes
+        # its row; a resumed attempt's row says the decision was made (domain.sending).
+        gated = mailpiece is None or mailpiece.dead
+        day = day_of(clock())
         with sessions() as session:
             if not RecipientGateway(session).holds(rid, S.SENDING, holder):
                 return MailOutcome(rid, Result.LOST, "the batch was returned by recovery")
+            if gated:
+                gate = SendGate(session)
+                held = paused_reason(gate.facts(recipient.campaign_id)) or gate.reserve(
+                    recipient.campaign_id, day
+                )
+                if held:
+                    RecipientGateway(session).transition(
+                        rid,
+                        S.SENDING,
+                        S.PROOFED,
+                        now=clock(),
+                        values={"status_reason": held},
+                        holder=holder,
+                    )
+                    return MailOutcome(rid, Result.HELD_BACK, held)
             mailpiece = MailpieceLedger(session).request(
                 recipient_id=rid,
                 organization_id=recipient.organization_id,
@@ -247,6 +277,8 @@ def _mail_one(
                 return MailOutcome(rid, Result.DEFERRED, str(exc), printer=printer.name)
             with sessions() as session:
                 MailpieceLedger(session).rejected(mailpiece.id, now=clock())
+                if gated:  # nothing was printed: its places under the caps are free again
+                    SendGate(session).release(recipient.campaign_id, day)
             return _error(
                 sessions, rid, f"{printer.name} refused the postcard: {exc}", clock, holder
             )

@@ -10,10 +10,13 @@ workers that will process them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 from mail_pipeline.db.engine import SessionFactory
+from mail_pipeline.db.models import utcnow
 from mail_pipeline.db.recipients import Claim, RecipientGateway
 from mail_pipeline.domain.campaigns import CampaignStatus
+from mail_pipeline.domain.metrics import day_of
 from mail_pipeline.domain.recipients import RecipientStatus
 
 S = RecipientStatus
@@ -26,6 +29,12 @@ class Stage:
     to_status: RecipientStatus
     #: Campaign statuses whose recipients this stage takes.
     campaign_statuses: frozenset[CampaignStatus]
+    #: Only campaigns the gate before the printer lets through today (``domain.sending``):
+    #: not paused, under their daily caps.
+    gated: bool = False
+
+    def gate_day(self) -> date | None:
+        return day_of(utcnow()) if self.gated else None
 
 
 #: Proofs are made ahead for scheduled (Pending) campaigns; mail goes out only for Active
@@ -36,7 +45,9 @@ PROOFING = Stage(
     S.PROOFING_STAGED,
     frozenset({CampaignStatus.PENDING, CampaignStatus.ACTIVE}),
 )
-MAILING = Stage("mailing", S.PROOFED, S.SENDING_STAGED, frozenset({CampaignStatus.ACTIVE}))
+MAILING = Stage(
+    "mailing", S.PROOFED, S.SENDING_STAGED, frozenset({CampaignStatus.ACTIVE}), gated=True
+)
 
 
 def stage_batches(
@@ -51,7 +62,7 @@ def stage_batches(
         return []
     with sessions() as session:
         waiting = RecipientGateway(session).organizations_waiting(
-            stage.from_status, stage.campaign_statuses
+            stage.from_status, stage.campaign_statuses, stage.gate_day()
         )
     if after_organization is not None:
         waiting = [o for o in waiting if o > after_organization] + [
@@ -66,6 +77,7 @@ def stage_batches(
                 batch_size,
                 organization_id=organization_id,
                 campaign_statuses=stage.campaign_statuses,
+                gate_day=stage.gate_day(),
             )
         if claim.ids:
             claims.append(claim)

@@ -57,6 +57,8 @@ RECOVERY_AND_RETRY_EDGES = {
     # a campaign that ends (switch-off, completion sweep) skips what no run holds
     (S.ADDRESS_ENRICHABLE, S.SKIPPED),
     (S.PROOFED, S.SKIPPED),
+    # held back before the printer was asked: a pause or a daily cap
+    (S.SENDING, S.PROOFED),
 }
 ALLOWED = SPEC_EDGES | RECOVERY_AND_RETRY_EDGES
 
