@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 from mail_pipeline.db.models import (
     BlocklistEntry,
     Campaign,
+    Order,
     Organization,
     OrganizationIntegration,
     Recipient,
@@ -32,7 +34,20 @@ from mail_pipeline.domain.campaigns import (
     OrganizationStatus,
 )
 from mail_pipeline.domain.recipients import RecipientStatus
+from mail_pipeline.domain.suppressions import SuppressionRules
 from mail_pipeline.domain.sync import NON_EXCLUDING_STATES, NOT_MAILED_STATES, ProfileFacts
+
+MAILED_STATES = frozenset({RecipientStatus.SENT, RecipientStatus.RECEIVED})
+
+
+def rules_of(campaign: Campaign, organization: Organization) -> SuppressionRules:
+    return SuppressionRules.of(
+        min_days_between_mailings=organization.min_days_between_mailings,
+        recent_purchase_days=organization.recent_purchase_days,
+        allowed_regions=campaign.allowed_regions,
+        allowed_postal_prefixes=campaign.allowed_postal_prefixes,
+    )
+
 
 #: The recipient columns a sync writes from a profile (``judge_profile``'s values).
 PROFILE_COLUMNS = (
@@ -78,6 +93,8 @@ class CampaignForSync:
     home_country: str | None = None
     #: The organization's preferred printer (routes where that printer serves).
     printer_preference: str | None = None
+    #: The organization's and the campaign's suppressions (``domain.suppressions``).
+    rules: SuppressionRules = field(default_factory=SuppressionRules)
 
 
 @dataclass(frozen=True)
@@ -170,6 +187,7 @@ class CampaignGateway:
             cdp=cdp,
             home_country=organization.country,
             printer_preference=organization.printer_preference,
+            rules=rules_of(campaign, organization),
         )
 
     def existing_facts(self, campaign_id: int) -> list[ProfileFacts]:
@@ -228,17 +246,20 @@ class CampaignGateway:
         return result.scalar_one_or_none() is not None
 
     def people_in_other_campaigns(
-        self, organization_id: int, campaign_id: int
+        self, organization_id: int, campaign_id: int, *, mailed_ones: bool = True
     ) -> tuple[dict[str, str], dict[str, str]]:
         """email key -> campaign name and address key -> campaign name for the people the
-        organization's other campaigns hold (in a state that excludes them)."""
+        organization's other campaigns hold (in a state that excludes them); without
+        ``mailed_ones``, not those already mailed (the days-between-mailings rule judges
+        them: :meth:`recently_mailed`)."""
+        excluded = set(NON_EXCLUDING_STATES) | (set() if mailed_ones else set(MAILED_STATES))
         rows = self.session.execute(
             select(Recipient.email_key, Recipient.address_key, Campaign.name)
             .join(Campaign, Campaign.id == Recipient.campaign_id)
             .where(
                 Recipient.organization_id == organization_id,
                 Recipient.campaign_id != campaign_id,
-                Recipient.status.not_in(NON_EXCLUDING_STATES),
+                Recipient.status.not_in(sorted(excluded)),
             )
             .order_by(Recipient.id)
         )
@@ -250,6 +271,48 @@ class CampaignGateway:
             if address:
                 addresses.setdefault(address, name)
         return emails, addresses
+
+    def recently_mailed(
+        self, organization_id: int, since: datetime, *, not_recipient: int | None = None
+    ) -> dict[str, tuple[str, datetime]]:
+        """Email and address keys of the people the organization mailed after ``since`` ->
+        (campaign name, when), the latest mailing per key (other than ``not_recipient``)."""
+        stmt = (
+            select(Recipient.email_key, Recipient.address_key, Campaign.name, Recipient.sent_at)
+            .join(Campaign, Campaign.id == Recipient.campaign_id)
+            .where(
+                Recipient.organization_id == organization_id,
+                Recipient.status.in_(sorted(MAILED_STATES)),
+                Recipient.sent_at >= since,
+            )
+        )
+        if not_recipient is not None:
+            stmt = stmt.where(Recipient.id != not_recipient)
+        out: dict[str, tuple[str, datetime]] = {}
+        for email, address, name, sent_at in self.session.execute(stmt):
+            for key in (email, address):
+                if key and sent_at is not None and (key not in out or out[key][1] < sent_at):
+                    out[key] = (name, sent_at)
+        return out
+
+    def recent_buyers(self, organization_id: int, since: datetime) -> dict[str, datetime]:
+        """Email and address keys of the people whose order that counts (not cancelled)
+        was placed after ``since`` -> their latest order time."""
+        rows = self.session.execute(
+            select(Order.email_key, Order.address_key, func.max(Order.ordered_at))
+            .where(
+                Order.organization_id == organization_id,
+                Order.ordered_at >= since,
+                Order.cancelled.is_(False),
+            )
+            .group_by(Order.email_key, Order.address_key)
+        )
+        out: dict[str, datetime] = {}
+        for email, address, ordered_at in rows:
+            for key in (email, address):
+                if key and (key not in out or out[key] < ordered_at):
+                    out[key] = ordered_at
+        return out
 
     def blocklist(self, organization_id: int) -> tuple[frozenset[str], frozenset[str]]:
         rows = self.session.execute(

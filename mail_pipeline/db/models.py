@@ -373,8 +373,9 @@ class Order(Base):
     """An order synced from Klaviyo, Ometria or Shopify, upserted on (organization, source,
     external id). Only normalized matching keys are kept (email key, address key, the
     discount codes), never the customer's raw email or address. Hot queries: an
-    organization's orders changed since attribution's watermark (``updated_at``), and daily
-    aggregation by ``ordered_at``."""
+    organization's orders changed since attribution's watermark (``updated_at``), daily
+    aggregation by ``ordered_at``, and one person's recent orders (the recent-purchaser
+    suppression, by email key or address key)."""
 
     __tablename__ = "orders"
     __table_args__ = (
@@ -383,6 +384,8 @@ class Order(Base):
         CheckConstraint("refunded_minor >= 0", name="refunded"),
         Index(None, "organization_id", "updated_at"),
         Index(None, "ordered_at"),
+        Index(None, "organization_id", "email_key"),
+        Index(None, "organization_id", "address_key"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -4,15 +4,30 @@ keeps paused and capped campaigns' recipients where they are."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from mail_pipeline.db.campaigns import MAILED_STATES, rules_of
 from mail_pipeline.db.engine import dialect_insert
-from mail_pipeline.db.models import Campaign, Organization, SendCapUsage
+from mail_pipeline.db.models import (
+    BlocklistEntry,
+    Campaign,
+    Order,
+    Organization,
+    Recipient,
+    SendCapUsage,
+)
 from mail_pipeline.domain.sending import CAMPAIGN, ORGANIZATION, GateFacts, capped_reason
+from mail_pipeline.domain.suppressions import (
+    BLOCKED_ADDRESS,
+    BLOCKED_EMAIL,
+    mailed_problem,
+    ordered_problem,
+    place_problem,
+)
 
 
 def _used(scope: str, scope_id: Any, day: date) -> Any:
@@ -45,6 +60,86 @@ def sendable(day: date) -> Any:
 class SendGate:
     def __init__(self, session: Session) -> None:
         self.session = session
+
+    def suppression(self, recipient: Recipient, now: datetime) -> str | None:
+        """Why ``recipient`` must not be mailed now (``domain.suppressions``), or ``None``:
+        the do-not-mail list, a mailing by another campaign or an order within the
+        organization's days, an address outside the campaign's areas."""
+        keys = [
+            (kind, key)
+            for kind, key in (("email", recipient.email_key), ("address", recipient.address_key))
+            if key
+        ]
+        if keys:
+            blocked = self.session.scalar(
+                select(BlocklistEntry.kind)
+                .where(
+                    or_(
+                        BlocklistEntry.organization_id == recipient.organization_id,
+                        BlocklistEntry.organization_id.is_(None),
+                    ),
+                    or_(
+                        *(
+                            and_(BlocklistEntry.kind == k, BlocklistEntry.value == v)
+                            for k, v in keys
+                        )
+                    ),
+                )
+                .limit(1)
+            )
+            if blocked is not None:
+                return BLOCKED_EMAIL if blocked == "email" else BLOCKED_ADDRESS
+        campaign, organization = self.session.execute(
+            select(Campaign, Organization)
+            .join(Organization, Organization.id == Campaign.organization_id)
+            .where(Campaign.id == recipient.campaign_id)
+        ).one()
+        rules = rules_of(campaign, organization)
+        mailed_since, ordered_since = rules.mailed_since(now), rules.ordered_since(now)
+        person = [
+            column == key
+            for column, key in (
+                (Recipient.email_key, recipient.email_key),
+                (Recipient.address_key, recipient.address_key),
+            )
+            if key
+        ]
+        if mailed_since is not None and person:
+            mailed = self.session.execute(
+                select(Campaign.name, Recipient.sent_at)
+                .join(Campaign, Campaign.id == Recipient.campaign_id)
+                .where(
+                    Recipient.organization_id == recipient.organization_id,
+                    Recipient.id != recipient.id,
+                    Recipient.status.in_(sorted(MAILED_STATES)),
+                    Recipient.sent_at >= mailed_since,
+                    or_(*person),
+                )
+                .order_by(Recipient.sent_at.desc())
+                .limit(1)
+            ).first()
+            if mailed is not None:
+                return mailed_problem(rules, mailed.name, mailed.sent_at)
+        buyer = [
+            column == key
+            for column, key in (
+                (Order.email_key, recipient.email_key),
+                (Order.address_key, recipient.address_key),
+            )
+            if key
+        ]
+        if ordered_since is not None and buyer:
+            ordered_at = self.session.scalar(
+                select(func.max(Order.ordered_at)).where(
+                    Order.organization_id == recipient.organization_id,
+                    Order.ordered_at >= ordered_since,
+                    Order.cancelled.is_(False),
+                    or_(*buyer),
+                )
+            )
+            if ordered_at is not None:
+                return ordered_problem(rules, ordered_at)
+        return place_problem(rules, recipient.region, recipient.postal_code)
 
     def facts(self, campaign_id: int) -> GateFacts:
         campaign, organization = self.session.execute(

@@ -46,8 +46,9 @@ TRANSITIONS: dict[RecipientStatus, frozenset[RecipientStatus]] = {
     # in-flight Sending recipients (same batch) for a new mailing run, which asks the printer
     # about each one's idempotency key before it creates anything.
     S.SENDING_STAGED: frozenset({S.SENDING, S.PROOFED}),
-    # held back before the printer was asked (a pause, a daily cap): it waits in Proofed.
-    S.SENDING: frozenset({S.SENT, S.ERROR, S.SENDING_STAGED, S.PROOFED}),
+    # held back before the printer was asked (a pause, a daily cap): it waits in Proofed;
+    # suppressed before the printer was asked (domain.suppressions): Skipped.
+    S.SENDING: frozenset({S.SENT, S.ERROR, S.SENDING_STAGED, S.PROOFED, S.SKIPPED}),
     # the printer reports the piece failed or cancelled after accepting it: nothing will be
     # delivered, so the recipient must not look Sent (status tracking).
     S.SENT: frozenset({S.RECEIVED, S.ERROR}),

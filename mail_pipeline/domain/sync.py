@@ -12,12 +12,16 @@ with a reason for every state that will not be mailed - nobody is dropped silent
    ``Skipped``, "duplicate of profile ..." (a reopened profile is never its own duplicate);
 3. an email or address on the organization's or the global blocklist -> ``Blacklisted``;
 4. a person already held by another campaign of the organization -> ``Skipped`` (cross-
-   campaign exclusion; recipients that were Skipped or Blacklisted there do not count);
+   campaign exclusion; recipients that were Skipped or Blacklisted there do not count). With
+   the organization's days-between-mailings rule, a person another campaign has already
+   mailed is excluded only if that mailing was within those days; and a person who ordered
+   within the recent-purchase days is ``Skipped`` (``domain.suppressions``);
 5. a profile that cannot be mailed (its data is invalid, its address is not mailable, no
    printer serves its country: :func:`mail_pipeline.domain.profiles.judge_profile`) ->
    ``Error`` with the reason. Rules 2-4 come first because fixing the data would not change
    them; rule 5 comes before the holdout and the cap, so an unmailable profile takes no
    place under the cap, and once fixed it lands in the holdout group its stable hash says;
+5b. an address outside the campaign's allowed regions or postal prefixes -> ``Skipped``;
 6. in the campaign's holdout group -> ``Holdout`` (a stable hash of campaign and profile, so
    re-syncs and backfills put the same people in the holdout);
 7. past the campaign's total send cap -> ``Skipped``;
@@ -29,9 +33,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 from mail_pipeline.domain.recipients import RecipientStatus
+from mail_pipeline.domain.suppressions import (
+    SuppressionRules,
+    mailed_problem,
+    ordered_problem,
+    place_problem,
+)
 
 S = RecipientStatus
 
@@ -49,6 +60,9 @@ class ProfileFacts:
     has_address: bool
     #: Why the profile cannot be mailed (rule 5), or ``None``.
     problem: str | None = None
+    #: Where the address is (judged), for the campaign's allowed regions and postal areas.
+    region: str | None = None
+    postal_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,11 @@ class SyncDecider:
     other_campaign_addresses: Mapping[str, str] = field(default_factory=dict)
     #: How many more recipients the campaign may mail (None: no cap).
     remaining_cap: int | None = None
+    rules: SuppressionRules = field(default_factory=SuppressionRules)
+    #: email key / address key -> (campaign name, when) for people other campaigns mailed
+    #: within the rules' days, and for people who ordered within theirs.
+    recently_mailed: Mapping[str, tuple[str, datetime]] = field(default_factory=dict)
+    recent_buyers: Mapping[str, datetime] = field(default_factory=dict)
     _profiles: set[str] = field(default_factory=set)
     _emails: dict[str, str] = field(default_factory=dict)
     _addresses: dict[str, str] = field(default_factory=dict)
@@ -122,8 +141,15 @@ class SyncDecider:
         )
         if other:
             return Decision(S.SKIPPED, f"already a recipient of campaign {other!r}")
+        suppressed = self._suppressed(facts)
+        if suppressed:
+            return Decision(S.SKIPPED, suppressed)
         if facts.problem:
             return Decision(S.ERROR, facts.problem)
+        if facts.has_address:
+            outside = place_problem(self.rules, facts.region, facts.postal_code)
+            if outside:
+                return Decision(S.SKIPPED, outside)
         if self.holdout_percentage and in_holdout(
             self.campaign_id, facts.profile_id, self.holdout_percentage
         ):
@@ -135,6 +161,17 @@ class SyncDecider:
         if not facts.has_address:
             return Decision(S.ADDRESS_ENRICHABLE)
         return Decision(S.PENDING)
+
+    def _suppressed(self, facts: ProfileFacts) -> str | None:
+        keys = [k for k in (facts.email_key, facts.address_key) if k]
+        mailed = [self.recently_mailed[k] for k in keys if k in self.recently_mailed]
+        if mailed:
+            name, when = max(mailed, key=lambda m: m[1])
+            return mailed_problem(self.rules, name, when)
+        bought = [self.recent_buyers[k] for k in keys if k in self.recent_buyers]
+        if bought:
+            return ordered_problem(self.rules, max(bought))
+        return None
 
     @staticmethod
     def _other_holder(known: Mapping[str, str], key: str | None, profile_id: str) -> str | None:

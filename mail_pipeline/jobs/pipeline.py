@@ -118,11 +118,14 @@ def mail_recipients(
         "reconciled_with_printer": result.reconciled,
         "deferred": len(result.deferred),
         "held_back": len(result.held_back),
+        "suppressed": len(result.suppressed),
         "errors": len(result.errors),
         "printers": dg.MetadataValue.json(dict(result.printers)),
     }
     if result.held_back:
         metadata["held_back_reasons"] = reasons_table(result.held_back)
+    if result.suppressed:
+        metadata["suppressed_reasons"] = reasons_table(result.suppressed)
     if result.errors:
         metadata["error_reasons"] = reasons_table(result.errors)
     if result.deferred:

@@ -8,8 +8,9 @@ printer for anything. For each recipient, with bounded concurrency inside the ru
 1. the address is checked and the printer chosen by the strategy (the organization's
    preference, else the country's default); a bad address or an unroutable country puts the
    recipient in ``Error`` before anything is asked of anyone; a new postcard then passes the
-   gate (``domain.sending``): a pause or a full daily cap sends the recipient back to
-   ``Proofed`` with the reason, before any printer is asked;
+   gate: a suppression that applies since the sync (``domain.suppressions``) makes the
+   recipient ``Skipped`` with the rule, a pause or a full daily cap (``domain.sending``)
+   sends it back to ``Proofed`` with the reason, before any printer is asked;
 2. the mailpiece row with the recipient's idempotency key is **committed before the printer
    is called**, in a transaction that also checks the run still holds the recipient. If the
    row was already there (a resumed run), the printer is first asked whether it has a piece
@@ -96,6 +97,8 @@ class Result(StrEnum):
     DEFERRED = "deferred"
     #: Back to Proofed before the printer was asked: a pause or a daily cap (``domain.sending``).
     HELD_BACK = "held_back"
+    #: Skipped before the printer was asked: a suppression (``domain.suppressions``).
+    SUPPRESSED = "suppressed"
     #: The run no longer held the recipient (recovery returned its batch): nothing done.
     LOST = "lost"
 
@@ -120,6 +123,8 @@ class MailingResult:
     deferred: dict[int, str] = field(default_factory=dict)
     #: Back to Proofed, with the reason: paused, or a daily cap reached.
     held_back: dict[int, str] = field(default_factory=dict)
+    #: Skipped, with the suppression that applied since the sync.
+    suppressed: dict[int, str] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
     printers: Counter[str] = field(default_factory=Counter)
     #: Postcards the printer already had when asked (a resumed run's reconciliation).
@@ -181,6 +186,8 @@ def mail_batch(
             result.lost += 1
         elif outcome.result is Result.HELD_BACK:
             result.held_back[outcome.recipient_id] = outcome.reason or "held back"
+        elif outcome.result is Result.SUPPRESSED:
+            result.suppressed[outcome.recipient_id] = outcome.reason or "suppressed"
         else:
             result.deferred[outcome.recipient_id] = outcome.reason or "deferred"
     if not hold.lost.is_set():
@@ -249,6 +256,17 @@ def _mail_one(
                 return MailOutcome(rid, Result.LOST, "the batch was returned by recovery")
             if gated:
                 gate = SendGate(session)
+                suppressed = gate.suppression(recipient, clock())
+                if suppressed:
+                    RecipientGateway(session).transition(
+                        rid,
+                        S.SENDING,
+                        S.SKIPPED,
+                        now=clock(),
+                        values={"status_reason": suppressed},
+                        holder=holder,
+                    )
+                    return MailOutcome(rid, Result.SUPPRESSED, suppressed)
                 held = paused_reason(gate.facts(recipient.campaign_id)) or gate.reserve(
                     recipient.campaign_id, day
                 )

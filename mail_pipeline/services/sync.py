@@ -263,8 +263,10 @@ def _write_recipients(
 ) -> None:
     gateway = CampaignGateway(session)
     blocked_emails, blocked_addresses = gateway.blocklist(campaign.organization_id)
+    rules = campaign.rules
+    mailed_since, ordered_since = rules.mailed_since(now), rules.ordered_since(now)
     other_emails, other_addresses = gateway.people_in_other_campaigns(
-        campaign.organization_id, campaign.id
+        campaign.organization_id, campaign.id, mailed_ones=mailed_since is None
     )
     cap = campaign.total_send_cap
     decider = SyncDecider(
@@ -275,6 +277,17 @@ def _write_recipients(
         other_campaign_emails=other_emails,
         other_campaign_addresses=other_addresses,
         remaining_cap=None if cap is None else cap - gateway.mailable_count(campaign.id),
+        rules=rules,
+        recently_mailed=(
+            {}
+            if mailed_since is None
+            else gateway.recently_mailed(campaign.organization_id, mailed_since)
+        ),
+        recent_buyers=(
+            {}
+            if ordered_since is None
+            else gateway.recent_buyers(campaign.organization_id, ordered_since)
+        ),
     )
     reopened = gateway.sync_errors(campaign.id)
     decider.know_existing(gateway.existing_facts(campaign.id), reopened=reopened.keys())
@@ -305,6 +318,8 @@ def _write_recipients(
                 judged.address_key,
                 judged.has_address,
                 judged.problem,
+                region=judged.values.get("region"),
+                postal_code=judged.values.get("postal_code"),
             )
             decision = decider.decide(facts)
             if decision is not None:

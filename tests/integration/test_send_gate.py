@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy import update
 
 from mail_pipeline.db.engine import unit_of_work
-from mail_pipeline.db.models import Campaign, Organization
+from mail_pipeline.db.models import BlocklistEntry, Campaign, Order, Organization
 from mail_pipeline.db.sending import SendGate
+from mail_pipeline.domain.campaigns import IntegrationKind
 from mail_pipeline.domain.metrics import day_of
 from mail_pipeline.domain.recipients import RecipientStatus
 from mail_pipeline.domain.sending import CAMPAIGN, ORGANIZATION
@@ -183,3 +184,60 @@ def test_the_organization_cap_counts_every_campaign_and_a_refusal_gives_its_plac
     assert sorted(shop.status([*fine, *later]).values()) == sorted([S.SENT, S.SENT, S.PROOFED])
     with unit_of_work(shop.db_url) as session:
         assert SendGate(session).used(ORGANIZATION, org, day_of(datetime.now(UTC))) == 2
+
+
+def test_a_suppression_that_applies_since_the_sync_skips_at_the_printer(shop: Shop) -> None:
+    org = shop.organization(recent_purchase_days=14, min_days_between_mailings=30)
+    campaign, other = shop.campaign(org), shop.campaign(org)
+    with unit_of_work(shop.db_url) as session:
+        session.execute(
+            update(Campaign).where(Campaign.id == campaign).values(allowed_postal_prefixes=["100"])
+        )
+    (buyer,) = shop.recipients(campaign, 1, S.PROOFED, email_key="buyer@example.com")
+    (blocked,) = shop.recipients(campaign, 1, S.PROOFED, email_key="blocked@example.com")
+    (fine,) = shop.recipients(campaign, 1, S.PROOFED, email_key="fine@example.com")
+    (far,) = shop.recipients(
+        campaign, 1, S.PROOFED, email_key="far@example.com", postal_code="11201"
+    )
+    (twice,) = shop.recipients(campaign, 1, S.PROOFED, email_key="twice@example.com")
+    now = datetime.now(UTC)
+    shop.recipients(
+        other, 1, S.SENT, email_key="twice@example.com", sent_at=now - timedelta(days=2)
+    )
+    with unit_of_work(shop.db_url) as session:
+        session.add(
+            Order(
+                organization_id=org,
+                source=IntegrationKind.SHOPIFY,
+                external_order_id="o-1",
+                email_key="buyer@example.com",
+                total_minor=4200,
+                currency="USD",
+                ordered_at=now - timedelta(days=3),
+            )
+        )
+        session.add(BlocklistEntry(organization_id=org, kind="email", value="blocked@example.com"))
+
+    result = mail_batch(
+        shop.sessions, shop.claim(S.PROOFED, S.SENDING_STAGED, campaign), shop.mailing()
+    )
+
+    assert result.sent == 1 and shop.printed()["lob"] == 1
+    rows = shop.rows([buyer, blocked, fine, far, twice])
+    assert rows[fine].status is S.SENT
+    reasons = {rid: (rows[rid].status, rows[rid].status_reason) for rid in result.suppressed}
+    assert reasons == {
+        buyer: (
+            S.SKIPPED,
+            f"ordered on {now - timedelta(days=3):%Y-%m-%d}: the organization does not mail "
+            "a buyer for 14 days after an order",
+        ),
+        blocked: (S.SKIPPED, "email address is on the do-not-mail list"),
+        far: (S.SKIPPED, "outside the campaign's postal areas (11201; it mails 100)"),
+        twice: (
+            S.SKIPPED,
+            f"mailed by campaign {_name(shop, other)!r} on {now - timedelta(days=2):%Y-%m-%d}: "
+            "the organization mails a person at most once every 30 days",
+        ),
+    }
+    assert set(shop.mailpieces()) == {fine}, "no mailpiece row for a suppressed recipient"

@@ -59,6 +59,8 @@ RECOVERY_AND_RETRY_EDGES = {
     (S.PROOFED, S.SKIPPED),
     # held back before the printer was asked: a pause or a daily cap
     (S.SENDING, S.PROOFED),
+    # suppressed right before the printer was asked
+    (S.SENDING, S.SKIPPED),
 }
 ALLOWED = SPEC_EDGES | RECOVERY_AND_RETRY_EDGES
 
