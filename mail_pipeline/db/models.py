@@ -870,8 +870,8 @@ class UploadBatch(Base):
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"))
     kind: Mapped[str] = mapped_column(String(16))
-    #: Where the file is (a local path or an ``s3://`` URL) and its SHA-256: one batch per
-    #: file content and place, however often the sensor sees it.
+    #: The file's name below the upload store's root (``juniper-trail/12/vip.csv``) and its
+    #: SHA-256: one batch per file content and place, however often the sensor sees it.
     source: Mapped[str] = mapped_column(String(1024))
     sha256: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(32))

@@ -35,7 +35,7 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 import pycountry
 
@@ -131,9 +131,12 @@ def clean(value: str | None) -> str | None:
     return text or None
 
 
+@lru_cache(maxsize=4096)
 def _lookup_form(text: str) -> str:
     """How names are compared: no accents or case, dots and apostrophes dropped, other
-    punctuation as spaces, no leading "the"; spaced single letters joined ("U S A")."""
+    punctuation as spaces, no leading "the"; spaced single letters joined ("U S A").
+    Cached: a sync or an uploaded list spells its countries and states a few ways each, and
+    this was a third of judging a profile."""
     decomposed = unicodedata.normalize("NFKD", text)
     plain = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
     plain = plain.replace("&", " and ")
