@@ -33,6 +33,7 @@ import dagster as dg
 from mail_pipeline.domain.lifecycle import NightlyStep, steps_through
 from mail_pipeline.domain.metrics import day_of
 from mail_pipeline.jobs import tags
+from mail_pipeline.jobs.runs import check_launch
 from mail_pipeline.partitions import BUSINESS_TIMEZONE
 from mail_pipeline.resources.database import Database
 from mail_pipeline.services.lifecycle import (
@@ -102,12 +103,6 @@ def _report(context: dg.OpExecutionContext, report: LifecycleReport) -> dg.Outpu
     )
 
 
-def _check_launch(context: dg.OpExecutionContext) -> None:
-    problem = tags.on_demand_problem(context.run.tags)
-    if problem:
-        raise dg.Failure(description=problem)
-
-
 # --- hourly: start and complete ----------------------------------------------------------------
 
 
@@ -116,7 +111,7 @@ def start_scheduled_campaigns(
     context: dg.OpExecutionContext, config: LifecycleConfig, database: Database
 ) -> dg.Output[None]:
     """Pending campaigns whose start date (New York) has come become Active."""
-    _check_launch(context)
+    check_launch(context)
     today = _day(config.today, "today")
     return _report(context, start_campaigns(database.session, today, _now(), config.scope()))
 
@@ -153,7 +148,7 @@ class NightPlan:
 @dg.op
 def plan_night(context: dg.OpExecutionContext, config: NightlyConfig) -> NightPlan:
     """Which night, which steps (through ``through``), for whom."""
-    _check_launch(context)
+    check_launch(context)
     try:
         through = NightlyStep(config.through)
     except ValueError as error:
@@ -281,7 +276,7 @@ def disable_churned(
     context: dg.OpExecutionContext, config: ScopeConfig, database: Database
 ) -> dg.Output[None]:
     """Organizations churned 180 days ago become disabled; their automated campaigns pause."""
-    _check_launch(context)
+    check_launch(context)
     return _report(context, disable_churned_organizations(database.session, _now(), config.scope()))
 
 

@@ -1,10 +1,20 @@
 """Proofing and mailing runs: each processes one claimed batch (hundreds of recipients) with
-bounded concurrency inside; per-run totals are metadata, never one event per recipient."""
+bounded concurrency inside; per-run totals are metadata, never one event per recipient.
+
+The sensors launch them for batches they claimed. A person can ask for one campaign instead
+(``campaign_id``; who and why in the ``requested_by`` and ``reason`` tags): the run claims a
+batch of that campaign's waiting recipients itself, by the sensors' rules, and processes it:
+
+    dagster job launch -w workspace.yaml -j mailing_job \
+      --config-json '{"ops": {"mail_recipients": {"config": {"campaign_id": 12}}}}' \
+      --tags '{"mail_pipeline/requested_by": "ana@ops", "mail_pipeline/reason": "rush"}'
+"""
 
 import dagster as dg
 
 from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.metadata import Metadata, link, reasons_table
+from mail_pipeline.jobs.runs import check_launch
 from mail_pipeline.resources.billing import BillingResource
 from mail_pipeline.resources.cdp import CdpResource
 from mail_pipeline.resources.database import Database
@@ -14,12 +24,41 @@ from mail_pipeline.resources.queues import QueuesResource
 from mail_pipeline.resources.rendering import RenderingResource
 from mail_pipeline.services.mailing import MailingServices, mail_batch
 from mail_pipeline.services.proofing import proof_batch
+from mail_pipeline.services.staging import MAILING, PROOFING, Stage, claim_for_campaign
 
 
 class BatchConfig(dg.Config):
-    batch_id: str
+    #: The batch a sensor claimed; empty for an on-demand run for ``campaign_id``.
+    batch_id: str = ""
+    #: On demand: claim a batch of this campaign's waiting recipients (up to ``batch_size``).
+    campaign_id: int | None = None
+    batch_size: int = 200
     #: Recipients processed at once inside the run.
     concurrency: int = 16
+
+
+def _batch(
+    context: dg.OpExecutionContext, config: BatchConfig, database: Database, stage: Stage
+) -> str | None:
+    """The batch this run processes: the sensor's, or one claimed now for the campaign an
+    on-demand run names (None: nothing of it waits)."""
+    if config.batch_id:
+        return config.batch_id
+    if config.campaign_id is None:
+        raise dg.Failure(description="give batch_id (a claimed batch) or campaign_id")
+    check_launch(context)
+    claim = claim_for_campaign(database.session, stage, config.campaign_id, config.batch_size)
+    if not claim.ids:
+        context.log.info(
+            "campaign %s has no recipient waiting for %s", config.campaign_id, stage.name
+        )
+        return None
+    context.log.info("claimed batch %s: %s recipients", claim.batch_id, len(claim.ids))
+    return claim.batch_id
+
+
+def _nothing_waiting(config: BatchConfig) -> dg.Output[None]:
+    return dg.Output(None, metadata={"campaign_id": config.campaign_id, "recipients": 0})
 
 
 @dg.op
@@ -31,6 +70,10 @@ def proof_recipients(
     image_host: ImageHostResource,
 ) -> dg.Output[None]:
     """Render and host each recipient's postcard: ProofingStaged -> Proofing -> Proofed."""
+    batch_id = _batch(context, config, database, PROOFING)
+    if batch_id is None:
+        return _nothing_waiting(config)
+    config = config.model_copy(update={"batch_id": batch_id})
     result = proof_batch(
         database.session,
         config.batch_id,
@@ -90,6 +133,10 @@ def mail_recipients(
     queues: QueuesResource,
 ) -> dg.Output[None]:
     """Print and mail each recipient's postcard at most once: SendingStaged -> Sending -> Sent."""
+    batch_id = _batch(context, config, database, MAILING)
+    if batch_id is None:
+        return _nothing_waiting(config)
+    config = config.model_copy(update={"batch_id": batch_id})
     services = MailingServices(
         printers=printers.strategy(),
         billing=billing.meter(),

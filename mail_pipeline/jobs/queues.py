@@ -11,6 +11,7 @@ import dagster as dg
 
 from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.metadata import Metadata
+from mail_pipeline.jobs.runs import check_launch
 from mail_pipeline.resources.database import Database
 from mail_pipeline.resources.images import ImageHostResource
 from mail_pipeline.resources.printing import PrintersResource
@@ -48,6 +49,7 @@ def apply_mail_statuses(
     """Parse printer webhooks and apply them, each message on its own (one bad message goes
     to the dead-letter queue alone): mailpieces move forward, Sent -> Received on delivery,
     Sent -> Error when the printer reports the piece failed or cancelled."""
+    check_launch(context)
     result = process_status_queue(
         database.session,
         queues.status_queue(),
@@ -76,6 +78,7 @@ def delete_hosted_images(
     image_host: ImageHostResource,
 ) -> dg.Output[None]:
     """Delete proof images that were mailed (Cloudflare deletions from the queue)."""
+    check_launch(context)
     result = process_image_deletions(
         queues.image_deletion_queue(),
         image_host.client(),

@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from mail_pipeline.jobs.tags import on_demand_problem
+
 ACTIVE = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -39,3 +41,12 @@ def fail_run(instance: dg.DagsterInstance, run_id: str, reason: str) -> bool:
         return False
     instance.report_run_failed(run, message=reason)
     return True
+
+
+def check_launch(context: dg.OpExecutionContext, *, always: bool = False) -> None:
+    """Fail the run, saying how to launch it, when a person launched it without saying who
+    and why (``tags.on_demand_problem``)."""
+
+    problem = on_demand_problem(context.run.tags, always=always)
+    if problem:
+        raise dg.Failure(description=problem)

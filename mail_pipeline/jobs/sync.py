@@ -14,6 +14,7 @@ import dagster as dg
 
 from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.metadata import counts
+from mail_pipeline.jobs.runs import check_launch
 from mail_pipeline.resources.cdp import CdpResource
 from mail_pipeline.resources.database import Database
 from mail_pipeline.services.manual_sync import sync_for_request
@@ -40,6 +41,7 @@ def sync_recipients(
             f"{config.organization_id}, so that two syncs of one organization "
             "never run at once (cross-campaign exclusion depends on it)"
         )
+    check_launch(context)
     campaign_ids = config.campaign_ids or None
     if config.manual_trigger_id is not None:
         result = sync_for_request(

@@ -17,11 +17,12 @@ NIGHT = "mail_pipeline/night"
 LAUNCHED_BY_DAGSTER = ("dagster/schedule_name", "dagster/sensor_name", "dagster/backfill")
 
 
-def on_demand_problem(run_tags: Mapping[str, str]) -> str | None:
+def on_demand_problem(run_tags: Mapping[str, str], *, always: bool = False) -> str | None:
     """Why a run launched by a person (not a schedule, sensor or backfill) may not start:
     it must say who asked and why (``requested_by`` and ``reason`` tags), so the Runs page
-    answers both. ``None`` when it may."""
-    if any(run_tags.get(key) for key in LAUNCHED_BY_DAGSTER):
+    answers both. ``None`` when it may. With ``always`` (a decision only a person takes,
+    such as approving an upload) the tags are required whoever launched the run."""
+    if not always and any(run_tags.get(key) for key in LAUNCHED_BY_DAGSTER):
         return None
     missing = [key for key in (REQUESTED_BY, REASON) if not (run_tags.get(key) or "").strip()]
     if not missing:

@@ -20,6 +20,7 @@ import dagster as dg
 
 from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.metadata import Metadata
+from mail_pipeline.jobs.runs import check_launch
 from mail_pipeline.resources.database import Database
 from mail_pipeline.resources.uploads import UploadsResource
 from mail_pipeline.services.uploads import (
@@ -95,9 +96,7 @@ def decide_upload_batch(
     """Approve (commit) or reject an upload batch awaiting approval; who and why are the
     run's ``requested_by`` and ``reason`` tags."""
     run_tags = context.run.tags
-    problem = tags.on_demand_problem(run_tags, always=True)
-    if problem:
-        raise dg.Failure(description=problem)
+    check_launch(context, always=True)
     try:
         outcome = decide_upload(
             database.session,

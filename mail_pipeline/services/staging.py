@@ -82,3 +82,21 @@ def stage_batches(
         if claim.ids:
             claims.append(claim)
     return claims
+
+
+def claim_for_campaign(
+    sessions: SessionFactory, stage: Stage, campaign_id: int, batch_size: int
+) -> Claim:
+    """One batch of ``campaign_id``'s waiting recipients for ``stage`` (an on-demand run
+    for one campaign), under the same rules as the sensors' claims: the campaign must be in
+    a status the stage takes, its organization active, and for mailing not paused and under
+    its caps. An empty claim when none waits."""
+    with sessions() as session:
+        return RecipientGateway(session).claim_batch(
+            stage.from_status,
+            stage.to_status,
+            batch_size,
+            campaign_id=campaign_id,
+            campaign_statuses=stage.campaign_statuses,
+            gate_day=stage.gate_day(),
+        )
