@@ -57,6 +57,18 @@ def sendable(day: date) -> Any:
     )
 
 
+def _same_person(email_column: Any, address_column: Any, recipient: Recipient) -> list[Any]:
+    """Conditions matching ``recipient``'s email key or address key (those it has)."""
+    return [
+        column == key
+        for column, key in (
+            (email_column, recipient.email_key),
+            (address_column, recipient.address_key),
+        )
+        if key
+    ]
+
+
 class SendGate:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -96,14 +108,7 @@ class SendGate:
         ).one()
         rules = rules_of(campaign, organization)
         mailed_since, ordered_since = rules.mailed_since(now), rules.ordered_since(now)
-        person = [
-            column == key
-            for column, key in (
-                (Recipient.email_key, recipient.email_key),
-                (Recipient.address_key, recipient.address_key),
-            )
-            if key
-        ]
+        person = _same_person(Recipient.email_key, Recipient.address_key, recipient)
         if mailed_since is not None and person:
             mailed = self.session.execute(
                 select(Campaign.name, Recipient.sent_at)
@@ -120,14 +125,7 @@ class SendGate:
             ).first()
             if mailed is not None:
                 return mailed_problem(rules, mailed.name, mailed.sent_at)
-        buyer = [
-            column == key
-            for column, key in (
-                (Order.email_key, recipient.email_key),
-                (Order.address_key, recipient.address_key),
-            )
-            if key
-        ]
+        buyer = _same_person(Order.email_key, Order.address_key, recipient)
         if ordered_since is not None and buyer:
             ordered_at = self.session.scalar(
                 select(func.max(Order.ordered_at)).where(

@@ -40,7 +40,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -255,31 +255,9 @@ def _mail_one(
             if not RecipientGateway(session).holds(rid, S.SENDING, holder):
                 return MailOutcome(rid, Result.LOST, "the batch was returned by recovery")
             if gated:
-                gate = SendGate(session)
-                suppressed = gate.suppression(recipient, clock())
-                if suppressed:
-                    RecipientGateway(session).transition(
-                        rid,
-                        S.SENDING,
-                        S.SKIPPED,
-                        now=clock(),
-                        values={"status_reason": suppressed},
-                        holder=holder,
-                    )
-                    return MailOutcome(rid, Result.SUPPRESSED, suppressed)
-                held = paused_reason(gate.facts(recipient.campaign_id)) or gate.reserve(
-                    recipient.campaign_id, day
-                )
-                if held:
-                    RecipientGateway(session).transition(
-                        rid,
-                        S.SENDING,
-                        S.PROOFED,
-                        now=clock(),
-                        values={"status_reason": held},
-                        holder=holder,
-                    )
-                    return MailOutcome(rid, Result.HELD_BACK, held)
+                stopped = _gate(session, recipient, day, clock(), holder)
+                if stopped is not None:
+                    return stopped
             mailpiece = MailpieceLedger(session).request(
                 recipient_id=rid,
                 organization_id=recipient.organization_id,
@@ -351,6 +329,33 @@ def _mail_one(
         created=created,
         follow_up_failures=failures,
     )
+
+
+def _gate(
+    session: Session, recipient: Recipient, day: date, now: datetime, holder: str
+) -> MailOutcome | None:
+    """The gate before a new postcard (``domain.suppressions``, ``domain.sending``): a
+    suppression makes the recipient Skipped, a pause or a full cap sends it back to Proofed,
+    each with the reason; ``None`` when it may be printed (its places under the caps taken)."""
+    gate = SendGate(session)
+    suppressed = gate.suppression(recipient, now)
+    held = None
+    if suppressed is None:
+        held = paused_reason(gate.facts(recipient.campaign_id)) or gate.reserve(
+            recipient.campaign_id, day
+        )
+    reason = suppressed or held
+    if reason is None:
+        return None
+    RecipientGateway(session).transition(
+        recipient.id,
+        S.SENDING,
+        S.SKIPPED if suppressed else S.PROOFED,
+        now=now,
+        values={"status_reason": reason},
+        holder=holder,
+    )
+    return MailOutcome(recipient.id, Result.SUPPRESSED if suppressed else Result.HELD_BACK, reason)
 
 
 def _postcard(
