@@ -110,3 +110,16 @@ def test_properties_nest_at_most_the_limit() -> None:
         deep = [deep]
     with pytest.raises(InvalidField, match=f"nest more than {PROPERTIES_MAX_DEPTH} levels"):
         check_properties({"deep": deep})
+
+
+def test_bad_characters_are_exactly_the_controls_but_tab_and_newlines_and_surrogates() -> None:
+    import sys
+    import unicodedata
+
+    from mail_pipeline.domain.fields import bad_character
+
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        category = unicodedata.category(char)
+        expected = category == "Cs" or (category == "Cc" and char not in "\t\n\r")
+        assert (bad_character(f"ok{char}") == char) is expected, hex(code)
