@@ -13,6 +13,14 @@ mail-pipeline reattribute ORG [ORG ...]
                              have the next attribution run examine every order of these
                              organizations again (after a campaign's attribution window
                              changed); it rewrites only what its decision changes
+mail-pipeline audit ORG [--by WHO] [--request]
+                             audit an organization (id or slug) now with this environment's
+                             vendors, store the report and print it as Markdown (exit status
+                             1 when it has errors); with --request (and --by), put an audit
+                             request on the audit queue instead, for audit_sensor to run
+mail-pipeline audits ORG [--show ID] [--limit N]
+                             the organization's stored audits, newest first; --show prints
+                             one report
 
 Every command refuses a database that serves another kind of environment (a production
 database from a local or test process, a local or test database from production).
@@ -22,18 +30,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 from mail_pipeline.db.engine import unit_of_work
 from mail_pipeline.db.environment import DatabaseEnvironmentRefused, check_database_environment
 from mail_pipeline.db.migrate import upgrade
 from mail_pipeline.db.recipients import RecipientGateway
+from mail_pipeline.domain.audits import AuditStatus, Severity, Verdict
 from mail_pipeline.services.attribution import reattribute
 from mail_pipeline.services.manual_sync import request_sync
 from mail_pipeline.services.offer_codes import UploadRefused, upload_pool
 from mail_pipeline.services.operations import error_recipients, retry_errors
-from mail_pipeline.settings import DATABASE_URL_VAR, Environment, load_settings
+from mail_pipeline.settings import (
+    DATABASE_URL_VAR,
+    Environment,
+    ProductionConfigError,
+    Settings,
+    load_settings,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,6 +90,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reattribute", help="have the next attribution run examine every order again"
     )
     again.add_argument("organization_ids", type=int, nargs="+")
+    audit = sub.add_parser(
+        "audit",
+        help="audit an organization now and print the report (exit status 1 when it has "
+        "errors), or --request one through the audit queue",
+    )
+    audit.add_argument("organization", help="organization id or slug")
+    audit.add_argument("--by", default=None, help="who asks (kept on the report)")
+    audit.add_argument(
+        "--request",
+        action="store_true",
+        help="put a request on the audit queue (audit_sensor runs it) instead of auditing now",
+    )
+    audits = sub.add_parser("audits", help="an organization's stored audits, newest first")
+    audits.add_argument("organization", help="organization id or slug")
+    audits.add_argument("--show", type=int, default=None, metavar="ID", help="print one report")
+    audits.add_argument("--limit", type=int, default=20)
     args = parser.parse_args(argv)
 
     settings = load_settings()
@@ -98,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("refusing to seed demo data in production", file=sys.stderr)
             return 2
         from mail_pipeline.integrations.sandbox.store import SandboxStore
-        from mail_pipeline.services.demo import request_demo_syncs, seed_demo
+        from mail_pipeline.services.demo import demo_upload, request_demo_syncs, seed_demo
 
         try:
             upgrade(url, settings.environment)
@@ -109,6 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         with unit_of_work(url) as session:
             summary = seed_demo(session, store)
             syncs = request_demo_syncs(session)
+            upload = demo_upload(session)
+        if upload is not None:
+            path = settings.data_dir / "uploads" / upload[0]
+            if not path.exists():  # the uploads sensor picks it up
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(upload[1])
         print(
             f"demo data: {summary.organizations} organizations, {summary.campaigns} campaigns, "
             f"{summary.profiles} sandbox CDP profiles in {len(summary.segments)} segments, "
@@ -142,6 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     elif args.command == "offer-codes":
         return _upload_offer_codes(url, args.organization_id, args.file, args.campaign)
+    elif args.command == "audit":
+        try:
+            return _audit(settings, url, args.organization, args.by, request=args.request)
+        except ProductionConfigError as refused:  # the vendors cannot be bound
+            print(refused, file=sys.stderr)
+            return 2
+    elif args.command == "audits":
+        return _audits(url, args.organization, args.show, args.limit)
     elif args.command == "reattribute":
         held = reattribute(partial(unit_of_work, url), args.organization_ids)
         print(
@@ -176,6 +223,85 @@ def _upload_offer_codes(url: str, organization_id: int, path: str, campaign_id: 
         f"{len(upload.already)} already there, {len(upload.refused)} refused"
     )
     return 1 if upload.refused else 0
+
+
+def _bound_resources(settings: Settings, names: Sequence[str]) -> Any:
+    """This environment's resources ``names`` (as the code location binds them), built:
+    a context manager. Loading the definitions is quiet about Dagster's beta features."""
+    import dagster as dg
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        from mail_pipeline.definitions import build_definitions
+
+        bound = build_definitions(settings).resources or {}
+    return dg.build_resources({name: bound[name] for name in names})
+
+
+def _audit(settings: Settings, url: str, key: str, by: str | None, *, request: bool = False) -> int:
+    from mail_pipeline.jobs.audits import audit_vendors
+    from mail_pipeline.services.audits import (
+        MalformedAuditRequest,
+        find_organization,
+        request_audit,
+        run_audit,
+    )
+
+    sessions = partial(unit_of_work, url)
+    organization = find_organization(sessions, key)
+    if organization is None:
+        print(f"no organization {key!r} (give its id or slug)", file=sys.stderr)
+        return 2
+    if request:
+        if not by:
+            print("--request needs --by: who asks", file=sys.stderr)
+            return 2
+        try:
+            with _bound_resources(settings, ["queues"]) as built:
+                message_id = request_audit(built.queues.audit_queue(), organization.id, by)
+        except MalformedAuditRequest as refused:
+            print(refused, file=sys.stderr)
+            return 2
+        print(
+            f"audit of {organization.name} (organization {organization.id}) requested as "
+            f"message {message_id}; audit_sensor launches it within a minute "
+            f"(then: mail-pipeline audits {organization.id})"
+        )
+        return 0
+    with _bound_resources(settings, ["cdp", "order_sources", "printers"]) as built:
+        vendors = audit_vendors(built.cdp, built.order_sources, built.printers)
+        report = run_audit(sessions, organization.id, vendors, requested_by=by)
+    print(report.markdown())
+    return 1 if report.verdict is Verdict.HAS_ERRORS else 0
+
+
+def _audits(url: str, key: str, show: int | None, limit: int) -> int:
+    from mail_pipeline.services.audits import find_organization, recent_audits, stored_report
+
+    sessions = partial(unit_of_work, url)
+    organization = find_organization(sessions, key)
+    if organization is None:
+        print(f"no organization {key!r} (give its id or slug)", file=sys.stderr)
+        return 2
+    if show is not None:
+        report = stored_report(sessions, show)
+        if report is None or report.organization_id != organization.id:
+            print(f"organization {organization.id} has no audit {show}", file=sys.stderr)
+            return 2
+        print(report.markdown())
+        return 0
+    reports = recent_audits(sessions, organization.id, limit=limit)
+    for report in reports:
+        when = f"{report.audited_at:%Y-%m-%d %H:%M}" if report.audited_at else "-"
+        outcome = report.verdict.value if report.status is AuditStatus.COMPLETED else "failed"
+        print(
+            f"{report.audit_id:>6}  {when}  {report.status.value:<9}  {outcome:<12}  "
+            f"{report.count(Severity.ERROR)} errors, {report.count(Severity.WARNING)} "
+            f"warnings  {report.requested_by or '-'}"
+        )
+    if not reports:
+        print(f"no audit of {organization.name} yet (mail-pipeline audit {organization.id})")
+    return 0
 
 
 if __name__ == "__main__":

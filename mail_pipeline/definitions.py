@@ -19,12 +19,14 @@ Building the definitions opens no file, database or socket.
 from typing import Any
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 
 from mail_pipeline.assets import attribution as attribution_assets
 from mail_pipeline.assets import metrics as metric_assets
 from mail_pipeline.assets import orders as order_assets
 from mail_pipeline.assets import sources as source_assets
-from mail_pipeline.jobs import lifecycle
+from mail_pipeline.jobs import lifecycle, uploads
+from mail_pipeline.jobs.audits import audit_job
 from mail_pipeline.jobs.demo import demo_data_job
 from mail_pipeline.jobs.pipeline import mailing_job, proofing_job
 from mail_pipeline.jobs.queues import image_cleanup_job, mail_status_job
@@ -44,7 +46,9 @@ from mail_pipeline.resources.printing import LivePrinters, SandboxPrinters
 from mail_pipeline.resources.queues import LocalQueues, SqsQueues
 from mail_pipeline.resources.rendering import GATEWAY_URL, LiveRendering, SandboxRendering
 from mail_pipeline.resources.sandbox import SandboxState
+from mail_pipeline.resources.uploads import LocalUploads, S3Uploads
 from mail_pipeline.sensors.alerts import run_failure_alerts
+from mail_pipeline.sensors.audits import audit_sensor
 from mail_pipeline.sensors.pipeline import (
     image_cleanup_sensor,
     mail_status_sensor,
@@ -74,7 +78,9 @@ JOBS = [
     mailing_job,
     mail_status_job,
     image_cleanup_job,
+    audit_job,
     *lifecycle.JOBS,
+    *uploads.JOBS,
     *(j for m in ASSET_MODULES for j in getattr(m, "JOBS", [])),
 ]
 SCHEDULES = [
@@ -88,8 +94,10 @@ SENSORS = [
     mailing_sensor,
     mail_status_sensor,
     image_cleanup_sensor,
+    audit_sensor,
     stale_claims_sensor,
     run_failure_alerts,
+    *uploads.SENSORS,
     *(s for m in ASSET_MODULES for s in getattr(m, "SENSORS", [])),
 ]
 
@@ -177,9 +185,15 @@ def production_resources(settings: Settings) -> dict[str, Any]:
         "queues": SqsQueues(
             status_queue_url=dg.EnvVar(vendors.status_queue_url.name),
             image_deletion_queue_url=dg.EnvVar(vendors.image_deletion_queue_url.name),
+            audit_queue_url=dg.EnvVar(vendors.audit_queue_url.name),
             region_name=vendors.aws_region,
         ),
         "notifications": alert_channel(settings),
+        "uploads": S3Uploads(
+            s3=S3Resource(region_name=vendors.aws_region),
+            bucket=vendors.uploads_bucket or "",
+            prefix=vendors.uploads_prefix,
+        ),
     }
 
 
@@ -205,6 +219,7 @@ def sandbox_resources(settings: Settings) -> dict[str, Any]:
         "billing": SandboxBilling(sandbox_path=sandbox, latency_seconds=0.05),
         "order_sources": SandboxOrderSources(sandbox_path=sandbox, latency_seconds=0.05),
         "queues": LocalQueues(path=str(settings.queue_path)),
+        "uploads": LocalUploads(folder=str(settings.data_dir / "uploads")),
         "notifications": OutboxNotifications(
             folder=str(settings.data_dir / "outbox"),
             ui_base_url=settings.vendors.alerts.ui_base_url or "http://127.0.0.1:3000",

@@ -210,8 +210,12 @@ class VendorSettings:
     render_fallback_order: tuple[str, ...] = ("gateway", "backup")
     status_queue_url: EnvVarRef = EnvVarRef("MAIL_STATUS_QUEUE_URL")
     image_deletion_queue_url: EnvVarRef = EnvVarRef("IMAGE_DELETION_QUEUE_URL")
+    audit_queue_url: EnvVarRef = EnvVarRef("AUDIT_QUEUE_URL")
     aws_region: str = "us-east-1"
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    #: Where brands' CSV lists arrive: s3://<uploads_bucket>/<uploads_prefix>/...
+    uploads_bucket: str | None = None
+    uploads_prefix: str = "uploads"
 
     @classmethod
     def read(cls, environ: Mapping[str, str]) -> VendorSettings:
@@ -230,8 +234,11 @@ class VendorSettings:
             render_fallback_order=tuple(n.strip() for n in fallback.split(",") if n.strip()),
             status_queue_url=EnvVarRef.read(environ, "MAIL_STATUS_QUEUE_URL"),
             image_deletion_queue_url=EnvVarRef.read(environ, "IMAGE_DELETION_QUEUE_URL"),
+            audit_queue_url=EnvVarRef.read(environ, "AUDIT_QUEUE_URL"),
             aws_region=environ.get("AWS_REGION") or "us-east-1",
             alerts=AlertSettings.read(environ),
+            uploads_bucket=environ.get("MAIL_PIPELINE_UPLOADS_BUCKET") or None,
+            uploads_prefix=environ.get("MAIL_PIPELINE_UPLOADS_PREFIX") or "uploads",
         )
 
     def printer(self, name: str) -> PrinterSettings:
@@ -334,7 +341,7 @@ def production_problems(settings: Settings) -> list[str]:
     """Everything that makes ``settings`` unfit to serve production, each as one sentence.
 
     - Missing: the database URL, at least one printer with an API key *and* a webhook secret,
-      the Stripe key, Cloudflare Images and the proof image id key, the two queue URLs.
+      the Stripe key, Cloudflare Images and the proof image id key, the three queue URLs.
     - Unsafe always: a printer with an API key but no webhook secret (its status webhooks
       could not be verified, so a forged "delivered" would be believed).
     - Test credentials and sandbox settings (an SQLite database, a Lob ``test_`` key, a
@@ -378,9 +385,12 @@ def production_problems(settings: Settings) -> list[str]:
         vendors.proof_image_id_key,
         vendors.status_queue_url,
         vendors.image_deletion_queue_url,
+        vendors.audit_queue_url,
     )
     problems.extend(f"{ref.name} is not set" for ref in required if not ref.is_set)
     problems.extend(vendors.alerts.problems())
+    if not vendors.uploads_bucket:
+        problems.append("MAIL_PIPELINE_UPLOADS_BUCKET is not set (where CSV lists arrive)")
 
     if not _DEPLOYMENT_NAME.match(settings.deployment):
         problems.append(

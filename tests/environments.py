@@ -17,7 +17,9 @@ PRODUCTION = {
     "PROOF_IMAGE_ID_KEY": "proof-key",
     "MAIL_STATUS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/mail-status",
     "IMAGE_DELETION_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/image-deletion",
+    "AUDIT_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/audit-requests",
     "MAIL_PIPELINE_SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/secret",
+    "MAIL_PIPELINE_UPLOADS_BUCKET": "brand-uploads",
 }
 
 #: Test credentials and sandbox settings (a staging deployment may use them).

@@ -34,17 +34,26 @@ class DemoGateway:
         country: str,
         stripe_customer_id: str,
         return_address: dict[str, Any],
+        trusted: bool = False,
     ) -> int:
         """The organization with ``slug`` (created with ``name`` and ``country`` if missing),
-        its billing customer and return address set; its id."""
+        its billing customer, return address and upload trust set; its id."""
         org = self.session.scalar(select(Organization).where(Organization.slug == slug))
         if org is None:
             org = Organization(slug=slug, name=name, country=country)
             self.session.add(org)
         org.stripe_customer_id = stripe_customer_id
         org.return_address = return_address
+        org.auto_commit_uploads = trusted
         self.session.flush()
         return org.id
+
+    def campaign_id(self, organization_slug: str, name: str) -> int | None:
+        return self.session.scalar(
+            select(Campaign.id)
+            .join(Organization, Organization.id == Campaign.organization_id)
+            .where(Organization.slug == organization_slug, Campaign.name == name)
+        )
 
     def ensure_integration(
         self,

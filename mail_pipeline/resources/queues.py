@@ -1,4 +1,5 @@
-"""The queues the pipeline reads: printer status webhooks and hosted-image deletions.
+"""The queues the pipeline reads: printer status webhooks, hosted-image deletions and
+organization audit requests.
 
 Production reads SQS (each queue has a dead-letter queue through its redrive policy); the
 embedded default uses local queues with the same semantics in one SQLite file.
@@ -18,6 +19,8 @@ from mail_pipeline.integrations.queues.sqs import SqsQueue
 
 STATUS_QUEUE = "mail-status"
 IMAGE_DELETION_QUEUE = "image-deletion"
+#: Organization audit requests (``services.audits`` holds the message contract).
+AUDIT_QUEUE = "audit-requests"
 
 
 class QueuesResource(dg.ConfigurableResource):
@@ -37,10 +40,14 @@ class QueuesResource(dg.ConfigurableResource):
     def image_deletion_queue(self) -> MessageQueue:
         return self.queue(IMAGE_DELETION_QUEUE)
 
+    def audit_queue(self) -> MessageQueue:
+        return self.queue(AUDIT_QUEUE)
+
 
 class SqsQueues(QueuesResource):
     status_queue_url: str
     image_deletion_queue_url: str
+    audit_queue_url: str
     region_name: str = "us-east-1"
     endpoint_url: str | None = None
 
@@ -48,6 +55,7 @@ class SqsQueues(QueuesResource):
         url = {
             STATUS_QUEUE: self.status_queue_url,
             IMAGE_DELETION_QUEUE: self.image_deletion_queue_url,
+            AUDIT_QUEUE: self.audit_queue_url,
         }[name]
         return SqsQueue(
             url,

@@ -113,7 +113,7 @@ def queue_sensor(
         if active_runs(context.instance, job_name=job.name):
             return dg.SensorResult(
                 skip_reason=dg.SkipReason(
-                    f"{depth} messages wait; a {job.name} run is already draining the queue"
+                    f"{depth} messages wait; {job.name} is already draining the queue"
                 )
             )
         return dg.SensorResult(

@@ -123,6 +123,8 @@ class BrandPlan:
     country: str
     campaigns: tuple[CampaignPlan, ...]
     design: dict[str, Any] = field(default_factory=dict)
+    #: Its uploaded lists commit without review (``organizations.auto_commit_uploads``).
+    trusted: bool = False
 
 
 def _design(
@@ -154,6 +156,7 @@ US_BRAND = BrandPlan(
     slug="juniper-trail",
     name="Juniper Trail Outfitters",
     country="US",
+    trusted=True,
     design=_design(
         "Juniper Trail Outfitters",
         "{first_name}, the trail misses you",
@@ -353,6 +356,7 @@ def seed_demo(session: Session, store: SandboxStore, *, today: date | None = Non
             country=brand.country,
             stripe_customer_id=f"cus_demo_{brand.slug.replace('-', '_')}",
             return_address=_return_address(brand),
+            trusted=brand.trusted,
         )
         summary.organizations += 1
         for kind, settings in DEMO_INTEGRATIONS[brand.slug]:
@@ -408,3 +412,29 @@ def _return_address(brand: BrandPlan) -> dict[str, Any]:
         "postal_code": "BS1 4RN",
         "country": "GB",
     }
+
+
+#: The demo's uploaded list for "VIP list upload": an Excel export (BOM, semicolons, CRLF)
+#: with a duplicate and a row that cannot be mailed, so the uploader's report has both.
+VIP_LIST_ROWS = (
+    ("Alma Reyes", "alma.reyes@example.com", "118 Cedar Lane", "Bend", "OR", "97701"),
+    ("Theo Marsh", "theo.marsh@example.com", "42 Willow Road", "Boulder", "CO", "80302"),
+    ("Priya Nair", "priya.nair@example.com", "9 Aspen Court, Apt 4", "Missoula", "MT", "59801"),
+    ("Sam O'Neil", "sam.oneil@example.com", "700 Ridge Ave", "Asheville", "NC", "28801"),
+    ("Alma Reyes", "ALMA.REYES@example.com", "118 Cedar Ln", "Bend", "OR", "97701"),
+)
+VIP_LIST_NAME = "vip-list.csv"
+
+
+def demo_upload(session: Session) -> tuple[str, bytes] | None:
+    """The demo's recipient list for the US brand's "VIP list upload" campaign: its name
+    below the upload folder (``<slug>/<campaign id>/vip-list.csv``) and its bytes; ``None``
+    before the demo is seeded."""
+    campaign_id = DemoGateway(session).campaign_id(US_BRAND.slug, "VIP list upload")
+    if campaign_id is None:
+        return None
+    lines = ["Full Name;E-Mail;Street Address;Town;State;Zip Code;Tier"]
+    lines += [";".join((*row, "gold")) for row in VIP_LIST_ROWS]
+    return f"{US_BRAND.slug}/{campaign_id}/{VIP_LIST_NAME}", (
+        "\ufeff" + "\r\n".join(lines) + "\r\n"
+    ).encode()

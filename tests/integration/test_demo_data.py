@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date
+from datetime import UTC, date, datetime
 
 from sqlalchemy import func, select
 
@@ -105,3 +105,31 @@ def test_the_demo_has_three_profiles_that_fail_at_sync_with_a_reason(db_url: str
 def test_generated_sandbox_profiles_are_all_mailable() -> None:
     assert _problems(demo_profiles(200, seed=1), "US") == []
     assert _problems(demo_profiles(200, seed=2, country="GB"), "GB") == []
+
+
+def test_the_demo_vip_list_commits_at_once_for_its_trusted_brand(db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import time
+    from functools import partial
+
+    from mail_pipeline.integrations.uploads import LocalUploadFolder
+    from mail_pipeline.services.demo import demo_upload
+    from mail_pipeline.services.uploads import ingest_upload
+
+    with unit_of_work(db_url) as session:
+        assert demo_upload(session) is None  # nothing to upload to before the demo exists
+        seed_demo(session, SandboxStore(), today=date(2026, 11, 23))
+    with unit_of_work(db_url) as session:
+        upload = demo_upload(session)
+    assert upload is not None
+    name, data = upload
+    (tmp_path / name).parent.mkdir(parents=True)
+    (tmp_path / name).write_bytes(data)
+
+    outcome = ingest_upload(
+        partial(unit_of_work, db_url),
+        LocalUploadFolder(tmp_path, clock=lambda: time.time() + 60),
+        name,
+        datetime(2026, 11, 23, 15, tzinfo=UTC),
+    )
+
+    assert (outcome.status, outcome.written, outcome.rows_skipped) == ("committed", 4, 1)

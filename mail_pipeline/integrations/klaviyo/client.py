@@ -14,6 +14,8 @@ mid-segment simply reads again. Log lines about a malformed profile name its id 
 field, never a value.
 Creating an event is idempotent through ``unique_id``: a retried or repeated POST records one
 event, so the client may retry it freely.
+Audits make two harmless reads: the key's account (``GET /api/accounts``, proof that the key
+works) and one segment without its members (``GET /api/segments/{id}``, 404 when it is gone).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from mail_pipeline.integrations.http import HttpApi, RetryPolicy, default_error
 from mail_pipeline.integrations.klaviyo.models import (
     CdpEvent,
     CdpProfile,
+    KlaviyoAccount,
+    KlaviyoSegment,
     MalformedProfile,
     ProfilePage,
 )
@@ -232,6 +236,43 @@ class KlaviyoClient:
                 VENDOR,
                 f"links.next is not https ({target.scheme}); refusing to send the API key there",
             )
+
+    # -- the account and one segment: harmless reads (audits) -----------------------------
+    def account(self) -> KlaviyoAccount:
+        """``GET /api/accounts``: the account this key belongs to. One small read (scope
+        ``accounts:read``) that proves the key works: a refused key is
+        :class:`~mail_pipeline.integrations.errors.AuthenticationFailed`."""
+        response = self.api.request("GET", "/api/accounts")
+        body = self._document(response, "the accounts page")
+        first = body["data"][0] if body["data"] else None
+        if not isinstance(first, dict) or not isinstance(first.get("id"), str):
+            raise MalformedResponse(VENDOR, "the accounts page holds no account")
+        attributes = first.get("attributes")
+        attributes = attributes if isinstance(attributes, dict) else {}
+        contact = attributes.get("contact_information")
+        name = contact.get("organization_name") if isinstance(contact, dict) else None
+        return KlaviyoAccount(
+            id=first["id"],
+            name=name if isinstance(name, str) and name.strip() else first["id"],
+            test_account=attributes.get("test_account") is True,
+        )
+
+    def segment(self, segment_id: str) -> KlaviyoSegment:
+        """``GET /api/segments/{id}``: the segment, without its members; a segment the
+        account does not have is :class:`~mail_pipeline.integrations.errors.NotFound`."""
+        response = self.api.request("GET", f"/api/segments/{quote(segment_id, safe='')}")
+        try:
+            body = response.json()
+        except (ValueError, RecursionError):
+            raise MalformedResponse(VENDOR, "a segment is not JSON") from None
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            raise MalformedResponse(VENDOR, "a segment answer has no segment in data")
+        attributes = data.get("attributes")
+        name = attributes.get("name") if isinstance(attributes, dict) else None
+        return KlaviyoSegment(
+            id=data["id"], name=name if isinstance(name, str) and name else data["id"]
+        )
 
     # -- events ---------------------------------------------------------------------------
     def create_event(

@@ -235,3 +235,21 @@ class CdpEvent:
         if self.value_currency is not None:
             attributes["value_currency"] = self.value_currency
         return {"data": {"type": "event", "attributes": attributes}}
+
+
+@dataclass(frozen=True)
+class KlaviyoAccount:
+    """The account a private key belongs to (``GET /api/accounts``): read to prove the key
+    works. ``name`` is the account's organization name, else its id."""
+
+    id: str
+    name: str
+    test_account: bool = False
+
+
+@dataclass(frozen=True)
+class KlaviyoSegment:
+    """A segment as ``GET /api/segments/{id}`` describes it (its members are not read)."""
+
+    id: str
+    name: str

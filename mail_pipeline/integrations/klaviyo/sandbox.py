@@ -1,6 +1,6 @@
 """A stand-in for Klaviyo's API: the real :class:`KlaviyoClient` runs against it unchanged.
 
-It answers the two endpoints the pipeline uses the way Klaviyo does (integrations.md §3):
+It answers the endpoints the pipeline uses the way Klaviyo does (integrations.md §3):
 
 - ``GET /api/segments/{id}/profiles``: the seeded members in JSON:API pages, ``page[size]``
   1..100 (default 20), an opaque base64 cursor in ``links.next``, sparse fieldsets, the
@@ -8,6 +8,10 @@ It answers the two endpoints the pipeline uses the way Klaviyo does (integration
 - ``POST /api/events``: 202 with an empty body; the first event per
   ``(unique_id, profile, metric)`` is recorded and repeats are silently dropped (without a
   ``unique_id``, one event per profile, metric and second).
+- ``GET /api/accounts``: the one account the key belongs to (:data:`SANDBOX_ACCOUNT`),
+  limited to 1 request per second and 15 per minute as Klaviyo's accounts endpoint is;
+- ``GET /api/segments/{id}``: a seeded segment (its id as name), without its members; 404
+  for a segment nobody seeded.
 
 Like Klaviyo it wants ``Authorization: Klaviyo-API-Key <key>`` (401 otherwise) and a
 ``revision`` header (400 otherwise), answers errors as ``{"errors": [...]}``, and rate-limits
@@ -43,6 +47,8 @@ from mail_pipeline.integrations.sandbox.store import SandboxStore
 from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour, SandboxTransport, atomic
 
 SANDBOX_API_KEY = "pk_sandbox_klaviyo"
+#: The account the sandbox key belongs to (``GET /api/accounts``).
+SANDBOX_ACCOUNT = {"id": "SbxK1a", "organization_name": "Klaviyo sandbox"}
 JSONAPI = "application/vnd.api+json"
 _REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.pre)?$")
 _FILTER = re.compile(r"^greater-than\(joined_group_at,([^)]+)\)$")
@@ -101,6 +107,8 @@ class KlaviyoLimits:
 
     segment_profiles: tuple[int, int] = (75, 750)
     events: tuple[int, int] = (350, 3500)
+    accounts: tuple[int, int] = (1, 15)
+    segments: tuple[int, int] = (75, 700)
 
 
 class _FixedWindows:
@@ -152,6 +160,8 @@ class KlaviyoSandbox(SandboxTransport):
     routes = [
         ("GET", r"/api/segments/(?P<segment_id>[^/]+)/profiles", "get_segment_profiles"),
         ("POST", r"/api/events", "create_event"),
+        ("GET", r"/api/accounts", "get_accounts"),
+        ("GET", r"/api/segments/(?P<segment_id>[^/]+)", "get_segment"),
     ]
 
     def __init__(
@@ -173,6 +183,8 @@ class KlaviyoSandbox(SandboxTransport):
             else {
                 "segment_profiles": _FixedWindows(*limits.segment_profiles),
                 "events": _FixedWindows(*limits.events),
+                "accounts": _FixedWindows(*limits.accounts),
+                "segments": _FixedWindows(*limits.segments),
             }
         )
 
@@ -329,6 +341,60 @@ class KlaviyoSandbox(SandboxTransport):
             if len(rows) < size + 1:
                 return found, False
             after = rows[-1][0]
+
+    # -- GET /api/accounts -----------------------------------------------------------------
+    def get_accounts(self, request: httpx.Request) -> httpx.Response:
+        denied, limit_headers = self._preflight(request, "accounts")
+        if denied is not None:
+            return denied
+        account_id = SANDBOX_ACCOUNT["id"]
+        resource = {
+            "type": "account",
+            "id": account_id,
+            "attributes": {
+                "test_account": False,
+                "contact_information": {
+                    "default_sender_name": SANDBOX_ACCOUNT["organization_name"],
+                    "default_sender_email": "sandbox@example.com",
+                    "website_url": "https://example.com",
+                    "organization_name": SANDBOX_ACCOUNT["organization_name"],
+                },
+                "industry": None,
+                "timezone": "America/New_York",
+                "preferred_currency": "USD",
+                "public_api_key": account_id,
+                "locale": "en-US",
+            },
+            "links": {"self": f"https://a.klaviyo.com/api/accounts/{account_id}/"},
+        }
+        links = {"self": str(request.url), "next": None, "prev": None}
+        return _jsonapi_response(200, {"data": [resource], "links": links}, limit_headers)
+
+    # -- GET /api/segments/{id} -------------------------------------------------------------
+    def get_segment(self, request: httpx.Request, segment_id: str) -> httpx.Response:
+        denied, limit_headers = self._preflight(request, "segments")
+        if denied is not None:
+            return denied
+        if self.store.get(SEGMENTS, segment_id) is None:
+            return self.error(
+                404, f"A segment with id {segment_id} does not exist.", source={"parameter": "id"}
+            )
+        resource = {
+            "type": "segment",
+            "id": segment_id,
+            "attributes": {
+                "name": segment_id,
+                "created": "2026-01-01T00:00:00+00:00",
+                "updated": "2026-01-01T00:00:00+00:00",
+                "is_active": True,
+                "is_processing": False,
+                "is_starred": False,
+            },
+            "links": {"self": f"https://a.klaviyo.com/api/segments/{segment_id}/"},
+        }
+        return _jsonapi_response(
+            200, {"data": resource, "links": {"self": str(request.url)}}, limit_headers
+        )
 
     # -- POST /api/events -------------------------------------------------------------------
     @atomic

@@ -51,4 +51,10 @@ class OrderClient(Protocol):
         """Orders placed or changed at ``since`` or later (and before ``until``), by page."""
         ...
 
+    def check_access(self) -> str:
+        """One harmless read that proves the credentials work (the Klaviyo account, the
+        Shopify shop's name, one Ometria order); what was read, in words. Failures raise the
+        typed errors (a refused credential is ``AuthenticationFailed``)."""
+        ...
+
     def close(self) -> None: ...

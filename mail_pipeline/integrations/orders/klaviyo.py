@@ -167,6 +167,11 @@ class KlaviyoOrderClient:
         self.metric_id = found[0][0]
         return self.metric_id
 
+    def check_access(self) -> str:
+        """Read the key's account (``GET /api/accounts``); what was read, in words."""
+        account = self.client.account()
+        return f"read the account {account.name}"
+
     # -- orders -----------------------------------------------------------------------------
     def order_pages(self, since: datetime, until: datetime | None = None) -> Iterator[OrderPage]:
         """The placed orders of ``[since, until)``, oldest first, one page per events page."""

@@ -150,6 +150,17 @@ class OmetriaOrderClient:
                 return
             start, skip = _next_start(items, start, skip)
 
+    def check_access(self) -> str:
+        """One page of at most one order (``limit=1``): a harmless read that proves the key
+        works (a refused key is an ``AuthenticationFailed``); what was read, in words."""
+        response = self.api.request(
+            "GET", ORDERS_PATH, params={"orderby": "timestamp_update", "limit": 1}
+        )
+        items = mapping.load_json(response, VENDOR, "an orders page")
+        if not isinstance(items, list):
+            raise MalformedPage(VENDOR, f"an orders page is {mapping.kind_of(items)}")
+        return f"read a page of orders: {len(items)} of at most 1"
+
     def _page(self, items: list[Any]) -> OrderPage:
         now = self.clock()
         return OrderPage.mapped(items, lambda item: order_from_ometria(item, now=now), "Ometria")

@@ -103,6 +103,10 @@ query Orders($first: Int!, $after: String, $query: String) {
 """.strip()
 
 
+#: The audit's harmless read: the shop's name (cost 1, no scope needed).
+SHOP_QUERY = "query Shop { shop { name } }"
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -373,6 +377,45 @@ class ShopifyOrderClient:
                     self.budget.maximum, before + self.budget.restore_rate * seconds
                 )
                 self.budget.observed_at = self.clock()
+
+    # -- the shop: a harmless read ------------------------------------------------------------
+    def store_name(self) -> str:
+        """The shop's name (``shop { name }``): one small read that proves the token works.
+        A refused token is :class:`AuthenticationFailed`; a throttled answer is
+        :class:`RateLimited` (this read is not worth waiting for the bucket)."""
+        response = self.api.request("POST", self.path, json={"query": SHOP_QUERY})
+        body = mapping.load_json(response, VENDOR, "the shop")
+        if not isinstance(body, dict):
+            raise MalformedPage(VENDOR, f"the shop answer is {mapping.kind_of(body)}")
+        requested, budget = read_cost(body, self.clock())
+        if budget is not None:
+            self.budget = budget
+        errors = body.get("errors")
+        if errors is not None and not isinstance(errors, list):
+            raise MalformedPage(VENDOR, f"errors is {mapping.kind_of(errors)}, not a list")
+        codes = _error_codes(errors or [])
+        if "THROTTLED" in codes:
+            raise RateLimited(
+                VENDOR,
+                "throttled reading the shop's name",
+                retry_after=self.budget.wait_for(requested or 1.0, self.clock())
+                if self.budget is not None
+                else None,
+                status_code=200,
+                code="THROTTLED",
+            )
+        data = body.get("data")
+        shop = data.get("shop") if isinstance(data, dict) else None
+        if codes:
+            self._fail_or_warn(codes, errors or [], has_data=isinstance(shop, dict))
+        name = shop.get("name") if isinstance(shop, dict) else None
+        if not isinstance(name, str):
+            raise MalformedPage(VENDOR, "the shop answer has no data.shop.name")
+        return name
+
+    def check_access(self) -> str:
+        """Read the shop's name (:meth:`store_name`); what was read, in words."""
+        return f"read the name of the shop {self.shop}: {self.store_name()}"
 
     def _page(self, nodes: list[Any]) -> OrderPage:
         now = self.now()

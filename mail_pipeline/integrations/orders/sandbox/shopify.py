@@ -7,7 +7,8 @@ another host is a 404), ``X-Shopify-Access-Token`` must be the sandbox token (el
 ``X-Shopify-API-Version``. Only ``application/json`` bodies with the ``orders`` query are
 answered (``first`` 1..250, ``after``, ``query`` with ``updated_at`` comparisons joined by
 ``AND``); the orders come from the shop's order book by ``updatedAt`` (``sortKey:
-UPDATED_AT``), with opaque ``endCursor`` cursors.
+UPDATED_AT``), with opaque ``endCursor`` cursors. The ``shop { name }`` query (an audit's
+harmless read) is answered too, with the shop's handle in words as its name, at a cost of 1.
 
 The cost model (integrations.md §7): a connection costs 2 plus ``first`` times its node's
 cost (:data:`ORDER_NODE_COST`: the order and its four nested objects), a query may cost at
@@ -47,6 +48,9 @@ SANDBOX_ACCESS_TOKEN = "sandbox-shopify-token"
 #: Order 1 + totalPriceSet 2 (MoneyBag, MoneyV2) + totalRefundedSet 2 + shippingAddress 1.
 ORDER_NODE_COST = 6
 CONNECTION_COST = 2
+#: ``shop { name }``: one object.
+SHOP_COST = 1
+_SHOP_QUERY = re.compile(r"\bshop\s*\{\s*name\s*\}")
 _VERSION = re.compile(r"^\d{4}-\d{2}$")
 _TERM = re.compile(r"^updated_at:(>=|>|<=|<)'?([^']+)'?$")
 _EPSILON = 1e-6
@@ -197,6 +201,8 @@ class ShopifySandbox(SandboxTransport):
         query = body.get("query") if isinstance(body, dict) else None
         variables = body.get("variables") if isinstance(body, dict) else None
         variables = variables if isinstance(variables, dict) else {}
+        if isinstance(query, str) and "orders(" not in query and _SHOP_QUERY.search(query):
+            return self._shop_name(request, headers)
         if not isinstance(query, str) or "orders(" not in query:
             return json_response(
                 200,
@@ -268,6 +274,28 @@ class ShopifySandbox(SandboxTransport):
                 }
             },
             "extensions": {"cost": self._cost(requested, actual, available)},
+        }
+        return json_response(200, answer, headers)
+
+    def _shop_name(self, request: httpx.Request, headers: dict[str, str]) -> httpx.Response:
+        """``{ shop { name } }``: the shop's handle in words, at a cost of 1 point."""
+        shop = self.shop_of(request)
+        requested = float(SHOP_COST)
+        taken, available = self._take(shop, requested)
+        if not taken:
+            return json_response(
+                200,
+                self._graphql_error(
+                    "Throttled",
+                    "THROTTLED",
+                    self._cost(requested, None, available),
+                    documentation="https://shopify.dev/api/usage/rate-limits",
+                ),
+                headers,
+            )
+        answer = {
+            "data": {"shop": {"name": shop.replace("-", " ").title()}},
+            "extensions": {"cost": self._cost(requested, requested, available)},
         }
         return json_response(200, answer, headers)
 
