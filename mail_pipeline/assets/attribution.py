@@ -49,6 +49,12 @@ def _metadata(result: AttributionResult) -> Metadata:
     return metadata
 
 
+class AttributionConfig(dg.Config):
+    """An on-demand run for some organizations only (default: every organization waiting)."""
+
+    organization_ids: list[int] = []
+
+
 @dg.asset(
     key="attributions",
     group_name=GROUP,
@@ -59,8 +65,10 @@ def _metadata(result: AttributionResult) -> Metadata:
     "(holdout_matches). Incremental: orders changed since each organization's watermark; "
     "idempotent.",
 )
-def attributions(context: dg.AssetExecutionContext, database: Database) -> dg.MaterializeResult:
-    result = attribute_orders(database.session)
+def attributions(
+    context: dg.AssetExecutionContext, config: AttributionConfig, database: Database
+) -> dg.MaterializeResult:
+    result = attribute_orders(database.session, organization_ids=config.organization_ids or None)
     context.log.info(
         "attribution: %s orders examined, %s by offer code, %s by email or address, "
         "%s holdout matches",

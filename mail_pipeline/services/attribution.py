@@ -19,7 +19,7 @@ run are examined again, and a decision equal to what is stored writes nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -294,9 +294,11 @@ def attribute_orders(
     key_filter_max_orders: int = KEY_FILTER_MAX_ORDERS,
     commit_lag: timedelta = COMMIT_LAG,
     workers: int | None = None,
+    organization_ids: Collection[int] | None = None,
 ) -> AttributionResult:
     """Examine every order waiting for attribution (see ``db.attribution``), credit it, match
-    it to holdout recipients, and move the organizations' watermark. ``now``: orders dated
+    it to holdout recipients, and move the organizations' watermark. ``organization_ids``:
+    only these organizations (an on-demand run); ``now``: orders dated
     after it wait; ``key_filter_max_orders``: see ``AttributionGateway.load``;
     ``commit_lag``: see :data:`COMMIT_LAG`; ``workers``: groups worked at once (default
     :data:`GROUP_WORKERS` on PostgreSQL, 1 on SQLite)."""
@@ -307,6 +309,8 @@ def attribute_orders(
         gateway = AttributionGateway(session)
         watermark = next_watermark(started_at, gateway.oldest_write_in_flight(), commit_lag)
         pending = gateway.pending_by_organization(now)
+        if organization_ids is not None:
+            pending = {org: n for org, n in pending.items() if org in set(organization_ids)}
         workers = workers or (1 if gateway.single_writer else GROUP_WORKERS)
     groups = organization_groups(pending, max_orders)
     result = AttributionResult()

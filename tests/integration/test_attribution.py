@@ -564,3 +564,18 @@ def test_reattribute_has_the_next_run_examine_every_order_of_the_organization(
     again = run(world)
     assert again.orders_examined == 1  # the organization's one order; not the other's
     assert world.credits()[late].campaign_id == campaign
+
+
+def test_an_on_demand_run_for_one_organization_leaves_the_others_waiting(world: World) -> None:
+    asked, other = world.organization(), world.organization()
+    for org in (asked, other):
+        campaign = world.campaign(org)
+        world.recipient(campaign, email_key=f"buyer-{org}")
+        world.order(org, MAILED + DAY, email_key=f"buyer-{org}")
+
+    first = run(world, organization_ids=[asked])
+    rest = run(world)
+
+    assert first.orders_examined == 1 and first.responder_matches == 1
+    assert rest.orders_examined == 1 and rest.responder_matches == 1
+    assert len(world.credits()) == 2
