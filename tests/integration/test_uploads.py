@@ -253,3 +253,27 @@ def test_the_s3_prefix_lists_and_reads_uploads() -> None:
         )
         client.put_object(Bucket="brand-uploads", Key="uploads/juniper-trail/7/vip.csv", Body=b"x")
         assert next(store.files()).version != files[0].version
+
+
+def test_the_s3_uploads_resource_reads_through_dagster_aws(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dagster_aws.s3 import S3Resource
+
+    from mail_pipeline.resources.uploads import S3Uploads
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    with mock_aws():
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="brand-uploads")
+        boto3.client("s3", region_name="us-east-1").put_object(
+            Bucket="brand-uploads", Key="lists/bramble/do-not-mail/optouts.csv", Body=b"email\n"
+        )
+        uploads = S3Uploads(
+            s3=S3Resource(region_name="us-east-1"), bucket="brand-uploads", prefix="lists"
+        )
+
+        store = uploads.store()
+
+        assert [f.name for f in store.files()] == ["bramble/do-not-mail/optouts.csv"]
+        assert store.read("bramble/do-not-mail/optouts.csv") == b"email\n"
