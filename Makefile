@@ -26,6 +26,7 @@ run: install dagster-home demo
 	$(BIN)/python -m http.server $(IMAGES_PORT) --bind 127.0.0.1 --directory data/images \
 	  >/dev/null 2>&1 & images=$$!; trap "kill $$images" EXIT INT TERM; \
 	cd $(DAGSTER_HOME) && MAIL_PIPELINE_IMAGE_BASE_URL=http://localhost:$(IMAGES_PORT) \
+	  MAIL_PIPELINE_UI_BASE_URL=http://localhost:$(PORT) \
 	  $(BIN)/dagster dev -w $(CURDIR)/workspace.yaml -h 0.0.0.0 -p $(PORT)
 
 ## make test: install, then lint, type-check and run the tests

@@ -32,7 +32,13 @@ def _root_cause(error: Any) -> str:
         error = error.cause
     message = (error.message or "").strip()
     name = getattr(error, "cls_name", None)
-    return message if not name or message.startswith(name) else f"{name}: {message}"
+    if not name:
+        return message
+    # "dagster._core.definitions.events.Failure: ..." -> "Failure: ..."
+    head, separator, rest = message.partition(": ")
+    if separator and (head == name or head.endswith(f".{name}")):
+        message = rest
+    return f"{name}: {message}"
 
 
 def _error(instance: dg.DagsterInstance, run_id: str) -> str:

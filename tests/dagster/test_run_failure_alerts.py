@@ -139,3 +139,24 @@ def test_a_channel_that_fails_leaves_the_failures_to_the_next_tick(
     _tick(instance, db_url, outbox)
     assert [m.run_ids for m in read_outbox(tmp_path / "outbox")] == [(run_id,)]
     assert _recorded(db_url)[0].notified_at is not None
+
+
+@dg.op
+def refuse() -> None:
+    raise dg.Failure(description="an on-demand run must say who asked for it and why")
+
+
+@dg.job
+def refusing_job() -> None:
+    refuse()
+
+
+def test_the_error_is_the_root_cause_without_its_module_path(
+    db_url: str, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    refusing_job.execute_in_process(instance=instance, raise_on_error=False)
+
+    _tick(instance, db_url, OutboxNotifications(folder=str(tmp_path / "outbox")))
+
+    (row,) = _recorded(db_url)
+    assert row.error == "refuse: Failure: an on-demand run must say who asked for it and why"
