@@ -12,7 +12,7 @@ import dagster as dg
 
 from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.metadata import Metadata
-from mail_pipeline.jobs.runs import active_runs
+from mail_pipeline.jobs.runs import active_runs, check_named_job_launch
 from mail_pipeline.partitions import BUSINESS_TIMEZONE
 from mail_pipeline.resources.database import Database
 from mail_pipeline.services.attribution import AttributionResult, attribute_orders
@@ -68,6 +68,7 @@ class AttributionConfig(dg.Config):
 def attributions(
     context: dg.AssetExecutionContext, config: AttributionConfig, database: Database
 ) -> dg.MaterializeResult:
+    check_named_job_launch(context)
     result = attribute_orders(database.session, organization_ids=config.organization_ids or None)
     context.log.info(
         "attribution: %s orders examined, %s by offer code, %s by email or address, "

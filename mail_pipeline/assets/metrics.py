@@ -28,6 +28,7 @@ import pandas as pd
 from mail_pipeline.domain.metrics import DayRange, days_to_refresh, major_units
 from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.metadata import MAX_ROWS, Metadata
+from mail_pipeline.jobs.runs import check_named_job_launch
 from mail_pipeline.partitions import BUSINESS_TIMEZONE, daily_backfill_policy, daily_partitions
 from mail_pipeline.resources.database import Database
 from mail_pipeline.services.metrics import (
@@ -102,6 +103,7 @@ def _money(amounts: dict[str, int]) -> str:
 def daily_order_metrics(
     context: dg.AssetExecutionContext, database: Database
 ) -> dg.MaterializeResult:
+    check_named_job_launch(context)
     days = _days(context)
     result = refresh_order_metrics(database.session, days)
     context.log.info("order metrics of %s: %s rows, %s orders", days, result.rows, result.orders)
@@ -145,6 +147,7 @@ def daily_order_metrics(
 def daily_recipient_metrics(
     context: dg.AssetExecutionContext, database: Database
 ) -> dg.MaterializeResult:
+    check_named_job_launch(context)
     days = _days(context)
     result = refresh_recipient_metrics(database.session, days)
     context.log.info("recipient metrics of %s: %s rows", days, result.rows)

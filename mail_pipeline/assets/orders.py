@@ -26,7 +26,7 @@ from mail_pipeline.domain.campaigns import IntegrationKind
 from mail_pipeline.domain.orders import SOURCE_PREFERENCE, day_window
 from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.metadata import MAX_ROWS, Metadata
-from mail_pipeline.jobs.runs import active_runs
+from mail_pipeline.jobs.runs import active_runs, check_named_job_launch
 from mail_pipeline.partitions import BUSINESS_TIMEZONE
 from mail_pipeline.resources.database import Database
 from mail_pipeline.resources.orders import OrderSourcesResource
@@ -120,6 +120,7 @@ def orders(
     database: Database,
     order_sources: OrderSourcesResource,
 ) -> dg.MaterializeResult:
+    check_named_job_launch(context)
     result = sync_orders(
         database.session,
         order_sources,

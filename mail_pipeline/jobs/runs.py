@@ -50,3 +50,15 @@ def check_launch(context: dg.OpExecutionContext, *, always: bool = False) -> Non
     problem = on_demand_problem(context.run.tags, always=always)
     if problem:
         raise dg.Failure(description=problem)
+
+
+def check_named_job_launch(context: dg.AssetExecutionContext) -> None:
+    """For an asset: :func:`check_launch` when the run is of a named job (``orders_job``,
+    ``attribution_job``, ``daily_metrics_job`` launched from the launchpad or ``dagster job
+    launch``). Materializations from the asset graph and ``dagster asset materialize`` run
+    Dagster's implicit asset job (a ``__`` name); the CLI gives them no way to carry tags,
+    so they are not refused."""
+    if not context.run.job_name.startswith("__"):
+        problem = on_demand_problem(context.run.tags)
+        if problem:
+            raise dg.Failure(description=problem)

@@ -36,7 +36,11 @@ def _definitions(db_url: str) -> dg.Definitions:
 
 def _run(db_url: str) -> dg.ExecuteInProcessResult:
     job = _definitions(db_url).resolve_job_def(attribution_job.name)
-    return job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    return job.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+        tags={"mail_pipeline/requested_by": "ana@ops", "mail_pipeline/reason": "check"},
+    )
 
 
 def _checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:

@@ -103,3 +103,22 @@ def test_a_run_for_neither_a_batch_nor_a_campaign_is_refused(
     assert not result.success
     error = result.get_step_failure_events()[0].step_failure_data.error
     assert error is not None and "give batch_id (a claimed batch) or campaign_id" in error.message
+
+
+def test_a_named_asset_job_asks_who_and_why_but_the_asset_graph_does_not(
+    db_url: str, instance: dg.DagsterInstance
+) -> None:
+    from mail_pipeline.assets.attribution import attribution_job, attributions
+    from mail_pipeline.resources.database import Database
+
+    resources = {"database": Database(url=db_url, environment="test")}
+    job = dg.Definitions(
+        assets=[attributions], jobs=[attribution_job], resources=resources
+    ).resolve_job_def(attribution_job.name)
+
+    refused = job.execute_in_process(instance=instance, raise_on_error=False)
+    asked = job.execute_in_process(instance=instance, tags=ASKED)
+    from_the_graph = dg.materialize([attributions], resources=resources, instance=instance)
+
+    assert not refused.success
+    assert asked.success and from_the_graph.success

@@ -154,6 +154,7 @@ def test_an_operator_resyncs_one_organizations_days(
             }
         ),
         instance=instance,
+        tags={"mail_pipeline/requested_by": "ana@ops", "mail_pipeline/reason": "late orders"},
     )
 
     assert result.success
