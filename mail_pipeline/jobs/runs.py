@@ -43,7 +43,9 @@ def fail_run(instance: dg.DagsterInstance, run_id: str, reason: str) -> bool:
     return True
 
 
-def check_launch(context: dg.OpExecutionContext, *, always: bool = False) -> None:
+def check_launch(
+    context: dg.OpExecutionContext | dg.AssetExecutionContext, *, always: bool = False
+) -> None:
     """Fail the run, saying how to launch it, when a person launched it without saying who
     and why (``tags.on_demand_problem``)."""
 
@@ -59,6 +61,4 @@ def check_named_job_launch(context: dg.AssetExecutionContext) -> None:
     Dagster's implicit asset job (a ``__`` name); the CLI gives them no way to carry tags,
     so they are not refused."""
     if not context.run.job_name.startswith("__"):
-        problem = on_demand_problem(context.run.tags)
-        if problem:
-            raise dg.Failure(description=problem)
+        check_launch(context)
