@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterable
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -187,7 +187,7 @@ class LifecycleGateway:
                 churned_at=o.churned_at,
                 csm_cadence=o.csm_cadence,
                 csm_cadence_changed_at=o.csm_cadence_changed_at,
-                first_mailed_at=_aware(first),
+                first_mailed_at=first,
             )
             for o, first in self.session.execute(stmt)
         ]
@@ -254,13 +254,6 @@ class LifecycleGateway:
         return self.session.scalar(
             select(NightlyStepRun).where(NightlyStepRun.night == night, NightlyStepRun.step == step)
         )
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """An aggregate's time (SQLite returns text for ``min`` of a stored time)."""
-    if moment is None or isinstance(moment, datetime):
-        return moment
-    return datetime.fromisoformat(str(moment)).replace(tzinfo=UTC)
 
 
 def _facts(c: Campaign) -> CampaignFacts:

@@ -248,16 +248,7 @@ class ShopifySandbox(SandboxTransport):
             )
         taken, available = self._take(shop, requested)
         if not taken:
-            return json_response(
-                200,
-                self._graphql_error(
-                    "Throttled",
-                    "THROTTLED",
-                    self._cost(requested, None, available),
-                    documentation="https://shopify.dev/api/usage/rate-limits",
-                ),
-                headers,
-            )
+            return self._throttled(requested, available, headers)
         since, until = window
         rows = self.book.page(
             shop, now=self.clock(), since=since, until=until, after=after, limit=first + 1
@@ -277,22 +268,28 @@ class ShopifySandbox(SandboxTransport):
         }
         return json_response(200, answer, headers)
 
+    def _throttled(
+        self, requested: float, available: float, headers: dict[str, str]
+    ) -> httpx.Response:
+        """Shopify's answer to a query its bucket cannot pay for: 200 with a THROTTLED error."""
+        return json_response(
+            200,
+            self._graphql_error(
+                "Throttled",
+                "THROTTLED",
+                self._cost(requested, None, available),
+                documentation="https://shopify.dev/api/usage/rate-limits",
+            ),
+            headers,
+        )
+
     def _shop_name(self, request: httpx.Request, headers: dict[str, str]) -> httpx.Response:
         """``{ shop { name } }``: the shop's handle in words, at a cost of 1 point."""
         shop = self.shop_of(request)
         requested = float(SHOP_COST)
         taken, available = self._take(shop, requested)
         if not taken:
-            return json_response(
-                200,
-                self._graphql_error(
-                    "Throttled",
-                    "THROTTLED",
-                    self._cost(requested, None, available),
-                    documentation="https://shopify.dev/api/usage/rate-limits",
-                ),
-                headers,
-            )
+            return self._throttled(requested, available, headers)
         answer = {
             "data": {"shop": {"name": shop.replace("-", " ").title()}},
             "extensions": {"cost": self._cost(requested, requested, available)},
