@@ -72,6 +72,18 @@ def _same_person(email_column: Any, address_column: Any, recipient: Recipient) -
 class SendGate:
     def __init__(self, session: Session) -> None:
         self.session = session
+        self._loaded: dict[int, tuple[Campaign, Organization]] = {}
+
+    def _owners(self, campaign_id: int) -> tuple[Campaign, Organization]:
+        """The campaign and its organization, read once per gate (one transaction)."""
+        if campaign_id not in self._loaded:
+            campaign, organization = self.session.execute(
+                select(Campaign, Organization)
+                .join(Organization, Organization.id == Campaign.organization_id)
+                .where(Campaign.id == campaign_id)
+            ).one()
+            self._loaded[campaign_id] = (campaign, organization)
+        return self._loaded[campaign_id]
 
     def suppression(self, recipient: Recipient, now: datetime) -> str | None:
         """Why ``recipient`` must not be mailed now (``domain.suppressions``), or ``None``:
@@ -101,11 +113,7 @@ class SendGate:
             )
             if blocked is not None:
                 return BLOCKED_EMAIL if blocked == "email" else BLOCKED_ADDRESS
-        campaign, organization = self.session.execute(
-            select(Campaign, Organization)
-            .join(Organization, Organization.id == Campaign.organization_id)
-            .where(Campaign.id == recipient.campaign_id)
-        ).one()
+        campaign, organization = self._owners(recipient.campaign_id)
         rules = rules_of(campaign, organization)
         mailed_since, ordered_since = rules.mailed_since(now), rules.ordered_since(now)
         person = _same_person(Recipient.email_key, Recipient.address_key, recipient)
@@ -140,11 +148,7 @@ class SendGate:
         return place_problem(rules, recipient.region, recipient.postal_code)
 
     def facts(self, campaign_id: int) -> GateFacts:
-        campaign, organization = self.session.execute(
-            select(Campaign, Organization)
-            .join(Organization, Organization.id == Campaign.organization_id)
-            .where(Campaign.id == campaign_id)
-        ).one()
+        campaign, organization = self._owners(campaign_id)
         return GateFacts(
             campaign_name=campaign.name,
             campaign_status=campaign.status,
@@ -156,11 +160,7 @@ class SendGate:
     def reserve(self, campaign_id: int, day: date) -> str | None:
         """Take one place under the campaign's and the organization's caps for ``day``;
         ``None`` when taken, else why not (nothing taken then)."""
-        campaign, organization = self.session.execute(
-            select(Campaign, Organization)
-            .join(Organization, Organization.id == Campaign.organization_id)
-            .where(Campaign.id == campaign_id)
-        ).one()
+        campaign, organization = self._owners(campaign_id)
         caps = [
             (ORGANIZATION, organization.id, organization.name, organization.daily_send_cap),
             (CAMPAIGN, campaign.id, campaign.name, campaign.daily_send_cap),
