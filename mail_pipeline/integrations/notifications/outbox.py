@@ -14,9 +14,7 @@ Temporary files start with ``.`` and are never listed.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mail_pipeline.domain.alerts import Notification
+from mail_pipeline.integrations.files import json_documents, write_atomically
 from mail_pipeline.integrations.notifications.base import Notifier
 from mail_pipeline.integrations.notifications.email import build_email
 
@@ -51,19 +50,6 @@ class OutboxEntry:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 class Outbox(Notifier):
@@ -96,7 +82,7 @@ class Outbox(Notifier):
         message = build_email(
             notification, sender=self.sender, recipients=self.recipients, date=sent_at
         )
-        _write_atomically(eml_path, message.as_bytes())
+        write_atomically(eml_path, message.as_bytes())
         document = {
             "subject": notification.subject,
             "body": notification.body,
@@ -106,7 +92,7 @@ class Outbox(Notifier):
             "sent_at": sent_at.isoformat(),
             "eml": eml_path.name,
         }
-        _write_atomically(json_path, json.dumps(document, indent=2).encode())
+        write_atomically(json_path, json.dumps(document, indent=2).encode())
         return _entry(json_path, document)
 
     def entries(self) -> list[OutboxEntry]:
@@ -129,11 +115,4 @@ def _entry(json_path: Path, document: dict[str, Any]) -> OutboxEntry:
 
 def read_outbox(folder: str | Path) -> list[OutboxEntry]:
     """The messages in ``folder``, oldest first; an outbox never written to is empty."""
-    root = Path(folder)
-    if not root.is_dir():
-        return []
-    return [
-        _entry(path, json.loads(path.read_text()))
-        for path in sorted(root.glob("*.json"))
-        if not path.name.startswith(".")
-    ]
+    return [_entry(path, document) for path, document in json_documents(folder)]

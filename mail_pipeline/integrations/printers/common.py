@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from mail_pipeline.domain.fields import json_type
 from mail_pipeline.domain.mailpieces import clip_detail
 from mail_pipeline.integrations.errors import VendorUnavailable
 from mail_pipeline.integrations.printers.base import MalformedWebhook
@@ -115,21 +116,7 @@ def shown(value: Any, limit: int = 40) -> str:
     if isinstance(value, str):
         cut = value[:limit] + ("..." if len(value) > limit else "")
         return repr(cut).encode("ascii", "backslashreplace").decode("ascii")
-    return _json_type(value)
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "a list"
-    return type(value).__name__
+    return json_type(value)
 
 
 def id_text(value: Any, *, what: str) -> str:
@@ -142,7 +129,7 @@ def id_text(value: Any, *, what: str) -> str:
         return str(value)
     if value is None or value == "":
         raise MalformedWebhook(f"{what} is missing")
-    raise MalformedWebhook(f"{what} is {_json_type(value)}, not text")
+    raise MalformedWebhook(f"{what} is {json_type(value)}, not text")
 
 
 def detail_text(value: Any, *, what: str) -> str | None:
@@ -155,7 +142,7 @@ def detail_text(value: Any, *, what: str) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        raise MalformedWebhook(f"{what} is {_json_type(value)}, not text")
+        raise MalformedWebhook(f"{what} is {json_type(value)}, not text")
     return clip_detail(value)
 
 
@@ -192,7 +179,7 @@ def parse_timestamp(value: Any, *, what: str) -> datetime:
             raise MalformedWebhook(
                 f"{what} {shown(value)} is outside the representable range in UTC"
             ) from exc
-    raise MalformedWebhook(f"{what} is {_json_type(value)}, not a timestamp")
+    raise MalformedWebhook(f"{what} is {json_type(value)}, not a timestamp")
 
 
 def iso_utc(epoch_seconds: float, *, milliseconds: bool = False) -> str:

@@ -38,7 +38,8 @@ from mail_pipeline.integrations.errors import (
 
 VENDOR = "AWS SQS"
 
-_THROTTLING = frozenset(
+#: botocore error codes shared by every AWS service the project calls (SQS, SES).
+THROTTLING_CODES = frozenset(
     {
         "Throttling",
         "ThrottlingException",
@@ -49,7 +50,7 @@ _THROTTLING = frozenset(
         "SlowDown",
     }
 )
-_UNAVAILABLE = frozenset(
+UNAVAILABLE_CODES = frozenset(
     {
         "InternalError",
         "InternalFailure",
@@ -59,7 +60,7 @@ _UNAVAILABLE = frozenset(
         "RequestTimeoutException",
     }
 )
-_AUTHENTICATION = frozenset(
+AUTHENTICATION_CODES = frozenset(
     {
         "AccessDenied",
         "AccessDeniedException",
@@ -106,11 +107,11 @@ def _map_client_error(error: ClientError, operation: str) -> IntegrationError:
     code = str(details.get("QueryErrorCode") or details.get("Code") or "Unknown")
     status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     message = f"{operation} failed: {details.get('Message') or code}"
-    if codes & _THROTTLING:
+    if codes & THROTTLING_CODES:
         return RateLimited(VENDOR, message, status_code=status, code=code)
-    if codes & _UNAVAILABLE or (status is not None and status >= 500):
+    if codes & UNAVAILABLE_CODES or (status is not None and status >= 500):
         return VendorUnavailable(VENDOR, message, status_code=status, code=code)
-    if codes & _AUTHENTICATION or status in (401, 403):
+    if codes & AUTHENTICATION_CODES or status in (401, 403):
         return AuthenticationFailed(VENDOR, message, status_code=status, code=code)
     if codes & _NOT_FOUND:
         return NotFound(VENDOR, message, status_code=status, code=code)
