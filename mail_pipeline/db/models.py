@@ -271,6 +271,11 @@ class Recipient(Timestamped, Base):
     offer_code: Mapped[str | None] = mapped_column(String(OFFER_CODE_MAX))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When the CDP properties the organization's designs use were last fetched
+    #: (``services.profile_enrichment``), and the placeholders the proof filled from the
+    #: design's defaults because the profile had no value.
+    profile_enriched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    proof_defaults: Mapped[list[str] | None] = mapped_column(Json)
 
 
 class Mailpiece(Timestamped, Base):
@@ -501,7 +506,8 @@ class HoldoutMatch(Base):
 
 
 class EnrichmentBatch(Timestamped, Base):
-    """One address-enrichment upload to Faraday; its recipients carry ``batch_id``."""
+    """One address-enrichment batch (``services.address_enrichment``); its recipients carry
+    ``batch_id``. ``status``: claimed -> submitted -> completed | failed | timed_out."""
 
     __tablename__ = "enrichment_batches"
     __table_args__ = (Index(None, "status"),)
@@ -517,6 +523,14 @@ class EnrichmentBatch(Timestamped, Base):
     matched_count: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: A batch still running at this time is given up and its recipients returned.
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Recipients answered from the cache, not matched, and matched to an address the
+    #: sync's rules refused.
+    cached_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    unmatched_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    refused_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class EnrichmentCacheEntry(Base):
@@ -550,7 +564,10 @@ class Report(Base):
     """A generated report (weekly, BFCM daily, ...); one per org, kind and period."""
 
     __tablename__ = "reports"
-    __table_args__ = (UniqueConstraint("organization_id", "kind", "period_start"),)
+    __table_args__ = (
+        UniqueConstraint("organization_id", "kind", "period_start"),
+        Index(None, "status"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
@@ -561,6 +578,28 @@ class Report(Base):
     content: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The delivery: where the email went, the provider and its message id, and how it ended.
+    sent_to: Mapped[list[str] | None] = mapped_column(Json)
+    provider: Mapped[str | None] = mapped_column(String(32))
+    message_id: Mapped[str | None] = mapped_column(String(256), index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    bounced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ReportEmailEvent(Base):
+    """An email event (SES notification) applied to a report, once: ``event_id`` is the
+    notification's id, so a redelivered message changes nothing."""
+
+    __tablename__ = "report_email_events"
+
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    report_id: Mapped[int | None] = mapped_column(ForeignKey("reports.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    message_id: Mapped[str] = mapped_column(String(256))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    detail: Mapped[str | None] = mapped_column(Text)
+    applied_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ManualSyncTrigger(Base):
