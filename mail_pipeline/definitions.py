@@ -25,7 +25,7 @@ from mail_pipeline.assets import attribution as attribution_assets
 from mail_pipeline.assets import metrics as metric_assets
 from mail_pipeline.assets import orders as order_assets
 from mail_pipeline.assets import sources as source_assets
-from mail_pipeline.jobs import lifecycle, uploads
+from mail_pipeline.jobs import address_enrichment, lifecycle, uploads
 from mail_pipeline.jobs.audits import audit_job
 from mail_pipeline.jobs.demo import demo_data_job
 from mail_pipeline.jobs.pipeline import mailing_job, proofing_job
@@ -34,6 +34,10 @@ from mail_pipeline.jobs.sync import sync_organization_job
 from mail_pipeline.resources.billing import SandboxBilling, StripeBilling
 from mail_pipeline.resources.cdp import KlaviyoCdp, SandboxCdp
 from mail_pipeline.resources.database import Database
+from mail_pipeline.resources.enrichment import (
+    FaradayAddressEnrichment,
+    SandboxAddressEnrichment,
+)
 from mail_pipeline.resources.images import CloudflareImageHost, SandboxImageHost
 from mail_pipeline.resources.notifications import (
     EmailNotifications,
@@ -56,7 +60,11 @@ from mail_pipeline.sensors.pipeline import (
     proofing_sensor,
     stale_claims_sensor,
 )
-from mail_pipeline.sensors.sandbox import sandbox_printer_webhooks, sandbox_shoppers
+from mail_pipeline.sensors.sandbox import (
+    sandbox_enrichment_kickoff,
+    sandbox_printer_webhooks,
+    sandbox_shoppers,
+)
 from mail_pipeline.sensors.sync import manual_sync_sensor, recipient_sync_schedule
 from mail_pipeline.settings import (
     DATABASE_URL_VAR,
@@ -81,11 +89,13 @@ JOBS = [
     audit_job,
     *lifecycle.JOBS,
     *uploads.JOBS,
+    *address_enrichment.JOBS,
     *(j for m in ASSET_MODULES for j in getattr(m, "JOBS", [])),
 ]
 SCHEDULES = [
     recipient_sync_schedule,
     *lifecycle.SCHEDULES,
+    *address_enrichment.SCHEDULES,
     *(s for m in ASSET_MODULES for s in getattr(m, "SCHEDULES", [])),
 ]
 SENSORS = [
@@ -98,6 +108,7 @@ SENSORS = [
     stale_claims_sensor,
     run_failure_alerts,
     *uploads.SENSORS,
+    *address_enrichment.SENSORS,
     *(s for m in ASSET_MODULES for s in getattr(m, "SENSORS", [])),
 ]
 
@@ -177,6 +188,9 @@ def production_resources(settings: Settings) -> dict[str, Any]:
             test_mode=vendors.printers_test_mode,
         ),
         "billing": StripeBilling(api_key=dg.EnvVar(vendors.stripe_api_key.name)),
+        "address_enrichment": FaradayAddressEnrichment(
+            api_key=dg.EnvVar(vendors.faraday_api_key.name)
+        ),
         "order_sources": LiveOrderSources(
             secrets="secrets-manager",
             deployment=settings.deployment,
@@ -218,6 +232,9 @@ def sandbox_resources(settings: Settings) -> dict[str, Any]:
         "printers": SandboxPrinters(sandbox_path=sandbox, latency_seconds=0.1),
         "billing": SandboxBilling(sandbox_path=sandbox, latency_seconds=0.05),
         "order_sources": SandboxOrderSources(sandbox_path=sandbox, latency_seconds=0.05),
+        "address_enrichment": SandboxAddressEnrichment(
+            sandbox_path=sandbox, ready_after_seconds=120.0
+        ),
         "queues": LocalQueues(path=str(settings.queue_path)),
         "uploads": LocalUploads(folder=str(settings.data_dir / "uploads")),
         "notifications": OutboxNotifications(
@@ -298,7 +315,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         asset_checks=ASSET_CHECKS,
         jobs=[*JOBS, demo_data_job],
         schedules=SCHEDULES,
-        sensors=[*SENSORS, sandbox_printer_webhooks, sandbox_shoppers],
+        sensors=[*SENSORS, sandbox_printer_webhooks, sandbox_shoppers, sandbox_enrichment_kickoff],
         resources=sandbox_resources(settings),
         executor=EXECUTOR,
     )

@@ -211,6 +211,8 @@ class VendorSettings:
     status_queue_url: EnvVarRef = EnvVarRef("MAIL_STATUS_QUEUE_URL")
     image_deletion_queue_url: EnvVarRef = EnvVarRef("IMAGE_DELETION_QUEUE_URL")
     audit_queue_url: EnvVarRef = EnvVarRef("AUDIT_QUEUE_URL")
+    #: Address enrichment (Faraday's batch API).
+    faraday_api_key: EnvVarRef = EnvVarRef("FARADAY_API_KEY")
     aws_region: str = "us-east-1"
     alerts: AlertSettings = field(default_factory=AlertSettings)
     #: Where brands' CSV lists arrive: s3://<uploads_bucket>/<uploads_prefix>/...
@@ -233,6 +235,7 @@ class VendorSettings:
             pixelixe_api_key=EnvVarRef.read(environ, "PIXELIXE_API_KEY"),
             render_fallback_order=tuple(n.strip() for n in fallback.split(",") if n.strip()),
             status_queue_url=EnvVarRef.read(environ, "MAIL_STATUS_QUEUE_URL"),
+            faraday_api_key=EnvVarRef.read(environ, "FARADAY_API_KEY"),
             image_deletion_queue_url=EnvVarRef.read(environ, "IMAGE_DELETION_QUEUE_URL"),
             audit_queue_url=EnvVarRef.read(environ, "AUDIT_QUEUE_URL"),
             aws_region=environ.get("AWS_REGION") or "us-east-1",
@@ -386,6 +389,7 @@ def production_problems(settings: Settings) -> list[str]:
         vendors.status_queue_url,
         vendors.image_deletion_queue_url,
         vendors.audit_queue_url,
+        vendors.faraday_api_key,
     )
     problems.extend(f"{ref.name} is not set" for ref in required if not ref.is_set)
     problems.extend(vendors.alerts.problems())

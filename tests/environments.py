@@ -18,6 +18,7 @@ PRODUCTION = {
     "MAIL_STATUS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/mail-status",
     "IMAGE_DELETION_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/image-deletion",
     "AUDIT_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/audit-requests",
+    "FARADAY_API_KEY": "faraday-production-key",
     "MAIL_PIPELINE_SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/secret",
     "MAIL_PIPELINE_UPLOADS_BUCKET": "brand-uploads",
 }

@@ -31,7 +31,7 @@ from mail_pipeline.db.leases import BatchLeases
 from mail_pipeline.db.models import BatchLease, Campaign, Organization, Recipient, utcnow
 from mail_pipeline.db.sending import sendable
 from mail_pipeline.domain.campaigns import CampaignStatus, OrganizationStatus
-from mail_pipeline.domain.claims import DEFAULT_LEASES, stage_of
+from mail_pipeline.domain.claims import DEFAULT_LEASES, LEASED_STATES, stage_of
 from mail_pipeline.domain.recipients import (
     CLAIMED_STATES,
     RecipientStatus,
@@ -138,7 +138,11 @@ class RecipientGateway:
 
         ``campaign_statuses`` restricts the claim to campaigns in those statuses whose
         organization is active (a paused campaign's recipients wait); ``gate_day`` further
-        to those not paused and under their daily caps that day (``db.sending``)."""
+        to those not paused and under their daily caps that day (``db.sending``).
+
+        Only the run stages' claims open a lease (``domain.claims.LEASED_STATES``): an address
+        enrichment batch waits hours for its vendor, and its own record
+        (``enrichment_batches``, with a deadline) returns its recipients instead."""
         require_transition(from_status, to_status)
         if limit < 1:
             raise ValueError("a claim needs a positive limit")
@@ -180,7 +184,7 @@ class RecipientGateway:
             )
         rows = self.session.execute(stmt, execution_options={"synchronize_session": False})
         claimed = sorted((ClaimedRecipient(*row) for row in rows), key=lambda r: r.id)
-        if claimed:
+        if claimed and to_status in LEASED_STATES:
             BatchLeases(self.session).open(
                 batch_id,
                 claimed[0].organization_id,

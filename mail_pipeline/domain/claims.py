@@ -47,6 +47,10 @@ STAGE_STATES: dict[ClaimStage, tuple[RecipientStatus, RecipientStatus]] = {
 }
 
 
+#: The claimed states a lease covers (address enrichment's AddressEnriching is not one).
+LEASED_STATES = frozenset(state for states in STAGE_STATES.values() for state in states)
+
+
 def stage_of(status: RecipientStatus) -> ClaimStage:
     """The stage whose claims put a recipient in ``status``."""
     for stage, states in STAGE_STATES.items():

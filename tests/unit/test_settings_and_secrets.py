@@ -112,11 +112,12 @@ def test_an_empty_production_configuration_lists_everything_missing_in_one_messa
         "MAIL_STATUS_QUEUE_URL is not set",
         "IMAGE_DELETION_QUEUE_URL is not set",
         "AUDIT_QUEUE_URL is not set",
+        "FARADAY_API_KEY is not set",
         "no run-failure alert channel",
         "MAIL_PIPELINE_UPLOADS_BUCKET is not set",
     ):
         assert name in message
-    assert message.count("\n  - ") == len(refused.value.problems) == 12
+    assert message.count("\n  - ") == len(refused.value.problems) == 13
 
 
 @pytest.mark.parametrize("printer", ["LOB", "STANNP", "INTELLIPRINT"])
