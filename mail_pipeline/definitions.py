@@ -25,7 +25,7 @@ from mail_pipeline.assets import attribution as attribution_assets
 from mail_pipeline.assets import metrics as metric_assets
 from mail_pipeline.assets import orders as order_assets
 from mail_pipeline.assets import sources as source_assets
-from mail_pipeline.jobs import address_enrichment, lifecycle, uploads
+from mail_pipeline.jobs import address_enrichment, lifecycle, reporting_sync, uploads
 from mail_pipeline.jobs.audits import audit_job
 from mail_pipeline.jobs.demo import demo_data_job
 from mail_pipeline.jobs.pipeline import mailing_job, proofing_job
@@ -90,12 +90,14 @@ JOBS = [
     *lifecycle.JOBS,
     *uploads.JOBS,
     *address_enrichment.JOBS,
+    *reporting_sync.JOBS,
     *(j for m in ASSET_MODULES for j in getattr(m, "JOBS", [])),
 ]
 SCHEDULES = [
     recipient_sync_schedule,
     *lifecycle.SCHEDULES,
     *address_enrichment.SCHEDULES,
+    *reporting_sync.SCHEDULES,
     *(s for m in ASSET_MODULES for s in getattr(m, "SCHEDULES", [])),
 ]
 SENSORS = [

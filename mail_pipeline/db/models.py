@@ -927,3 +927,75 @@ class UploadBatch(Base):
     decision_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ReportingCampaignDay(Base):
+    """The brand's dashboard: one New York day of a campaign in one currency
+    (``domain.reporting``: mailed, delivered and returned on the day's first currency only;
+    ``XXX`` for a day with postcards and no money). Rewritten by ``services.reporting_sync``
+    for an organization's last days at a time; no foreign keys, as the daily metrics it
+    copies."""
+
+    __tablename__ = "reporting_campaign_days"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "day", "currency"),
+        Index(None, "organization_id", "day"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(BigId)
+    campaign_id: Mapped[int] = mapped_column(BigId)
+    day: Mapped[date] = mapped_column(Date)
+    currency: Mapped[str] = mapped_column(String(3))
+    mailed: Mapped[int] = mapped_column(Integer)
+    delivered: Mapped[int] = mapped_column(Integer)
+    returned: Mapped[int] = mapped_column(Integer)
+    orders: Mapped[int] = mapped_column(Integer)
+    revenue_minor: Mapped[int] = mapped_column(BigId)
+    spend_minor: Mapped[int] = mapped_column(BigId)
+    cpa_minor: Mapped[float | None] = mapped_column(Double)
+    roas: Mapped[float | None] = mapped_column(Double)
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ReportingCampaign(Base):
+    """The brand's dashboard: one campaign's totals (every day of it) and its lift, as of
+    ``synced_at``. Money is in ``currency``; NULL (and no CPA, ROAS or money) when the
+    campaign's spend and revenue span several currencies."""
+
+    __tablename__ = "reporting_campaigns"
+    __table_args__ = (Index(None, "organization_id"),)
+
+    campaign_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(BigId)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    mailed: Mapped[int] = mapped_column(Integer)
+    delivered: Mapped[int] = mapped_column(Integer)
+    returned: Mapped[int] = mapped_column(Integer)
+    orders: Mapped[int] = mapped_column(Integer)
+    revenue_minor: Mapped[int | None] = mapped_column(BigId)
+    spend_minor: Mapped[int | None] = mapped_column(BigId)
+    cpa_minor: Mapped[float | None] = mapped_column(Double)
+    roas: Mapped[float | None] = mapped_column(Double)
+    lift: Mapped[float | None] = mapped_column(Double)
+    lift_low: Mapped[float | None] = mapped_column(Double)
+    lift_high: Mapped[float | None] = mapped_column(Double)
+    #: ``domain.metrics.Verdict``; NULL until the campaign's results are first computed.
+    verdict: Mapped[str | None] = mapped_column(String(32))
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ReportingSync(Base):
+    """How an organization's reporting store stands: the last sync attempted, its outcome
+    (``ok``, or ``failed`` with the reason), the rows it wrote, and when a sync last
+    succeeded (``last_synced_at``: NULL until one has)."""
+
+    __tablename__ = "reporting_syncs"
+    __table_args__ = (CheckConstraint("status IN ('ok', 'failed')", name="status"),)
+
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    last_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
