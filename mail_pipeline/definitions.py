@@ -25,7 +25,13 @@ from mail_pipeline.assets import attribution as attribution_assets
 from mail_pipeline.assets import metrics as metric_assets
 from mail_pipeline.assets import orders as order_assets
 from mail_pipeline.assets import sources as source_assets
-from mail_pipeline.jobs import address_enrichment, lifecycle, reporting_sync, uploads
+from mail_pipeline.jobs import (
+    address_enrichment,
+    lifecycle,
+    profile_enrichment,
+    reporting_sync,
+    uploads,
+)
 from mail_pipeline.jobs.audits import audit_job
 from mail_pipeline.jobs.demo import demo_data_job
 from mail_pipeline.jobs.pipeline import mailing_job, proofing_job
@@ -91,6 +97,7 @@ JOBS = [
     *uploads.JOBS,
     *address_enrichment.JOBS,
     *reporting_sync.JOBS,
+    *profile_enrichment.JOBS,
     *(j for m in ASSET_MODULES for j in getattr(m, "JOBS", [])),
 ]
 SCHEDULES = [
@@ -98,6 +105,7 @@ SCHEDULES = [
     *lifecycle.SCHEDULES,
     *address_enrichment.SCHEDULES,
     *reporting_sync.SCHEDULES,
+    *profile_enrichment.SCHEDULES,
     *(s for m in ASSET_MODULES for s in getattr(m, "SCHEDULES", [])),
 ]
 SENSORS = [

@@ -9,8 +9,8 @@ production, from ``MAIL_PIPELINE_ORG_<id>_<REF>`` variables when bound locally.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterator
-from typing import Literal
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -26,7 +26,7 @@ from mail_pipeline.resources.secrets import organization_secrets
 
 
 class CdpResource(dg.ConfigurableResource):
-    """Reads campaign segments and receives postcard events."""
+    """Reads campaign segments and profiles' properties, and receives postcard events."""
 
     page_size: int = 100
 
@@ -36,6 +36,13 @@ class CdpResource(dg.ConfigurableResource):
     def segment_pages(self, integration: IntegrationRef, segment_id: str) -> Iterator[ProfilePage]:
         with self.client_for(integration) as client:
             yield from client.iter_segment_profiles(segment_id, self.page_size)
+
+    def profile_properties(
+        self, integration: IntegrationRef, profile_ids: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """The custom properties of these profiles, by id (absent: no such profile)."""
+        with self.client_for(integration) as client:
+            return client.profiles_properties(profile_ids, self.page_size)
 
 
 class KlaviyoCdp(CdpResource):

@@ -44,6 +44,7 @@ from mail_pipeline.integrations.renderer.models import (
     PostcardDesign,
     ProofRequest,
 )
+from mail_pipeline.integrations.renderer.personalize import defaults_used
 from mail_pipeline.services.leases import BatchHold, holder_token
 from mail_pipeline.services.offer_codes import CodeAssignment, CodeNeed, assign_offer_codes
 
@@ -224,6 +225,8 @@ def _proof_one(
             "proof_back_url": hosted["back"].url,
             "proof_image_ids": [hosted["front"].id, hosted["back"].id],
             "proof_renderer": proof.renderer,
+            # the placeholders printed with the design's default (profile enrichment)
+            "proof_defaults": list(defaults_used(request)),
             "proofed_at": clock(),
             "status_reason": None,
         },

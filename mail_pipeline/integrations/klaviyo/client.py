@@ -1,4 +1,5 @@
-"""The Klaviyo client: read a segment's profiles page by page, and record events.
+"""The Klaviyo client: read a segment's profiles page by page, profiles' properties by id,
+and record events.
 
 Thin on purpose (integrations.md §3 recommends raw httpx over the urllib3 SDK): two endpoints,
 the ``revision`` header under our control, JSON:API in and out. Everything HTTP - timeouts,
@@ -20,8 +21,9 @@ works) and one segment without its members (``GET /api/segments/{id}``, 404 when
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from time import sleep as _sleep
 from typing import Any
@@ -237,6 +239,39 @@ class KlaviyoClient:
                 f"links.next is not https ({target.scheme}); refusing to send the API key there",
             )
 
+    # -- profiles by id: their properties (profile enrichment) -----------------------------
+    def profiles_properties(
+        self, profile_ids: Sequence[str], page_size: int = MAX_PAGE_SIZE
+    ) -> dict[str, dict[str, Any]]:
+        """``GET /api/profiles?filter=any(id,[...])&fields[profile]=properties``: each found
+        profile's custom properties, by profile id, asked ``page_size`` (at most 100) ids at a
+        time. A profile Klaviyo does not return (deleted, merged) is absent from the answer;
+        a resource without an id or with properties that are not an object is logged (by id)
+        and left out. Side-effect free: a retried or repeated call is harmless."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, not {page_size}")
+        wanted = list(dict.fromkeys(p for p in profile_ids if p))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), page_size):
+            chunk = wanted[start : start + page_size]
+            params = {
+                "filter": "any(id,[" + ",".join(json.dumps(i) for i in chunk) + "])",
+                "fields[profile]": "properties",
+                "page[size]": str(page_size),
+            }
+            for body in self.documents("/api/profiles", params, what="a profiles page"):
+                for resource in body["data"]:
+                    read = _profile_properties(resource)
+                    if read is None:
+                        who = resource.get("id") if isinstance(resource, dict) else None
+                        log.warning(
+                            "Klaviyo profile %s is malformed: no properties object",
+                            who if isinstance(who, str) else "(no id)",
+                        )
+                        continue
+                    found[read[0]] = read[1]
+        return found
+
     # -- the account and one segment: harmless reads (audits) -----------------------------
     def account(self) -> KlaviyoAccount:
         """``GET /api/accounts``: the account this key belongs to. One small read (scope
@@ -332,3 +367,17 @@ def _next_url(body: dict[str, Any]) -> str | None:
     if next_url is not None and not isinstance(next_url, str):
         raise MalformedResponse(VENDOR, f"links.next is a {type(next_url).__name__}, not a URL")
     return next_url or None
+
+
+def _profile_properties(resource: Any) -> tuple[str, dict[str, Any]] | None:
+    """``(id, properties)`` of a profile resource; ``None`` when it has no id or its
+    properties are not an object (a profile without properties has ``{}``)."""
+    if not isinstance(resource, dict) or not isinstance(resource.get("id"), str):
+        return None
+    attributes = resource.get("attributes")
+    properties = attributes.get("properties") if isinstance(attributes, dict) else None
+    if properties is None:
+        return resource["id"], {}
+    if not isinstance(properties, dict):
+        return None
+    return resource["id"], dict(properties)

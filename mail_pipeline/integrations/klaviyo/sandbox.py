@@ -12,6 +12,9 @@ It answers the endpoints the pipeline uses the way Klaviyo does (integrations.md
   limited to 1 request per second and 15 per minute as Klaviyo's accounts endpoint is;
 - ``GET /api/segments/{id}``: a seeded segment (its id as name), without its members; 404
   for a segment nobody seeded.
+- ``GET /api/profiles``: seeded profiles (of any segment, or added alone) by id with the
+  ``any(id,["...",...])`` filter (at most 100 ids), sparse fieldsets, ``page[size]`` 1..100;
+  ids nobody seeded are simply not in the answer, as in Klaviyo.
 
 Like Klaviyo it wants ``Authorization: Klaviyo-API-Key <key>`` (401 otherwise) and a
 ``revision`` header (400 otherwise), answers errors as ``{"errors": [...]}``, and rate-limits
@@ -30,7 +33,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +43,7 @@ import httpx
 from mail_pipeline.integrations.klaviyo.sandbox_data import (
     EVENTS,
     PROFILE_EMAILS,
+    PROFILES,
     SEGMENTS,
     segment_collection,
 )
@@ -52,6 +56,8 @@ SANDBOX_ACCOUNT = {"id": "SbxK1a", "organization_name": "Klaviyo sandbox"}
 JSONAPI = "application/vnd.api+json"
 _REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.pre)?$")
 _FILTER = re.compile(r"^greater-than\(joined_group_at,([^)]+)\)$")
+_ID_FILTER = re.compile(r"^any\(id,\[(.*)\]\)$")
+_MAX_FILTER_IDS = 100
 _PROFILE_ATTRIBUTES = frozenset(
     {
         "email",
@@ -109,6 +115,7 @@ class KlaviyoLimits:
     events: tuple[int, int] = (350, 3500)
     accounts: tuple[int, int] = (1, 15)
     segments: tuple[int, int] = (75, 700)
+    profiles: tuple[int, int] = (75, 700)
 
 
 class _FixedWindows:
@@ -162,6 +169,7 @@ class KlaviyoSandbox(SandboxTransport):
         ("POST", r"/api/events", "create_event"),
         ("GET", r"/api/accounts", "get_accounts"),
         ("GET", r"/api/segments/(?P<segment_id>[^/]+)", "get_segment"),
+        ("GET", r"/api/profiles", "get_profiles"),
     ]
 
     def __init__(
@@ -185,10 +193,28 @@ class KlaviyoSandbox(SandboxTransport):
                 "events": _FixedWindows(*limits.events),
                 "accounts": _FixedWindows(*limits.accounts),
                 "segments": _FixedWindows(*limits.segments),
+                "profiles": _FixedWindows(*limits.profiles),
             }
         )
 
     # -- the vendor's answers ---------------------------------------------------------------
+    def _profile_fields(
+        self, params: Mapping[str, str]
+    ) -> tuple[list[str] | None, httpx.Response | None]:
+        """The sparse fieldset ``fields[profile]`` asks for (None: every field), or the
+        400 Klaviyo answers for a field a profile does not have."""
+        if "fields[profile]" not in params:
+            return None, None
+        fields = [f for f in params["fields[profile]"].split(",") if f]
+        unknown = [f for f in fields if f.split(".", 1)[0] not in _PROFILE_ATTRIBUTES]
+        if unknown:
+            return None, self.error(
+                400,
+                f"Invalid field(s) {', '.join(unknown)} for profile.",
+                source={"parameter": "fields[profile]"},
+            )
+        return fields, None
+
     def error(
         self,
         status: int,
@@ -304,16 +330,9 @@ class KlaviyoSandbox(SandboxTransport):
                 "The sandbox does not support sort on this endpoint.",
                 source={"parameter": "sort"},
             )
-        fields: list[str] | None = None
-        if "fields[profile]" in params:
-            fields = [f for f in params["fields[profile]"].split(",") if f]
-            unknown = [f for f in fields if f.split(".", 1)[0] not in _PROFILE_ATTRIBUTES]
-            if unknown:
-                return self.error(
-                    400,
-                    f"Invalid field(s) {', '.join(unknown)} for profile.",
-                    source={"parameter": "fields[profile]"},
-                )
+        fields, refused = self._profile_fields(params)
+        if refused is not None:
+            return refused
 
         rows, more = self._members(segment_id, after, size, joined_after)
         data = [_sparse(doc["resource"], fields) for _seq, doc in rows]
@@ -341,6 +360,48 @@ class KlaviyoSandbox(SandboxTransport):
             if len(rows) < size + 1:
                 return found, False
             after = rows[-1][0]
+
+    # -- GET /api/profiles -----------------------------------------------------------------
+    def get_profiles(self, request: httpx.Request) -> httpx.Response:
+        denied, limit_headers = self._preflight(request, "profiles")
+        if denied is not None:
+            return denied
+        params = request.url.params
+        size_text = params.get("page[size]", "20")
+        if not size_text.isdigit() or not 1 <= int(size_text) <= 100:
+            return self.error(
+                400,
+                f"page[size] must be an integer between 1 and 100, not {size_text!r}.",
+                source={"parameter": "page[size]"},
+            )
+        ids = _filter_ids(params.get("filter"))
+        if ids is None:
+            return self.error(
+                400,
+                'Invalid filter; the sandbox supports any(id,["<id>",...]) with at most '
+                f"{_MAX_FILTER_IDS} ids.",
+                source={"parameter": "filter"},
+            )
+        fields, refused = self._profile_fields(params)
+        if refused is not None:
+            return refused
+        scope = "profiles:" + params["filter"]
+        after = 0
+        if "page[cursor]" in params:
+            decoded = _decode_cursor(params["page[cursor]"], scope)
+            if decoded is None:
+                return self.error(400, "Invalid page cursor.", source={"parameter": "page[cursor]"})
+            after = decoded
+        found = [doc for doc in (self.store.get(PROFILES, i) for i in ids) if doc is not None]
+        size = int(size_text)
+        page = found[after : after + size]
+        next_url = None
+        if after + size < len(found):
+            token = _encode_cursor(after + size, scope)
+            next_url = str(request.url.copy_set_param("page[cursor]", token))
+        data = [_sparse(_without_segment(doc["resource"]), fields) for doc in page]
+        links = {"self": str(request.url), "next": next_url, "prev": None}
+        return _jsonapi_response(200, {"data": data, "links": links}, limit_headers)
 
     # -- GET /api/accounts -----------------------------------------------------------------
     def get_accounts(self, request: httpx.Request) -> httpx.Response:
@@ -517,6 +578,28 @@ def _parse_time(text: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _filter_ids(text: str | None) -> list[str] | None:
+    """The ids of ``any(id,["a","b"])`` in order, once each; ``None`` when malformed."""
+    match = _ID_FILTER.match(text or "")
+    if match is None:
+        return None
+    try:
+        ids = json.loads("[" + match.group(1) + "]")
+    except ValueError:
+        return None
+    if not ids or len(ids) > _MAX_FILTER_IDS or not all(isinstance(i, str) for i in ids):
+        return None
+    return list(dict.fromkeys(ids))
+
+
+def _without_segment(resource: Any) -> Any:
+    """A profile as ``GET /api/profiles`` serves it: no segment membership time."""
+    if not isinstance(resource, dict) or not isinstance(resource.get("attributes"), dict):
+        return resource
+    attributes = {k: v for k, v in resource["attributes"].items() if k != "joined_group_at"}
+    return {**resource, "attributes": attributes}
 
 
 def _joined_after(resource: Any, moment: datetime) -> bool:

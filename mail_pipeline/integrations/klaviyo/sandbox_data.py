@@ -22,6 +22,8 @@ SEGMENTS = "klaviyo.segments"
 PROFILE_EMAILS = "klaviyo.profile_emails"
 #: dedupe key -> the recorded event
 EVENTS = "klaviyo.events"
+#: profile id -> ``{"resource"}``: every seeded profile, for ``GET /api/profiles``.
+PROFILES = "klaviyo.profiles"
 
 
 def segment_collection(segment_id: str) -> str:
@@ -92,8 +94,14 @@ class KlaviyoSandboxData:
                     self.store.put(
                         PROFILE_EMAILS, email.strip().lower(), {"profile_id": resource["id"]}
                     )
+                if isinstance(resource.get("id"), str):
+                    self.store.put(PROFILES, resource["id"], {"resource": resource})
         self.store.put(SEGMENTS, segment_id, {"segment_id": segment_id, "size": len(profiles)})
         return len(profiles)
+
+    def put_profile(self, resource: dict[str, Any]) -> None:
+        """Add or replace one profile (served by ``GET /api/profiles``), in no segment."""
+        self.store.put(PROFILES, str(resource["id"]), {"resource": resource})
 
     def segment_ids(self) -> list[str]:
         return [key for _seq, key, _doc in _scan_all(self.store, SEGMENTS)]
@@ -195,7 +203,9 @@ def demo_profiles(
     """``count`` deterministic, realistic profile resources for a demo segment.
 
     Every ``without_address_every``-th profile has an email but no address (it enters the
-    pipeline as AddressEnrichable); 0 gives everyone an address.
+    pipeline as AddressEnrichable); 0 gives everyone an address. Every profile has a
+    ``favorite_product``; two in three a ``loyalty_tier`` and every other one a
+    ``last_product``, so designs using them meet both present and missing properties.
     """
     rng = random.Random(seed)
     places = _GB_PLACES if country == "GB" else _US_PLACES
@@ -222,8 +232,26 @@ def demo_profiles(
                 first,
                 last,
                 location,
-                {"favorite_product": rng.choice(["tea", "coffee", "cocoa"])},
+                {
+                    "favorite_product": rng.choice(["tea", "coffee", "cocoa"]),
+                    **_profile_extras(n),
+                },
                 joined_group_at=start + timedelta(minutes=n),
             )
         )
     return resources
+
+
+_TIERS = ["gold", "silver", "bronze"]
+_PRODUCTS = ["Earl Grey Tin", "Espresso Beans", "Cocoa Gift Box", "Matcha Kit"]
+
+
+def _profile_extras(n: int) -> dict[str, str]:
+    """Properties some demo profiles have and others lack (derived from the position, not
+    the random generator, so the rest of a seeded segment does not change)."""
+    extras = {}
+    if n % 3 != 2:
+        extras["loyalty_tier"] = _TIERS[n % len(_TIERS)]
+    if n % 2 == 0:
+        extras["last_product"] = _PRODUCTS[(n // 2) % len(_PRODUCTS)]
+    return extras

@@ -33,6 +33,7 @@ from mail_pipeline.domain.offer_codes import (
     qr_url_problem,
     shop_url_problem,
 )
+from mail_pipeline.domain.placeholders import placeholder_problems
 
 #: Print-size pixels (width, height), landscape, at 300 DPI including the 0.125" bleed.
 #: 4x6: 6.25" x 4.25" (Lob's art size); A6: 148 x 105 mm.
@@ -43,8 +44,6 @@ HOME_COUNTRY: dict[str, str] = {"4x6": "US", "A6": "GB"}
 
 _COLOR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 _TEMPLATE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
-_PLACEHOLDER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class InvalidProofRequest(ValueError):
@@ -67,25 +66,6 @@ def normalize_color(value: str) -> str:
     if len(hexits) == 3:
         hexits = "".join(c * 2 for c in hexits)
     return "#" + hexits
-
-
-def placeholder_problems(label: str, text: str) -> list[str]:
-    """Problems with ``{name}`` / ``{name|default}`` placeholders in a design text."""
-    problems = []
-    for match in PLACEHOLDER.finditer(text):
-        token = match.group(0)
-        if token in ("{{", "}}"):
-            continue
-        if match.group(1) is None:
-            problems.append(
-                f"{label} has an unmatched {token!r} at position {match.start()} "
-                "(write {{ or }} for a literal brace)"
-            )
-            continue
-        name = match.group(1).split("|", 1)[0].strip()
-        if not _PLACEHOLDER_NAME.match(name):
-            problems.append(f"{label} has an invalid placeholder {token!r}")
-    return problems
 
 
 @dataclass(frozen=True)

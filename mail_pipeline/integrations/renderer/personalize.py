@@ -20,12 +20,17 @@ import re
 from collections.abc import Mapping
 
 from mail_pipeline.domain.addresses import normalize_country, normalize_postal_code
+from mail_pipeline.domain.placeholders import (
+    PERSONALIZED_TEXTS,
+    PLACEHOLDER,
+    placeholder_problems,
+    placeholders,
+    split_placeholder,
+)
 from mail_pipeline.integrations.renderer.models import (
     HOME_COUNTRY,
-    PLACEHOLDER,
     PostcardContent,
     ProofRequest,
-    placeholder_problems,
 )
 
 _DROPPED = "\x00"
@@ -81,8 +86,8 @@ def fill(text: str, values: Mapping[str, str | None]) -> str:
             return "{"
         if token == "}}":
             return "}"
-        name, _, default = match.group(1).partition("|")
-        value = values.get(name.strip()) or clean_value(default)
+        placeholder = split_placeholder(match.group(1))
+        value = values.get(placeholder.name) or clean_value(placeholder.default)
         if value:
             return value
         dropped = True
@@ -153,6 +158,19 @@ def address_block(request: ProofRequest, values: Mapping[str, str | None]) -> tu
     if country != HOME_COUNTRY[request.size]:
         lines.append(_COUNTRY_NAMES.get(country, country))
     return tuple(line for line in lines if line)
+
+
+def defaults_used(request: ProofRequest) -> tuple[str, ...]:
+    """Placeholder names printed with the design's default because the recipient has no
+    value for them (sorted, once each): what the proof's metadata records."""
+    values = recipient_values(request)
+    used = {
+        placeholder.name
+        for text in PERSONALIZED_TEXTS
+        for placeholder in placeholders(getattr(request.design, text))
+        if not values.get(placeholder.name) and clean_value(placeholder.default)
+    }
+    return tuple(sorted(used))
 
 
 def personalize(request: ProofRequest) -> PostcardContent:
