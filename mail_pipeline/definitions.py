@@ -24,6 +24,7 @@ from dagster_aws.s3 import S3Resource
 from mail_pipeline.assets import attribution as attribution_assets
 from mail_pipeline.assets import metrics as metric_assets
 from mail_pipeline.assets import orders as order_assets
+from mail_pipeline.assets import reports as report_assets
 from mail_pipeline.assets import sources as source_assets
 from mail_pipeline.jobs import (
     address_enrichment,
@@ -55,8 +56,10 @@ from mail_pipeline.resources.orders import LiveOrderSources, SandboxOrderSources
 from mail_pipeline.resources.printing import LivePrinters, SandboxPrinters
 from mail_pipeline.resources.queues import LocalQueues, SqsQueues
 from mail_pipeline.resources.rendering import GATEWAY_URL, LiveRendering, SandboxRendering
+from mail_pipeline.resources.reports import OutboxReportEmail, SesReportEmail
 from mail_pipeline.resources.sandbox import SandboxState
 from mail_pipeline.resources.uploads import LocalUploads, S3Uploads
+from mail_pipeline.sensors import reports as report_sensors
 from mail_pipeline.sensors.alerts import run_failure_alerts
 from mail_pipeline.sensors.audits import audit_sensor
 from mail_pipeline.sensors.pipeline import (
@@ -82,7 +85,7 @@ from mail_pipeline.settings import (
 )
 
 #: The data half: orders, attribution, daily metrics and campaign results.
-ASSET_MODULES = [source_assets, order_assets, attribution_assets, metric_assets]
+ASSET_MODULES = [source_assets, order_assets, attribution_assets, metric_assets, report_assets]
 ASSETS = [a for m in ASSET_MODULES for a in m.ASSETS]
 ASSET_CHECKS = [c for m in ASSET_MODULES for c in getattr(m, "ASSET_CHECKS", [])]
 
@@ -98,6 +101,7 @@ JOBS = [
     *address_enrichment.JOBS,
     *reporting_sync.JOBS,
     *profile_enrichment.JOBS,
+    *report_sensors.JOBS,
     *(j for m in ASSET_MODULES for j in getattr(m, "JOBS", [])),
 ]
 SCHEDULES = [
@@ -119,6 +123,7 @@ SENSORS = [
     run_failure_alerts,
     *uploads.SENSORS,
     *address_enrichment.SENSORS,
+    *report_sensors.SENSORS,
     *(s for m in ASSET_MODULES for s in getattr(m, "SENSORS", [])),
 ]
 
@@ -210,7 +215,15 @@ def production_resources(settings: Settings) -> dict[str, Any]:
             status_queue_url=dg.EnvVar(vendors.status_queue_url.name),
             image_deletion_queue_url=dg.EnvVar(vendors.image_deletion_queue_url.name),
             audit_queue_url=dg.EnvVar(vendors.audit_queue_url.name),
+            report_email_events_queue_url=dg.EnvVar(vendors.report_email_events_queue_url.name),
             region_name=vendors.aws_region,
+        ),
+        "report_email": SesReportEmail(
+            region_name=vendors.aws_region,
+            configuration_set=vendors.ses_configuration_set or "",
+            sender_address=vendors.report_sender or "",
+            recipient_template=vendors.report_recipient_template or "",
+            archive_folder=str(settings.data_dir / "reports"),
         ),
         "notifications": alert_channel(settings),
         "uploads": S3Uploads(
@@ -246,6 +259,10 @@ def sandbox_resources(settings: Settings) -> dict[str, Any]:
             sandbox_path=sandbox, ready_after_seconds=120.0
         ),
         "queues": LocalQueues(path=str(settings.queue_path)),
+        "report_email": OutboxReportEmail(
+            folder=str(settings.data_dir / "report_outbox"),
+            archive_folder=str(settings.data_dir / "reports"),
+        ),
         "uploads": LocalUploads(folder=str(settings.data_dir / "uploads")),
         "notifications": OutboxNotifications(
             folder=str(settings.data_dir / "outbox"),
@@ -325,7 +342,13 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         asset_checks=ASSET_CHECKS,
         jobs=[*JOBS, demo_data_job],
         schedules=SCHEDULES,
-        sensors=[*SENSORS, sandbox_printer_webhooks, sandbox_shoppers, sandbox_enrichment_kickoff],
+        sensors=[
+            *SENSORS,
+            sandbox_printer_webhooks,
+            sandbox_shoppers,
+            sandbox_enrichment_kickoff,
+            *report_assets.SANDBOX_SENSORS,
+        ],
         resources=sandbox_resources(settings),
         executor=EXECUTOR,
     )

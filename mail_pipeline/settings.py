@@ -213,6 +213,12 @@ class VendorSettings:
     audit_queue_url: EnvVarRef = EnvVarRef("AUDIT_QUEUE_URL")
     #: Address enrichment (Faraday's batch API).
     faraday_api_key: EnvVarRef = EnvVarRef("FARADAY_API_KEY")
+    #: Report emails (docs/email_delivery.md): the queue of SES events, the configuration set
+    #: that publishes them, the From address, and who gets a brand's reports (``{slug}``).
+    report_email_events_queue_url: EnvVarRef = EnvVarRef("REPORT_EMAIL_EVENTS_QUEUE_URL")
+    ses_configuration_set: str | None = None
+    report_sender: str | None = None
+    report_recipient_template: str | None = None
     aws_region: str = "us-east-1"
     alerts: AlertSettings = field(default_factory=AlertSettings)
     #: Where brands' CSV lists arrive: s3://<uploads_bucket>/<uploads_prefix>/...
@@ -236,6 +242,10 @@ class VendorSettings:
             render_fallback_order=tuple(n.strip() for n in fallback.split(",") if n.strip()),
             status_queue_url=EnvVarRef.read(environ, "MAIL_STATUS_QUEUE_URL"),
             faraday_api_key=EnvVarRef.read(environ, "FARADAY_API_KEY"),
+            report_email_events_queue_url=EnvVarRef.read(environ, "REPORT_EMAIL_EVENTS_QUEUE_URL"),
+            ses_configuration_set=environ.get("SES_CONFIGURATION_SET") or None,
+            report_sender=environ.get("REPORT_EMAIL_SENDER") or None,
+            report_recipient_template=environ.get("REPORT_RECIPIENT_TEMPLATE") or None,
             image_deletion_queue_url=EnvVarRef.read(environ, "IMAGE_DELETION_QUEUE_URL"),
             audit_queue_url=EnvVarRef.read(environ, "AUDIT_QUEUE_URL"),
             aws_region=environ.get("AWS_REGION") or "us-east-1",
@@ -390,8 +400,23 @@ def production_problems(settings: Settings) -> list[str]:
         vendors.image_deletion_queue_url,
         vendors.audit_queue_url,
         vendors.faraday_api_key,
+        vendors.report_email_events_queue_url,
     )
     problems.extend(f"{ref.name} is not set" for ref in required if not ref.is_set)
+    report_email = {
+        "SES_CONFIGURATION_SET": vendors.ses_configuration_set,
+        "REPORT_EMAIL_SENDER": vendors.report_sender,
+        "REPORT_RECIPIENT_TEMPLATE": vendors.report_recipient_template,
+    }
+    problems.extend(
+        f"{name} is not set (report emails)" for name, v in report_email.items() if not v
+    )
+    template = vendors.report_recipient_template
+    if template and ("{slug}" not in template or "@" not in template):
+        problems.append(
+            "REPORT_RECIPIENT_TEMPLATE must be an email address with {slug} in it "
+            "(e.g. csm+{slug}@example.com)"
+        )
     problems.extend(vendors.alerts.problems())
     if not vendors.uploads_bucket:
         problems.append("MAIL_PIPELINE_UPLOADS_BUCKET is not set (where CSV lists arrive)")

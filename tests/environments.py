@@ -19,6 +19,10 @@ PRODUCTION = {
     "IMAGE_DELETION_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/image-deletion",
     "AUDIT_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/audit-requests",
     "FARADAY_API_KEY": "faraday-production-key",
+    "REPORT_EMAIL_EVENTS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/report-email-events",
+    "SES_CONFIGURATION_SET": "mail-pipeline-reports",
+    "REPORT_EMAIL_SENDER": "reports@mail-pipeline.example.com",
+    "REPORT_RECIPIENT_TEMPLATE": "csm+{slug}@mail-pipeline.example.com",
     "MAIL_PIPELINE_SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/secret",
     "MAIL_PIPELINE_UPLOADS_BUCKET": "brand-uploads",
 }

@@ -1,5 +1,5 @@
-"""The queues the pipeline reads: printer status webhooks, hosted-image deletions and
-organization audit requests.
+"""The queues the pipeline reads: printer status webhooks, hosted-image deletions,
+organization audit requests and the report emails' delivery events (SES via SNS).
 
 Production reads SQS (each queue has a dead-letter queue through its redrive policy); the
 embedded default uses local queues with the same semantics in one SQLite file.
@@ -21,6 +21,8 @@ STATUS_QUEUE = "mail-status"
 IMAGE_DELETION_QUEUE = "image-deletion"
 #: Organization audit requests (``services.audits`` holds the message contract).
 AUDIT_QUEUE = "audit-requests"
+#: SES delivery events of report emails (SNS -> SQS; ``domain.email_events`` reads them).
+REPORT_EMAIL_EVENTS_QUEUE = "report-email-events"
 
 
 class QueuesResource(dg.ConfigurableResource):
@@ -43,11 +45,16 @@ class QueuesResource(dg.ConfigurableResource):
     def audit_queue(self) -> MessageQueue:
         return self.queue(AUDIT_QUEUE)
 
+    def report_email_events_queue(self) -> MessageQueue:
+        return self.queue(REPORT_EMAIL_EVENTS_QUEUE)
+
 
 class SqsQueues(QueuesResource):
     status_queue_url: str
     image_deletion_queue_url: str
     audit_queue_url: str
+    #: The queue subscribed to the SES configuration set's SNS topic (docs/email_delivery.md).
+    report_email_events_queue_url: str
     region_name: str = "us-east-1"
     endpoint_url: str | None = None
 
@@ -56,6 +63,7 @@ class SqsQueues(QueuesResource):
             STATUS_QUEUE: self.status_queue_url,
             IMAGE_DELETION_QUEUE: self.image_deletion_queue_url,
             AUDIT_QUEUE: self.audit_queue_url,
+            REPORT_EMAIL_EVENTS_QUEUE: self.report_email_events_queue_url,
         }[name]
         return SqsQueue(
             url,

@@ -7,7 +7,8 @@ delivers the due ones onto the local status queue, as the ingress would.
 sources after postcards are mailed (``services.sandbox_shoppers``).
 ``sandbox_enrichment_kickoff`` starts address-enrichment batches every few minutes while
 recipients wait for one, so a local demo does not wait for the schedule's next of its four
-daily times. ``definitions.py`` binds these only where the vendors are sandboxes.
+daily times (``assets.reports.sandbox_weekly_reports`` sends the demo's week-to-date
+reports). ``definitions.py`` binds these only where the vendors are sandboxes.
 """
 
 from datetime import UTC, datetime

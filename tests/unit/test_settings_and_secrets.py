@@ -113,11 +113,15 @@ def test_an_empty_production_configuration_lists_everything_missing_in_one_messa
         "IMAGE_DELETION_QUEUE_URL is not set",
         "AUDIT_QUEUE_URL is not set",
         "FARADAY_API_KEY is not set",
+        "REPORT_EMAIL_EVENTS_QUEUE_URL is not set",
+        "SES_CONFIGURATION_SET is not set",
+        "REPORT_EMAIL_SENDER is not set",
+        "REPORT_RECIPIENT_TEMPLATE is not set",
         "no run-failure alert channel",
         "MAIL_PIPELINE_UPLOADS_BUCKET is not set",
     ):
         assert name in message
-    assert message.count("\n  - ") == len(refused.value.problems) == 13
+    assert message.count("\n  - ") == len(refused.value.problems) == 17
 
 
 @pytest.mark.parametrize("printer", ["LOB", "STANNP", "INTELLIPRINT"])
@@ -131,6 +135,13 @@ def test_a_printer_key_without_its_webhook_secret_is_refused(printer: str) -> No
     ]
     # ...even in a staging deployment
     assert len(production_problems(load_settings({**environ, "MAIL_PIPELINE_STAGING": "1"}))) == 1
+
+
+@pytest.mark.parametrize("template", ["reports@brand.example.com", "csm+{slug}"])
+def test_a_report_recipient_template_must_be_an_address_naming_the_brand(template: str) -> None:
+    environ = {**PRODUCTION, "REPORT_RECIPIENT_TEMPLATE": template}
+    [problem] = production_problems(load_settings(environ))
+    assert problem.startswith("REPORT_RECIPIENT_TEMPLATE must be an email address with {slug}")
 
 
 def test_test_credentials_and_sandbox_settings_are_refused_in_production() -> None:
