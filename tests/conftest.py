@@ -183,3 +183,17 @@ def add_recipients(db_url: str):  # type: ignore[no-untyped-def]
             return sorted(result.scalars())
 
     return add
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_defs_state_storage() -> Iterator[None]:
+    """Dagster 1.13's ``DagsterInstance.__enter__`` makes the instance's definitions-state
+    storage current (a context variable) and its ``__exit__`` never resets it: after a test
+    that used ``with <instance>``, building any ``Definitions`` in the same thread would read
+    a storage whose instance is gone ("Attempted to resolve undefined DagsterInstance
+    weakref"). Each test starts and ends with none."""
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    _current_storage.set(None)
+    yield
+    _current_storage.set(None)

@@ -1,5 +1,6 @@
 """Run metadata: totals per run, a few examples, and reasons a person can read."""
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,3 +31,15 @@ def link(url: str) -> dg.MetadataValue:
 
 def counts(values: Mapping[str, Any]) -> dict[str, Any]:
     return {key: int(value) for key, value in values.items()}
+
+
+def counts_metadata(result: object) -> Metadata:
+    """A result dataclass's counts (its int fields) and lists (non-empty tuples, as JSON)."""
+    metadata: Metadata = {}
+    for f in dataclasses.fields(result):  # type: ignore[arg-type]
+        value = getattr(result, f.name)
+        if isinstance(value, int):
+            metadata[f.name] = value
+        elif isinstance(value, tuple) and value:
+            metadata[f.name] = dg.MetadataValue.json(list(value))
+    return metadata

@@ -5,12 +5,10 @@ committed; a run reads at most ``max_receives`` x 10 messages (500 by default), 
 backlog becomes a few bounded runs rather than one unbounded one.
 """
 
-import dataclasses
-
 import dagster as dg
 
 from mail_pipeline.jobs import tags
-from mail_pipeline.jobs.metadata import Metadata
+from mail_pipeline.jobs.metadata import counts_metadata
 from mail_pipeline.jobs.runs import check_launch
 from mail_pipeline.resources.database import Database
 from mail_pipeline.resources.images import ImageHostResource
@@ -25,17 +23,6 @@ class DrainConfig(dg.Config):
     #: queue is empty). The seed's Celery task read 5 x 10 per 15 s tick, but a Dagster run
     #: costs seconds to start, so one run drains up to 500 messages.
     max_receives: int = 50
-
-
-def _totals(result: object) -> Metadata:
-    metadata: Metadata = {}
-    for f in dataclasses.fields(result):  # type: ignore[arg-type]
-        value = getattr(result, f.name)
-        if isinstance(value, int):
-            metadata[f.name] = value
-        elif isinstance(value, tuple) and value:
-            metadata[f.name] = dg.MetadataValue.json(list(value))
-    return metadata
 
 
 @dg.op
@@ -59,7 +46,7 @@ def apply_mail_statuses(
         max_receive_count=queues.max_receive_count,
         log=context.log,
     )
-    return dg.Output(None, metadata=_totals(result))
+    return dg.Output(None, metadata=counts_metadata(result))
 
 
 @dg.job(
@@ -86,7 +73,7 @@ def delete_hosted_images(
         visibility_timeout=queues.visibility_timeout,
         log=context.log,
     )
-    return dg.Output(None, metadata=_totals(result))
+    return dg.Output(None, metadata=counts_metadata(result))
 
 
 @dg.job(

@@ -8,11 +8,12 @@ queue with their reason, unsupported ones (opens, clicks, subscription notices) 
 import dagster as dg
 
 from mail_pipeline.jobs import tags
-from mail_pipeline.jobs.queues import DrainConfig, _totals
+from mail_pipeline.jobs.metadata import counts_metadata
+from mail_pipeline.jobs.queues import DrainConfig
 from mail_pipeline.jobs.runs import check_launch
 from mail_pipeline.resources.database import Database
 from mail_pipeline.resources.queues import QueuesResource
-from mail_pipeline.services.reports import process_report_email_events
+from mail_pipeline.services.reports import bounces_by_organization, process_report_email_events
 
 
 @dg.op
@@ -31,7 +32,14 @@ def apply_report_email_events(
         visibility_timeout=queues.visibility_timeout,
         log=context.log,
     )
-    return dg.Output(None, metadata=_totals(result))
+    with database.session() as session:
+        bounces = bounces_by_organization(session)
+    metadata = counts_metadata(result)
+    # Every bounced report so far, per organization: the brands whose address bounces.
+    metadata["bounced_reports_by_organization"] = dg.MetadataValue.json(
+        {str(organization): n for organization, n in sorted(bounces.items())}
+    )
+    return dg.Output(None, metadata=metadata)
 
 
 @dg.job(
