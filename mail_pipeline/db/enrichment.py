@@ -127,6 +127,24 @@ class EnrichmentGateway:
         )
         return [EnrichingRecipient(**row._asdict()) for row in self.session.execute(stmt)]
 
+    def organization_countries(self, organization_ids: Iterable[int]) -> dict[int, str]:
+        ids = sorted(set(organization_ids))
+        stmt = select(Organization.id, Organization.country).where(Organization.id.in_(ids))
+        return {int(org): str(country) for org, country in self.session.execute(stmt)}
+
+    def enrichable_ids(self, organization_id: int, campaign_statuses: Iterable[Any]) -> list[int]:
+        """The organization's AddressEnrichable recipients in campaigns of those statuses."""
+        stmt = (
+            select(Recipient.id)
+            .join(Campaign, Campaign.id == Recipient.campaign_id)
+            .where(
+                Recipient.organization_id == organization_id,
+                Recipient.status == RecipientStatus.ADDRESS_ENRICHABLE,
+                Campaign.status.in_(list(campaign_statuses)),
+            )
+        )
+        return list(self.session.scalars(stmt))
+
     def mark_submitted(
         self, batch_id: str, external_id: str, *, people: int, now: datetime, deadline: datetime
     ) -> None:

@@ -17,7 +17,10 @@ vendor (Faraday) in batches at 01:00, 07:00, 13:00 and 19:00 New York time
    submitted, returns its recipients to ``AddressEnrichable`` for the next batch; one that
    was taken :data:`MAX_ATTEMPTS` times ends in ``Error`` with the reason instead (an
    operator retry sends it back);
-5. cache rows older than :data:`CACHE_TTL` are deleted by a daily job.
+5. cache rows older than :data:`CACHE_TTL` are deleted by a daily job;
+6. Faraday finds US addresses only (:data:`ENRICHMENT_COUNTRIES`): the waiting recipients of
+   an organization that mails from elsewhere end ``Skipped`` with :data:`NOT_COVERED`
+   instead of being sent (their postcards are printed in that country, in its sizes).
 
 The identity sent and cached is a SHA-256 of the organization and the normalized email
 (:func:`identity_key`): the raw email is never a key, a reference or a log line. The cache is
@@ -43,7 +46,13 @@ CACHE_TTL = timedelta(days=90)
 #: A recipient taken by this many batches that all failed ends in Error.
 MAX_ATTEMPTS = 3
 
+#: The organizations' countries (``organizations.country``) whose people the vendor covers.
+ENRICHMENT_COUNTRIES = frozenset({"US"})
+
 NO_EMAIL = "no email to look an address up with"
+NOT_COVERED = (
+    "address enrichment finds US addresses only, and the organization mails from {country}"
+)
 NO_MATCH = "address enrichment found no postal address"
 REFUSED = "address enrichment found an address that cannot be mailed: {problem}"
 GAVE_UP = "address enrichment failed {attempts} times (last: {reason})"

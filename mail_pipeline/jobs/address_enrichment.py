@@ -65,6 +65,7 @@ def _report(context: dg.OpExecutionContext, outcome: EnrichmentOutcome) -> dg.Ou
             "refused",
             "returned",
             "gave_up",
+            "not_covered",
         )
     }
     metadata["failed_organizations"] = len(outcome.failed)

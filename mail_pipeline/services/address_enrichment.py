@@ -40,10 +40,12 @@ from mail_pipeline.domain.address_enrichment import (
     BATCH_SIZE,
     BATCH_TIMEOUT,
     CACHE_TTL,
+    ENRICHMENT_COUNTRIES,
     GAVE_UP,
     MAX_ATTEMPTS,
     NO_EMAIL,
     NO_MATCH,
+    NOT_COVERED,
     OPEN_BATCHES_PER_ORGANIZATION,
     REFUSED,
     identity_key,
@@ -82,6 +84,8 @@ class EnrichmentOutcome:
     refused: int = 0
     returned: int = 0
     gave_up: int = 0
+    #: Recipients of organizations outside the vendor's countries, Skipped with why.
+    not_covered: int = 0
     #: Organization id -> why its batches could not be started or polled.
     failed: dict[int, str] = field(default_factory=dict)
 
@@ -238,6 +242,18 @@ def _return_batch(
     return {"returned": len(returned), "gave_up": len(spent), "batches_returned": 1}
 
 
+def _skip_not_covered(
+    sessions: SessionFactory, organization_id: int, country: str, now: datetime
+) -> int:
+    with sessions() as session:
+        ids = EnrichmentGateway(session).enrichable_ids(organization_id, CAMPAIGN_STATUSES)
+        reason = NOT_COVERED.format(country=country or "an unknown country")
+        moved = RecipientGateway(session).transition_many(
+            ids, S.ADDRESS_ENRICHABLE, S.SKIPPED, now=now, values={"status_reason": reason}
+        )
+    return len(moved)
+
+
 def start_batches(
     sessions: SessionFactory,
     enricher: AddressEnricher,
@@ -252,8 +268,17 @@ def start_batches(
     them."""
     now = now or utcnow()
     outcome = EnrichmentOutcome()
-    for organization_id in organizations_waiting(sessions):
-        if organization_ids and organization_id not in organization_ids:
+    waiting = [
+        organization
+        for organization in organizations_waiting(sessions)
+        if not organization_ids or organization in organization_ids
+    ]
+    with sessions() as session:
+        countries = EnrichmentGateway(session).organization_countries(waiting)
+    for organization_id in waiting:
+        country = countries.get(organization_id, "")
+        if country not in ENRICHMENT_COUNTRIES:
+            outcome.not_covered += _skip_not_covered(sessions, organization_id, country, now)
             continue
         try:
             while True:

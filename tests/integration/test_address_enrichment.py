@@ -21,6 +21,7 @@ from mail_pipeline.domain.address_enrichment import (
     MAX_ATTEMPTS,
     NO_EMAIL,
     NO_MATCH,
+    NOT_COVERED,
     identity_key,
 )
 from mail_pipeline.domain.addresses import email_key
@@ -264,3 +265,20 @@ def test_a_lost_answer_after_the_vendor_accepted_the_batch_makes_no_second_targe
     poll_batches(sessions, enricher, now=NOW)
     assert {r.status for r in _rows(db_url, ids)} <= {S.PENDING, S.SKIPPED}
     assert _batches(db_url)[0].status == "completed"
+
+
+def test_an_organization_outside_the_vendors_countries_has_its_recipients_skipped_with_why(
+    db_url: str,
+    make_campaign,
+    add_recipients,
+    enricher,
+    sandbox,  # type: ignore[no-untyped-def]
+) -> None:
+    _org, campaign = make_campaign(country="GB")
+    ids = _enrichable(db_url, add_recipients, campaign, 4)
+    outcome = start_batches(partial(unit_of_work, db_url), enricher, provider="faraday", now=NOW)
+    assert (outcome.not_covered, outcome.batches_started) == (4, 0)
+    assert sandbox.count("targets") == 0 and not _batches(db_url)
+    rows = _rows(db_url, ids)
+    assert {r.status for r in rows} == {S.SKIPPED}
+    assert {r.status_reason for r in rows} == {NOT_COVERED.format(country="GB")}
