@@ -36,6 +36,9 @@ def main() -> None:
         action="store_true",
         help="on an asset graph: expand every group (the graph's own context menu)",
     )
+    parser.add_argument(
+        "--full-page", action="store_true", help="the whole page, not only the viewport"
+    )
     parser.add_argument("--width", type=int, default=1600)
     parser.add_argument("--height", type=int, default=1000)
     args = parser.parse_args()
@@ -53,7 +56,7 @@ def main() -> None:
             page.mouse.click(args.width - 200, args.height - 150, button="right")
             page.locator("text=Expand all groups >> visible=true").first.click()
         page.wait_for_timeout(2_000)
-        page.screenshot(path=args.output, full_page=False)
+        page.screenshot(path=args.output, full_page=args.full_page)
         browser.close()
     print(f"saved {args.output}")
 

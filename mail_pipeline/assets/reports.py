@@ -252,9 +252,9 @@ def bfcm_reports_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunReques
     job=weekly_reports_job,
     minimum_interval_seconds=120,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Local only: once postcards of this week are in the daily metrics, sends "
-    "each brand this week's report as it stands (week_to_date), once; production sends a "
-    "week's report after it ends (weekly_reports_schedule).",
+    description="Local only: once this week's postcards and attributed orders are in the "
+    "daily metrics, sends each brand this week's report as it stands (week_to_date), once; "
+    "production sends a week's report after it ends (weekly_reports_schedule).",
 )
 def sandbox_weekly_reports(
     context: dg.SensorEvaluationContext, database: Database
@@ -262,7 +262,9 @@ def sandbox_weekly_reports(
     today = datetime.now(ZoneInfo(BUSINESS_TIMEZONE)).date()
     saturday = today - timedelta(days=(today.weekday() - 5) % 7)
     if not week_to_date_due(database.session, saturday):
-        return dg.SkipReason("no postcard mailed this week yet, or its report exists")
+        return dg.SkipReason(
+            "no postcard mailed or order attributed this week yet, or its report exists"
+        )
     key = saturday.isoformat()
     return dg.RunRequest(
         run_key=f"sandbox-weekly-reports-{key}",

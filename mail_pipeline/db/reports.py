@@ -186,13 +186,17 @@ class ReportGateway:
         return inserted.first() is not None
 
     def week_to_date_due(self, first_day: date) -> bool:
-        """Some postcard was mailed since ``first_day`` (the daily metrics say so) and no
-        weekly report of the week starting that day exists."""
+        """Since ``first_day`` some postcard was mailed and some order attributed (the daily
+        metrics say so), and no weekly report of the week starting that day exists."""
         mailed = exists().where(
             DailyRecipientMetrics.day >= first_day, DailyRecipientMetrics.mailed > 0
         )
+        o = DailyOrderMetrics
+        attributed = exists().where(
+            o.day >= first_day, o.offer_code_orders + o.email_orders + o.address_orders > 0
+        )
         reported = exists().where(Report.kind == "weekly", Report.period_start == first_day)
-        return bool(self.session.scalar(select(mailed & ~reported)))
+        return bool(self.session.scalar(select(mailed & attributed & ~reported)))
 
     def bounces_by_organization(self) -> dict[int, int]:
         """How many reports bounced, per organization (those with none are left out)."""

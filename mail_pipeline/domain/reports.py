@@ -226,6 +226,8 @@ class PeriodTotals:
     matched_orders: int = 0
     matched_revenue_minor: int = 0
     spend_minor: int = 0
+    #: Postcards their printer gave no price for: the spend (so CPA and ROAS) leaves them out.
+    unpriced_postcards: int = 0
 
     @property
     def attributed_orders(self) -> int:
@@ -446,7 +448,10 @@ def report_figures(
         "attributed_revenue_minor",
     ]
     all_days = days.days
-    recipient_days = _by_day(recipients, ["mailed", "delivered", "returned"], all_days)
+    recipient_columns = ["mailed", "delivered", "returned"]
+    if "unpriced_postcards" in recipients.columns:
+        recipient_columns.append("unpriced_postcards")
+    recipient_days = _by_day(recipients, recipient_columns, all_days)
     order_days = _by_day(_in_currency(orders, currency), order_columns, all_days)
     spend_days = _by_day(_in_currency(spend, currency), ["spend_minor"], all_days)
 
@@ -461,6 +466,7 @@ def report_figures(
             matched_orders=int(o["matched_orders"]),
             matched_revenue_minor=int(o["matched_revenue_minor"]),
             spend_minor=int(s["spend_minor"]),
+            unpriced_postcards=int(r.get("unpriced_postcards", 0)),
         )
 
     mailed, delivered = (recipient_days[f].to_dict() for f in ("mailed", "delivered"))

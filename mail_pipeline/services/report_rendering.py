@@ -269,8 +269,17 @@ def revenue_chart(figures: ReportFigures) -> bytes:
         values = [_major(d.attributed_revenue_minor, currency) for d in figures.daily]
         axes.bar(range(len(days)), values, 0.6, color=COLORS["revenue"])
         _day_ticks(axes, days)
-        axes.set_ylim(bottom=0, top=max([1.0, *values]) * 1.05)
-        axes.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        top = max(values, default=0.0)
+        if top <= 0:
+            # Nothing attributed yet: say so, with a plain 0 axis (integer ticks of a 0..1
+            # axis would read 0, 0, 0, 1, 1, 1).
+            axes.set_ylim(bottom=0, top=1)
+            axes.set_yticks([0])
+            axes.text(0.5, 0.5, "No attributed revenue yet", transform=axes.transAxes, ha="center")
+        else:
+            axes.set_ylim(bottom=0, top=top * 1.05)
+        decimals = 0 if top >= 10 else 2
+        axes.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.{decimals}f}"))
         axes.set_ylabel(currency or "", fontsize=10, color=COLORS["text"])
 
     return _draw("Attributed revenue per day", draw)
@@ -369,7 +378,8 @@ def _view(
             "holdout": f"{format_rate(lift.holdout_rate)} of {lift.holdout_recipients:,}",
             "lift": format_lift(lift),
             "verdict": VERDICT_LABELS[lift.verdict],
-            "reason": lift.reason,
+            # The reason repeats the verdict's words ("too few to tell: ...").
+            "reason": (lift.reason or "").removeprefix("too few to tell: ") or None,
         }
         for lift in figures.lifts
     ]
@@ -391,6 +401,9 @@ def _view(
         "last_day": format_day(figures.period.last),
         "previous": previous_phrase(figures.period),
         "currency": currency,
+        "unpriced": format_count(current.unpriced_postcards)
+        if current.unpriced_postcards
+        else None,
         "headline": {
             "sent": format_count(current.sent),
             "orders": format_count(current.attributed_orders),

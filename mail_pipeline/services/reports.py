@@ -405,7 +405,8 @@ def report_for_organization(
 
 def week_to_date_due(sessions: SessionFactory, first_day: date) -> bool:
     """Whether the local demo should send the week-to-date report of the week starting
-    ``first_day``: postcards were mailed this week and no report of it exists yet."""
+    ``first_day``: postcards were mailed and orders attributed this week, and no report of
+    it exists yet."""
     with sessions() as session:
         return ReportGateway(session).week_to_date_due(first_day)
 

@@ -15,7 +15,12 @@ import sqlalchemy as sa
 
 from mail_pipeline.assets import reports as assets
 from mail_pipeline.db.engine import unit_of_work
-from mail_pipeline.db.models import DailyRecipientMetrics, Organization, Report
+from mail_pipeline.db.models import (
+    DailyOrderMetrics,
+    DailyRecipientMetrics,
+    Organization,
+    Report,
+)
 from mail_pipeline.domain.campaigns import CsmCadence
 from mail_pipeline.partitions import bfcm_report_partitions, weekly_report_partitions
 from mail_pipeline.resources.database import Database
@@ -258,6 +263,40 @@ def test_the_demo_sends_the_week_to_date_report_once_postcards_of_the_week_are_c
                                 "organization_id",
                                 "campaign_id",
                                 "mailed",
+                                "computed_at",
+                            )
+                        ],
+                        0,
+                    ),
+                }
+            ],
+        )
+    assert isinstance(tick(), dg.SkipReason)  # mailed, but no order attributed yet
+    with unit_of_work(db_url) as session:
+        session.execute(
+            sa.insert(DailyOrderMetrics),
+            [
+                {
+                    "day": today,
+                    "organization_id": organization_id,
+                    "campaign_id": campaign_id,
+                    "currency": "USD",
+                    "email_orders": 1,
+                    "email_revenue_minor": 5_000,
+                    "computed_at": datetime.now(UTC),
+                    **dict.fromkeys(
+                        [
+                            c.name
+                            for c in DailyOrderMetrics.__table__.c
+                            if c.name
+                            not in (
+                                "id",
+                                "day",
+                                "organization_id",
+                                "campaign_id",
+                                "currency",
+                                "email_orders",
+                                "email_revenue_minor",
                                 "computed_at",
                             )
                         ],

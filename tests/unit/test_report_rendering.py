@@ -240,3 +240,24 @@ def test_every_compared_figure_has_a_label() -> None:
 def test_the_templates_are_in_the_package() -> None:
     folder = resources.files("mail_pipeline") / "templates" / "reports"
     assert (folder / "report.html").is_file() and (folder / "report.txt").is_file()
+
+
+def test_postcards_without_a_price_are_counted_and_said_to_be_left_out_of_the_spend() -> None:
+    week = week_ending(FRIDAY)
+    recipients = pd.DataFrame(
+        [
+            {"day": week.first, "organization_id": ORG, "campaign_id": 11, "mailed": 40}
+            | {"delivered": 0, "returned": 0, "unpriced_postcards": 25}
+        ]
+    )
+    empty = pd.DataFrame()
+    figures = report_figures(empty, recipients, empty, empty, week, previous(week))
+    assert figures.current.unpriced_postcards == 25
+    assert figures.previous.unpriced_postcards == 0
+    note = "25 postcards of this period were not priced by their printer"
+    assert note in report_text(figures, "Brand")
+    assert note in standalone_html(figures, "Brand")
+    priced = report_figures(
+        empty, recipients.drop(columns="unpriced_postcards"), empty, empty, week, previous(week)
+    )
+    assert "not priced" not in report_text(priced, "Brand")
