@@ -22,11 +22,17 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import settings
 
 from mail_pipeline.db.engine import dispose_engine, normalize_url
 from mail_pipeline.db.migrate import upgrade
 from mail_pipeline.db.models import AppEnvironment, Base
 from mail_pipeline.domain.environments import Environment
+
+# Property tests judge behaviour, not speed (speed is for benchmarks/): no per-example deadline,
+# which a loaded CI machine would turn into failures.
+settings.register_profile("mail_pipeline", deadline=None)
+settings.load_profile("mail_pipeline")
 
 PG_ENV = "MAIL_PIPELINE_TEST_DATABASE_URL"
 PG_SKIP = (

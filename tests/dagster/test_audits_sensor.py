@@ -27,6 +27,7 @@ from mail_pipeline.jobs import tags
 from mail_pipeline.resources.queues import (
     AUDIT_QUEUE,
     IMAGE_DELETION_QUEUE,
+    REPORT_EMAIL_EVENTS_QUEUE,
     STATUS_QUEUE,
     LocalQueues,
     SqsQueues,
@@ -255,12 +256,13 @@ def sqs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 def test_the_audit_flow_on_sqs(env: Env, sqs: Any) -> None:
     urls = {
         name: ensure_queue_with_dlq(sqs, name, visibility_timeout=120)
-        for name in (STATUS_QUEUE, IMAGE_DELETION_QUEUE, AUDIT_QUEUE)
+        for name in (STATUS_QUEUE, IMAGE_DELETION_QUEUE, AUDIT_QUEUE, REPORT_EMAIL_EVENTS_QUEUE)
     }
     env.resources["queues"] = SqsQueues(
         status_queue_url=urls[STATUS_QUEUE][0],
         image_deletion_queue_url=urls[IMAGE_DELETION_QUEUE][0],
         audit_queue_url=urls[AUDIT_QUEUE][0],
+        report_email_events_queue_url=urls[REPORT_EMAIL_EVENTS_QUEUE][0],
         region_name="us-east-1",
     )
     org_id = env.organization(1)
