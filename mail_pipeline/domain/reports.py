@@ -239,6 +239,9 @@ class PeriodTotals:
 
     @property
     def cpa_minor(self) -> float | None:
+        """None when nothing was priced (a cost of 0 would be wrong, not cheap)."""
+        if not self.spend_minor and self.unpriced_postcards:
+            return None
         return cost_per_acquisition(self.spend_minor, self.attributed_orders)
 
     @property

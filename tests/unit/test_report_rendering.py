@@ -253,6 +253,7 @@ def test_postcards_without_a_price_are_counted_and_said_to_be_left_out_of_the_sp
     empty = pd.DataFrame()
     figures = report_figures(empty, recipients, empty, empty, week, previous(week))
     assert figures.current.unpriced_postcards == 25
+    assert figures.current.cpa_minor is None  # no spend known: not "0.00" an order
     assert figures.previous.unpriced_postcards == 0
     note = "25 postcards of this period were not priced by their printer"
     assert note in report_text(figures, "Brand")
