@@ -6,10 +6,9 @@ IANA name ``America/New_York`` is the same zone.
 
 from __future__ import annotations
 
-import os
-from datetime import date
-
 import dagster as dg
+
+from mail_pipeline.settings import bfcm_season_start
 
 BUSINESS_TIMEZONE = "America/New_York"
 HISTORY_START = "2025-01-01"
@@ -38,34 +37,12 @@ weekly_report_partitions = dg.WeeklyPartitionsDefinition(
     start_date="2025-01-04", day_offset=6, timezone=BUSINESS_TIMEZONE, end_offset=1
 )
 
-#: Where the deployment sets the first day of every BFCM season, as ``MM-DD``.
-BFCM_SEASON_START_VAR = "MAIL_PIPELINE_BFCM_SEASON_START"
-
-
-def bfcm_season_start(text: str | None) -> tuple[int, int]:
-    """The season's first day (month, day) from ``MM-DD`` (default November 1): a day of
-    October or November, so the season (through December 10) is never empty or longer than
-    ten weeks. Anything else is refused with the reason, when the definitions load."""
-    if not text:
-        return (11, 1)
-    try:
-        month, day = (int(part) for part in text.strip().split("-"))
-        date(2024, month, day)  # a leap year: any real MM-DD
-    except ValueError:
-        raise ValueError(f"{BFCM_SEASON_START_VAR}={text!r} is not a date as MM-DD") from None
-    if month not in (10, 11):
-        raise ValueError(
-            f"{BFCM_SEASON_START_VAR}={text!r}: the BFCM season starts in October or November"
-        )
-    return (month, day)
-
-
 #: The first day of every BFCM season (month, day): November 1 unless the deployment says
 #: otherwise (``MAIL_PIPELINE_BFCM_SEASON_START=MM-DD``). The season runs through December 10
 #: (``domain.reports.BFCM_LAST_DAY``). A fixed day rather than the Monday before
 #: Thanksgiving, so the partitions are declared once for every year (by cron exclusions) and
 #: the week before Black Friday is always in the season.
-BFCM_SEASON_START = bfcm_season_start(os.environ.get(BFCM_SEASON_START_VAR))
+BFCM_SEASON_START = bfcm_season_start()
 
 
 def _outside_bfcm_season() -> list[str]:

@@ -30,6 +30,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -434,3 +435,27 @@ def check_production(settings: Settings) -> None:
     problems = production_problems(settings)
     if problems:
         raise ProductionConfigError(problems)
+
+
+#: Where the deployment sets the first day of every BFCM season, as ``MM-DD``.
+BFCM_SEASON_START_VAR = "MAIL_PIPELINE_BFCM_SEASON_START"
+
+
+def bfcm_season_start(environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """The BFCM season's first day (month, day) from ``MAIL_PIPELINE_BFCM_SEASON_START``
+    (``MM-DD``; default November 1): a day of October or November, so the season (through
+    December 10) is never empty or longer than ten weeks. Anything else is refused with the
+    reason, when the definitions load (``partitions.bfcm_report_partitions``)."""
+    text = (_environ(environ).get(BFCM_SEASON_START_VAR) or "").strip()
+    if not text:
+        return (11, 1)
+    try:
+        month, day = (int(part) for part in text.split("-"))
+        date(2024, month, day)  # a leap year: any real MM-DD
+    except ValueError:
+        raise SettingsError(f"{BFCM_SEASON_START_VAR}={text!r} is not a date as MM-DD") from None
+    if month not in (10, 11):
+        raise SettingsError(
+            f"{BFCM_SEASON_START_VAR}={text!r}: the BFCM season starts in October or November"
+        )
+    return (month, day)
