@@ -21,6 +21,10 @@ mail-pipeline audit ORG [--by WHO] [--request]
 mail-pipeline audits ORG [--show ID] [--limit N]
                              the organization's stored audits, newest first; --show prints
                              one report
+mail-pipeline sandbox-server [--port 8700] [--latency lob=0.3,...] [--store FILE]
+                             serve every sandbox vendor over HTTP from this process (local
+                             and test only; store: the data dir's sandbox.sqlite); point the
+                             code location at it with MAIL_PIPELINE_SANDBOX_URL
 
 Every command refuses a database that serves another kind of environment (a production
 database from a local or test process, a local or test database from production).
@@ -40,6 +44,8 @@ from mail_pipeline.db.environment import DatabaseEnvironmentRefused, check_datab
 from mail_pipeline.db.migrate import upgrade
 from mail_pipeline.db.recipients import RecipientGateway
 from mail_pipeline.domain.audits import AuditStatus, Severity, Verdict
+from mail_pipeline.integrations.sandbox.server import add_arguments as add_sandbox_server_arguments
+from mail_pipeline.integrations.sandbox.server import serve as serve_sandboxes
 from mail_pipeline.services.attribution import reattribute
 from mail_pipeline.services.manual_sync import request_sync
 from mail_pipeline.services.offer_codes import UploadRefused, upload_pool
@@ -106,9 +112,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     audits.add_argument("organization", help="organization id or slug")
     audits.add_argument("--show", type=int, default=None, metavar="ID", help="print one report")
     audits.add_argument("--limit", type=int, default=20)
+    sandbox_server = sub.add_parser(
+        "sandbox-server", help="serve the sandbox vendors over HTTP (local/test only)"
+    )
+    settings = load_settings()
+    add_sandbox_server_arguments(sandbox_server, default_store=str(settings.sandbox_path))
     args = parser.parse_args(argv)
 
-    settings = load_settings()
+    if args.command == "sandbox-server":
+        if settings.environment is Environment.PRODUCTION:
+            print("refusing to serve sandbox vendors in production", file=sys.stderr)
+            return 2
+        return serve_sandboxes(args)
     url = settings.database_url
     if not url:
         print(f"set {DATABASE_URL_VAR} to the production database URL", file=sys.stderr)

@@ -235,28 +235,35 @@ def production_resources(settings: Settings) -> dict[str, Any]:
 
 
 def sandbox_resources(settings: Settings) -> dict[str, Any]:
+    """Local and test bindings: the sandbox vendors, in this process over the shared sandbox
+    file, or over the network at ``settings.sandbox_url`` (a sandbox server on that file)."""
     sandbox = str(settings.sandbox_path)
+    url = settings.sandbox_url
     return {
         "database": Database(url=settings.database_url, environment=settings.environment.value),
         "sandbox": SandboxState(path=sandbox),
-        "cdp": SandboxCdp(sandbox_path=sandbox, latency_seconds=0.05),
+        "cdp": SandboxCdp(sandbox_path=sandbox, sandbox_url=url, latency_seconds=0.05),
         "rendering": SandboxRendering(
             sandbox_path=sandbox,
+            sandbox_url=url,
             latency_seconds=0.1,
             failure_rate=0.05,
             fallback_order=["gateway", "pixelixe", "backup"],
         ),
         "image_host": SandboxImageHost(
             sandbox_path=sandbox,
+            sandbox_url=url,
             image_dir=str(settings.image_dir),
             public_base_url=settings.image_base_url,
             latency_seconds=0.05,
         ),
-        "printers": SandboxPrinters(sandbox_path=sandbox, latency_seconds=0.1),
-        "billing": SandboxBilling(sandbox_path=sandbox, latency_seconds=0.05),
-        "order_sources": SandboxOrderSources(sandbox_path=sandbox, latency_seconds=0.05),
+        "printers": SandboxPrinters(sandbox_path=sandbox, sandbox_url=url, latency_seconds=0.1),
+        "billing": SandboxBilling(sandbox_path=sandbox, sandbox_url=url, latency_seconds=0.05),
+        "order_sources": SandboxOrderSources(
+            sandbox_path=sandbox, sandbox_url=url, latency_seconds=0.05
+        ),
         "address_enrichment": SandboxAddressEnrichment(
-            sandbox_path=sandbox, ready_after_seconds=120.0
+            sandbox_path=sandbox, sandbox_url=url, ready_after_seconds=120.0
         ),
         "queues": LocalQueues(path=str(settings.queue_path)),
         "report_email": OutboxReportEmail(

@@ -18,6 +18,9 @@ production     ``MAIL_PIPELINE_DATABASE_URL`` (PostgreSQL)  real APIs, SQS; plat
                                                             from AWS Secrets Manager
 =============  ===========================================  =================================
 
+With ``MAIL_PIPELINE_SANDBOX_URL`` set, local and test bind the sandboxes as they are served
+by a separate sandbox server process (``docs/sandboxes.md``) instead of in-process ones.
+
 Secrets are not kept here. A platform secret (a printer key, the Stripe key) is an
 :class:`EnvVarRef`: the variable's name, whether it is set and whether it is a test
 credential - enough for :func:`production_problems` to judge a production configuration at
@@ -49,6 +52,9 @@ STAGING_VAR = "MAIL_PIPELINE_STAGING"
 #: or ``staging`` when ``MAIL_PIPELINE_STAGING=1``).
 DEPLOYMENT_VAR = "MAIL_PIPELINE_DEPLOYMENT"
 PRINTERS_TEST_MODE_VAR = "MAIL_PIPELINE_PRINTERS_TEST_MODE"
+#: Local and test only: the URL of a running sandbox server (``mail-pipeline sandbox-server``);
+#: unset, the sandbox vendors run inside each process.
+SANDBOX_URL_VAR = "MAIL_PIPELINE_SANDBOX_URL"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 #: Credentials that only reach a vendor's test mode: nothing is printed, nothing is charged.
@@ -272,6 +278,10 @@ class Settings:
     staging: bool = False
     #: The deployment's name in the organizations' secret paths (see ``domain.secrets``).
     deployment: str = "local"
+    #: Local and test only: the sandbox server (``integrations.sandbox.server``) the sandbox
+    #: resources talk to over the network (``MAIL_PIPELINE_SANDBOX_URL``); None: the
+    #: sandboxes run inside each process.
+    sandbox_url: str | None = None
     vendors: VendorSettings = field(default_factory=VendorSettings)
 
     @property
@@ -327,6 +337,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         database_url=url,
         data_dir=data_dir,
         image_base_url=environ.get("MAIL_PIPELINE_IMAGE_BASE_URL") or None,
+        sandbox_url=(environ.get(SANDBOX_URL_VAR) or "").strip().rstrip("/") or None,
         staging=staging,
         deployment=deployment,
         vendors=VendorSettings.read(environ),

@@ -36,10 +36,21 @@ class StripeBilling(BillingResource):
 
 class SandboxBilling(BillingResource):
     sandbox_path: str
+    #: The sandbox server (``integrations.sandbox.server``) to talk to over the network, e.g.
+    #: ``http://127.0.0.1:8700``; None: the sandbox runs in this process over ``sandbox_path``.
+    #: With a server, latency and failures are the server's settings, not these.
+    sandbox_url: str | None = None
     latency_seconds: float = 0.0
     failure_rate: float = 0.0
 
     def build(self) -> StripeMeter:
+        if self.sandbox_url:
+            # The SDK's own HTTPXClient, as in production; only the API base moves.
+            return StripeMeter(
+                SANDBOX_API_KEY,
+                event_name=self.event_name,
+                api_base=f"{self.sandbox_url.rstrip('/')}/stripe",
+            )
         sandbox = StripeSandbox(
             shared_store(self.sandbox_path),
             SandboxBehaviour(latency_seconds=self.latency_seconds, failure_rate=self.failure_rate),

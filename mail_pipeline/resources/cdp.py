@@ -71,10 +71,18 @@ class KlaviyoCdp(CdpResource):
 
 class SandboxCdp(CdpResource):
     sandbox_path: str
+    #: The sandbox server (``integrations.sandbox.server``) to talk to over the network, e.g.
+    #: ``http://127.0.0.1:8700``; None: the sandbox runs in this process over ``sandbox_path``.
+    #: With a server, latency and failures are the server's settings, not these.
+    sandbox_url: str | None = None
     latency_seconds: float = 0.0
     failure_rate: float = 0.0
 
     def client_for(self, integration: IntegrationRef) -> KlaviyoClient:
+        if self.sandbox_url:
+            return KlaviyoClient(
+                SANDBOX_API_KEY, base_url=f"{self.sandbox_url.rstrip('/')}/klaviyo"
+            )
         behaviour = SandboxBehaviour(
             latency_seconds=self.latency_seconds, failure_rate=self.failure_rate
         )

@@ -45,11 +45,19 @@ class SandboxAddressEnrichment(AddressEnrichmentResource):
     people (by their email)."""
 
     sandbox_path: str
+    #: The sandbox server (``integrations.sandbox.server``) to talk to over the network, e.g.
+    #: ``http://127.0.0.1:8700``; None: the sandbox runs in this process over ``sandbox_path``.
+    #: With a server, readiness, match rate and latency are the server's settings, not these.
+    sandbox_url: str | None = None
     ready_after_seconds: float = 120.0
     match_rate: float = 0.7
     latency_seconds: float = 0.0
 
     def _client(self) -> AddressEnricher:
+        if self.sandbox_url:
+            return FaradayEnricher(
+                SANDBOX_API_KEY, base_url=f"{self.sandbox_url.rstrip('/')}/faraday/v1"
+            )
         transport = FaradaySandbox(
             shared_store(self.sandbox_path),
             SandboxBehaviour(latency_seconds=self.latency_seconds),

@@ -8,8 +8,13 @@ from pathlib import Path
 import dagster as dg
 from pydantic import PrivateAttr
 
-from mail_pipeline.integrations.images.cloudflare import CloudflareImages
-from mail_pipeline.integrations.images.sandbox import CloudflareImagesSandbox, LocalImageUrl
+from mail_pipeline.integrations.images.cloudflare import API_BASE, CloudflareImages
+from mail_pipeline.integrations.images.sandbox import (
+    SANDBOX_ACCOUNT_ID,
+    SANDBOX_API_TOKEN,
+    CloudflareImagesSandbox,
+    LocalImageUrl,
+)
 from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour
 from mail_pipeline.resources.sandbox import shared_store
 
@@ -45,9 +50,13 @@ class CloudflareImageHost(ImageHostResource):
 class SandboxImageHost(ImageHostResource):
     """Uploaded proofs are files under ``image_dir``; their URLs are ``file://`` links, or
     ``public_base_url`` links when a static file server serves ``image_dir`` (``make run``
-    starts one)."""
+    starts one). With ``sandbox_url``, ``image_dir`` must be the server's ``--image-dir``."""
 
     sandbox_path: str
+    #: The sandbox server (``integrations.sandbox.server``) to talk to over the network, e.g.
+    #: ``http://127.0.0.1:8700``; None: the sandbox runs in this process over ``sandbox_path``.
+    #: With a server, latency and failures are the server's settings, not these.
+    sandbox_url: str | None = None
     image_dir: str
     proof_id_key: str = "sandbox-proof-id-key"
     public_base_url: str | None = None
@@ -56,6 +65,15 @@ class SandboxImageHost(ImageHostResource):
 
     def build(self) -> CloudflareImages:
         storage = Path(self.image_dir)
+        if self.sandbox_url:
+            server = self.sandbox_url.rstrip("/")
+            api = API_BASE.format(account_id=SANDBOX_ACCOUNT_ID).removeprefix("https://")
+            return CloudflareImages(
+                SANDBOX_ACCOUNT_ID,
+                SANDBOX_API_TOKEN,
+                base_url=f"{server}/cloudflare/{api.partition('/')[2]}",
+                delivery_url=LocalImageUrl(storage, base_url=self.public_base_url),
+            )
         sandbox = CloudflareImagesSandbox(
             shared_store(self.sandbox_path),
             SandboxBehaviour(latency_seconds=self.latency_seconds, failure_rate=self.failure_rate),

@@ -68,6 +68,10 @@ class SandboxOrderSources(OrderSourcesResource):
     """The sandbox Klaviyo, Ometria and Shopify, over the shared sandbox file."""
 
     sandbox_path: str
+    #: The sandbox server (``integrations.sandbox.server``) to talk to over the network, e.g.
+    #: ``http://127.0.0.1:8700``; None: the sandbox runs in this process over ``sandbox_path``.
+    #: With a server, latency and failures are the server's settings, not these.
+    sandbox_url: str | None = None
     latency_seconds: float = 0.0
     failure_rate: float = 0.0
 
@@ -81,4 +85,5 @@ class SandboxOrderSources(OrderSourcesResource):
             integration.settings,
             shared_store(self.sandbox_path),
             behaviour,
+            server_url=self.sandbox_url,
         )

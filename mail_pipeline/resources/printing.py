@@ -19,7 +19,11 @@ from mail_pipeline.integrations.printers.base import Printer
 from mail_pipeline.integrations.printers.common import DEFAULT_LIMIT_FRACTION
 from mail_pipeline.integrations.printers.intelliprint import IntelliPrintPrinter
 from mail_pipeline.integrations.printers.lob import LobPrinter
-from mail_pipeline.integrations.printers.sandbox import emit_due_webhooks, sandbox_printers
+from mail_pipeline.integrations.printers.sandbox import (
+    emit_due_webhooks,
+    sandbox_printers,
+    sandbox_printers_at,
+)
 from mail_pipeline.integrations.printers.sandbox.base import SandboxTimeline
 from mail_pipeline.integrations.printers.stannp import StannpPrinter
 from mail_pipeline.integrations.printers.strategy import DEFAULT_ROUTES, PrinterStrategy
@@ -111,9 +115,17 @@ class LivePrinters(PrintersResource):
 
 class SandboxPrinters(PrintersResource):
     """Lob, Stannp and IntelliPrint sandboxes: each key accepted once, status webhooks
-    emitted later on the timeline below (seconds after the piece was accepted)."""
+    emitted later on the timeline below (seconds after the piece was accepted).
+
+    With ``sandbox_url`` the printers are the sandbox server's (the timeline is its too);
+    ``sandbox_path`` must then name the server's store, from which the webhooks are emitted.
+    """
 
     sandbox_path: str
+    #: The sandbox server (``integrations.sandbox.server``) to talk to over the network, e.g.
+    #: ``http://127.0.0.1:8700``; None: the sandbox runs in this process over ``sandbox_path``.
+    #: With a server, latency and failures are the server's settings, not these.
+    sandbox_url: str | None = None
     test_mode: bool = True
     latency_seconds: float = 0.0
     failure_rate: float = 0.0
@@ -124,6 +136,12 @@ class SandboxPrinters(PrintersResource):
     client_rate_limits: bool = True
 
     def build_printers(self) -> dict[str, Printer]:
+        if self.sandbox_url:
+            return sandbox_printers_at(
+                self.sandbox_url,
+                client_rate_limits=self.client_rate_limits,
+                limit_fraction=self.limit_fraction,
+            )
         return sandbox_printers(
             shared_store(self.sandbox_path),
             SandboxBehaviour(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from abc import abstractmethod
 
 import dagster as dg
@@ -15,8 +14,14 @@ from mail_pipeline.integrations.renderer.chain import (
     build_fallback_order,
 )
 from mail_pipeline.integrations.renderer.gateway import GatewayRenderer
-from mail_pipeline.integrations.renderer.pixelixe import PixelixeDocuments, PixelixeRenderer
+from mail_pipeline.integrations.renderer.pixelixe import (
+    PixelixeRenderer,
+    parse_documents,
+)
 from mail_pipeline.integrations.renderer.sandbox import (
+    DEFAULT_PIXELIXE_DOCUMENTS,
+    SANDBOX_GATEWAY_TOKEN,
+    SANDBOX_PIXELIXE_KEY,
     PixelixeSandbox,
     RenderingGatewaySandbox,
     sandbox_documents,
@@ -25,17 +30,6 @@ from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour
 from mail_pipeline.resources.sandbox import shared_store
 
 GATEWAY_URL = "https://render-gateway.internal"
-
-
-def _documents(raw: str) -> dict[str, dict[str, PixelixeDocuments]]:
-    """``{"template": {"4x6": {"front": "doc-uid", "back": "doc-uid"}}}`` as JSON."""
-    parsed = json.loads(raw or "{}")
-    return {
-        template: {
-            size: PixelixeDocuments(front=d["front"], back=d["back"]) for size, d in sizes.items()
-        }
-        for template, sizes in parsed.items()
-    }
 
 
 class RenderingResource(dg.ConfigurableResource):
@@ -67,7 +61,7 @@ class LiveRendering(RenderingResource):
             renderers["gateway"] = GatewayRenderer(self.gateway_url, self.gateway_token)
         if self.pixelixe_api_key:
             renderers["pixelixe"] = PixelixeRenderer(
-                self.pixelixe_api_key, _documents(self.pixelixe_documents)
+                self.pixelixe_api_key, parse_documents(self.pixelixe_documents)
             )
         return renderers
 
@@ -76,24 +70,32 @@ class SandboxRendering(RenderingResource):
     """The gateway and Pixelixe sandboxes draw real proofs with the backup generator."""
 
     sandbox_path: str
+    #: The sandbox server (``integrations.sandbox.server``) to talk to over the network, e.g.
+    #: ``http://127.0.0.1:8700``; None: the sandbox runs in this process over ``sandbox_path``.
+    #: With a server, latency, failures and Pixelixe's documents are the server's settings.
+    sandbox_url: str | None = None
     latency_seconds: float = 0.0
     failure_rate: float = 0.0
-    pixelixe_documents: str = json.dumps(
-        {
-            "classic": {
-                "4x6": {"front": "px-classic-4x6-front", "back": "px-classic-4x6-back"},
-                "A6": {"front": "px-classic-a6-front", "back": "px-classic-a6-back"},
-            }
-        }
-    )
+    pixelixe_documents: str = DEFAULT_PIXELIXE_DOCUMENTS
 
     def available(self) -> dict[str, Renderer]:
+        if self.sandbox_url:
+            server = self.sandbox_url.rstrip("/")
+            return {
+                "gateway": GatewayRenderer(f"{server}/renderer", SANDBOX_GATEWAY_TOKEN),
+                "pixelixe": PixelixeRenderer(
+                    SANDBOX_PIXELIXE_KEY,
+                    parse_documents(self.pixelixe_documents),
+                    base_url=f"{server}/pixelixe",
+                ),
+                "backup": BackupRenderer(),
+            }
         store = shared_store(self.sandbox_path)
         behaviour = SandboxBehaviour(
             latency_seconds=self.latency_seconds, failure_rate=self.failure_rate
         )
         gateway = RenderingGatewaySandbox(store, behaviour)
-        documents = _documents(self.pixelixe_documents)
+        documents = parse_documents(self.pixelixe_documents)
         pixelixe = PixelixeSandbox(store, behaviour, documents=sandbox_documents(documents))
         return {
             "gateway": GatewayRenderer(GATEWAY_URL, gateway.token, transport=gateway),

@@ -117,6 +117,10 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | Non
     return fields
 
 
+SANDBOX_ACCOUNT_ID = "sandbox-account"
+SANDBOX_API_TOKEN = "sandbox-cloudflare-token"
+
+
 class CloudflareImagesSandbox(SandboxTransport):
     vendor = "cloudflare_images"
     _ACCOUNT = r"/client/v4/accounts/(?P<account_id>[^/]+)/images/v1"
@@ -134,8 +138,8 @@ class CloudflareImagesSandbox(SandboxTransport):
         behaviour: SandboxBehaviour | None = None,
         *,
         storage_dir: Path | str,
-        account_id: str = "sandbox-account",
-        api_token: str = "sandbox-cloudflare-token",
+        account_id: str = SANDBOX_ACCOUNT_ID,
+        api_token: str = SANDBOX_API_TOKEN,
         account_hash: str = "sandbox-hash",
         variants: Sequence[str] = ("public", "print"),
         delivery_base_url: str = "https://imagedelivery.net",

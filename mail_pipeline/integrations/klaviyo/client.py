@@ -233,7 +233,9 @@ class KlaviyoClient:
                 f"links.next points at another host ({target.host}); "
                 "refusing to send the API key there",
             )
-        if target.scheme != "https":
+        if target.scheme != "https" and not target.scheme == self._base.scheme == "http":
+            # Plain http only where the key already travels so: a base URL of http, which
+            # only the sandbox server (``integrations.sandbox.server``) is reached by.
             raise MalformedResponse(
                 VENDOR,
                 f"links.next is not https ({target.scheme}); refusing to send the API key there",

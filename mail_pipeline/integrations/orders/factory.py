@@ -24,19 +24,22 @@ def order_client(
     settings: Mapping[str, Any],
     *,
     transport: httpx.BaseTransport | None = None,
+    base_url: str | None = None,
     klaviyo_revision: str = DEFAULT_REVISION,
     shopify_api_version: str = DEFAULT_API_VERSION,
 ) -> OrderClient:
     """The client of an order source ``kind`` with the organization's ``credential`` (its
     Klaviyo private key, Ometria API key or Shopify access token) and the integration's
-    non-secret ``settings``. A shop's own ``api_version`` setting wins over the default."""
+    non-secret ``settings``. A shop's own ``api_version`` setting wins over the default.
+    ``base_url`` replaces the vendor's address (the sandbox server's, for that account)."""
+    at: dict[str, Any] = {} if base_url is None else {"base_url": base_url}
     if kind is IntegrationKind.KLAVIYO:
-        client = KlaviyoClient(credential, revision=klaviyo_revision, transport=transport)
+        client = KlaviyoClient(credential, revision=klaviyo_revision, transport=transport, **at)
         return KlaviyoOrderClient.from_settings(client, settings)
     if kind is IntegrationKind.OMETRIA:
-        return OmetriaOrderClient(credential, transport=transport)
+        return OmetriaOrderClient(credential, transport=transport, **at)
     if kind is IntegrationKind.SHOPIFY:
         return ShopifyOrderClient.from_settings(
-            credential, settings, transport=transport, api_version=shopify_api_version
+            credential, settings, transport=transport, api_version=shopify_api_version, **at
         )
     raise ValueError(f"{kind} is not an order source")

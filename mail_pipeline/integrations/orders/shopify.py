@@ -221,6 +221,7 @@ class ShopifyOrderClient:
         api_version: str = DEFAULT_API_VERSION,
         page_size: int = DEFAULT_PAGE_SIZE,
         transport: httpx.BaseTransport | None = None,
+        base_url: str | None = None,
         retry: RetryPolicy | None = None,
         max_throttled_retries: int = MAX_THROTTLED_RETRIES,
         sleep: Callable[[float], None] = time.sleep,
@@ -246,7 +247,7 @@ class ShopifyOrderClient:
         self.query_cost: float | None = None
         self.api = HttpApi(
             vendor=VENDOR,
-            base_url=shop_url(self.shop),
+            base_url=base_url or shop_url(self.shop),
             headers={TOKEN_HEADER: access_token, "Accept": "application/json"},
             retry=retry or RetryPolicy(),
             transport=transport,

@@ -25,6 +25,7 @@ printed or billed per image here).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -56,6 +57,17 @@ class PixelixeDocuments:
 
     front: str
     back: str
+
+
+def parse_documents(raw: str) -> dict[str, dict[str, PixelixeDocuments]]:
+    """``{"template": {"4x6": {"front": "doc-uid", "back": "doc-uid"}}}`` as JSON."""
+    parsed = json.loads(raw or "{}")
+    return {
+        template: {
+            size: PixelixeDocuments(front=d["front"], back=d["back"]) for size, d in sizes.items()
+        }
+        for template, sizes in parsed.items()
+    }
 
 
 def pixelixe_error(response: httpx.Response) -> IntegrationError:

@@ -39,6 +39,9 @@ from mail_pipeline.integrations.sandbox.transport import (
     json_response,
 )
 
+SANDBOX_GATEWAY_TOKEN = "sandbox-gateway-token"
+SANDBOX_PIXELIXE_KEY = "sandbox-pixelixe-key"
+
 
 def _json_body(request: httpx.Request) -> Any:
     try:
@@ -67,7 +70,7 @@ class RenderingGatewaySandbox(SandboxTransport):
         store: SandboxStore | None = None,
         behaviour: SandboxBehaviour | None = None,
         *,
-        token: str = "sandbox-gateway-token",
+        token: str = SANDBOX_GATEWAY_TOKEN,
         templates: Collection[str] | None = None,
         queue_seconds: float = 0.0,
         poll_after_seconds: float = 0.5,
@@ -174,6 +177,18 @@ class RenderingGatewaySandbox(SandboxTransport):
         )
 
 
+#: The Pixelixe documents the sandbox resources and the sandbox server know (JSON, as
+#: ``pixelixe.parse_documents`` reads it).
+DEFAULT_PIXELIXE_DOCUMENTS = json.dumps(
+    {
+        "classic": {
+            "4x6": {"front": "px-classic-4x6-front", "back": "px-classic-4x6-back"},
+            "A6": {"front": "px-classic-a6-front", "back": "px-classic-a6-back"},
+        }
+    }
+)
+
+
 @dataclass(frozen=True)
 class SandboxDocument:
     """A Pixelixe document as the sandbox knows it: which side, which size, at what scale
@@ -224,7 +239,7 @@ class PixelixeSandbox(SandboxTransport):
         behaviour: SandboxBehaviour | None = None,
         *,
         documents: Mapping[str, SandboxDocument],
-        api_key: str = "sandbox-pixelixe-key",
+        api_key: str = SANDBOX_PIXELIXE_KEY,
         base_url: str = "https://studio.pixelixe.com",
         antialias: bool = False,
         sleep: Callable[[float], None] = time.sleep,

@@ -87,6 +87,10 @@ class SandboxTransport(httpx.BaseTransport):
         self._lock = threading.Lock()
         self._compiled = [(m, re.compile(p + r"/?$"), h) for m, p, h in self.routes]
         self.request_count = 0
+        #: The path this vendor is mounted under when the sandbox server (``server.py``)
+        #: serves it: routes match the path after it, while handlers see the request's full
+        #: URL, so links they write (Klaviyo's ``links.next``) lead back through the server.
+        self.mount_path = ""
 
     # -- what subclasses override -------------------------------------------------------
     def error(self, status: int, message: str, code: str | None = None) -> httpx.Response:
@@ -126,7 +130,7 @@ class SandboxTransport(httpx.BaseTransport):
         return response
 
     def _dispatch(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path
+        path = request.url.path.removeprefix(self.mount_path)
         allowed = False
         for method, pattern, handler in self._compiled:
             match = pattern.match(path)

@@ -88,11 +88,18 @@ def sandbox_order_client(
     settings: Mapping[str, Any],
     store: SandboxStore,
     behaviour: SandboxBehaviour | None = None,
+    *,
+    server_url: str | None = None,
 ) -> OrderClient:
-    """The organization's real order client of ``kind``, talking to its sandbox."""
+    """The organization's real order client of ``kind``, talking to its sandbox: in this
+    process over ``store``, or over the network to the sandbox server at ``server_url``
+    (``integrations.sandbox.server``, which serves each account under its own path)."""
     try:
         account = sandbox_account(kind, organization_id, settings)
     except ValueError:
         account = ""  # the client refuses the setting itself, with the setting's name
     transport, credential = sandbox_transport(kind, account, store, behaviour)
+    if server_url is not None:
+        base_url = f"{server_url.rstrip('/')}/orders/{kind.value}/{account}"
+        return order_client(kind, credential, settings, base_url=base_url)
     return order_client(kind, credential, settings, transport=transport)

@@ -46,6 +46,7 @@ __all__ = [
     "StannpSandbox",
     "emit_due_webhooks",
     "sandbox_printers",
+    "sandbox_printers_at",
     "sandbox_transports",
 ]
 
@@ -120,6 +121,44 @@ def sandbox_printers(
             intelliprint.api_key,
             transport=intelliprint,
             webhook_secret=intelliprint.webhook_secret,
+            **common,
+        ),
+    }
+
+
+def sandbox_printers_at(
+    server_url: str,
+    *,
+    retry: RetryPolicy | None = None,
+    client_rate_limits: bool = True,
+    limit_fraction: float = DEFAULT_LIMIT_FRACTION,
+) -> dict[str, Printer]:
+    """The three real printer clients talking over the network to the sandbox server at
+    ``server_url`` (``integrations.sandbox.server``), with the sandboxes' default keys and
+    webhook secrets - the ones the server's printers accept and sign with."""
+    url = server_url.rstrip("/")
+    common: dict[str, Any] = {"retry": retry}
+    if not client_rate_limits:
+        common["rate_limit"] = None
+    else:
+        common["limit_fraction"] = limit_fraction
+    return {
+        "lob": LobPrinter(
+            LobSandbox.default_api_key,
+            base_url=f"{url}/lob/v1",
+            webhook_secret=LobSandbox.default_webhook_secret,
+            **common,
+        ),
+        "stannp": StannpPrinter(
+            StannpSandbox.default_api_key,
+            base_url=f"{url}/stannp/v1",
+            webhook_secret=StannpSandbox.default_webhook_secret,
+            **common,
+        ),
+        "intelliprint": IntelliPrintPrinter(
+            IntelliPrintSandbox.default_api_key,
+            base_url=f"{url}/intelliprint/v1",
+            webhook_secret=IntelliPrintSandbox.default_webhook_secret,
             **common,
         ),
     }

@@ -1,0 +1,466 @@
+"""Every sandbox vendor served over HTTP by a separate process.
+
+In-process, a real client is built with ``transport=<Vendor>Sandbox(...)``. This server runs
+the same transports behind a socket, so the real clients talk to them over the network exactly
+as to the vendor, and the vendors outlive the Dagster processes (performance and chaos
+benchmarks kill those). State stays in the shared :class:`SandboxStore` file, so the Dagster
+side (which emits the printers' webhooks from it) and tests read what the vendors were sent.
+
+Each vendor is mounted under a path prefix; a client's base URL is the server's URL plus the
+prefix plus what follows the vendor's host in its real base URL:
+
+==================================  ====================================================
+``/lob/v1``                         Lob (``LobPrinter(base_url=...)``)
+``/stannp/v1``                      Stannp (UK platform)
+``/intelliprint/v1``                IntelliPrint
+``/klaviyo``                        Klaviyo as the CDP
+``/stripe``                         Stripe (``StripeMeter(api_base=...)``)
+``/cloudflare/client/v4/...``       Cloudflare Images (``CloudflareImages(base_url=...)``)
+``/renderer``                       the rendering gateway
+``/pixelixe``                       Pixelixe (its ``image_url`` links lead back here)
+``/faraday/v1``                     Faraday
+``/orders/<kind>/<account>``        an order source (``klaviyo``, ``ometria``, ``shopify``)
+                                    for one account (see ``orders.sandbox.sandbox_account``)
+``/healthz``                        ``200 ok`` while the server serves
+==================================  ====================================================
+
+A request is turned into an :class:`httpx.Request` and handed to the vendor's
+``handle_request``; routes match the path after the prefix (``SandboxTransport.mount_path``)
+while handlers see the full URL, so links they write lead back through the server. Shopify
+tells shops apart by host, so its requests are re-addressed to ``<shop>.myshopify.com``. A
+*lost response* (``SandboxBehaviour.lost_response_rate``) closes the connection without an
+answer after the vendor did the work. A client that goes away mid-request costs its own
+connection only. SIGTERM (or SIGINT) stops accepting, lets the server loop finish and exits 0.
+
+``python -m mail_pipeline.integrations.sandbox.server --store data/sandbox.sqlite --port 8700
+--latency lob=0.3,renderer=0.2`` (``--help`` lists the rest; ``*`` in a per-vendor option
+means every vendor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from mail_pipeline.domain.campaigns import IntegrationKind
+from mail_pipeline.integrations.billing.sandbox import StripeSandbox
+from mail_pipeline.integrations.enrichment.sandbox import FaradaySandbox
+from mail_pipeline.integrations.images.sandbox import CloudflareImagesSandbox
+from mail_pipeline.integrations.klaviyo.sandbox import KlaviyoSandbox
+from mail_pipeline.integrations.orders.sandbox import sandbox_transport
+from mail_pipeline.integrations.printers.sandbox import sandbox_transports
+from mail_pipeline.integrations.printers.sandbox.base import SandboxTimeline
+from mail_pipeline.integrations.renderer.pixelixe import parse_documents
+from mail_pipeline.integrations.renderer.sandbox import (
+    DEFAULT_PIXELIXE_DOCUMENTS,
+    PixelixeSandbox,
+    RenderingGatewaySandbox,
+    sandbox_documents,
+)
+from mail_pipeline.integrations.sandbox.store import SandboxStore
+from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour, SandboxTransport
+
+log = logging.getLogger("mail_pipeline.sandbox.server")
+
+#: The vendors mounted at one fixed prefix each.
+VENDORS = (
+    "lob",
+    "stannp",
+    "intelliprint",
+    "klaviyo",
+    "stripe",
+    "cloudflare",
+    "renderer",
+    "pixelixe",
+    "faraday",
+)
+#: ``/orders/<kind>/<account>``: one transport per account, built on first use.
+ORDERS = "orders"
+BEHAVIOUR_NAMES = (*VENDORS, *(f"{ORDERS}-{kind.value}" for kind in IntegrationKind))
+ALL = "*"
+HEALTH_PATH = "/healthz"
+
+#: Not forwarded in either direction: they describe one hop, not the message.
+_HOP_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What the vendors need beyond the store; defaults match the local sandbox resources."""
+
+    store_path: str
+    #: Where the image host keeps uploads (the Dagster side's ``image_dir`` must be the same).
+    image_dir: str
+    #: The server's address as clients reach it (Pixelixe's ``image_url`` links use it).
+    public_url: str = "http://127.0.0.1:8700"
+    #: Per vendor name (``VENDORS``, ``orders-<kind>``); absent: a well-behaved vendor.
+    behaviours: Mapping[str, SandboxBehaviour] = field(default_factory=dict)
+    timeline: SandboxTimeline = field(
+        default_factory=lambda: SandboxTimeline(
+            in_production_after=20 / 3,
+            mailed_after=40 / 3,
+            in_transit_after=20.0,
+            in_local_area_after=32.5,
+            delivered_after=45.0,
+            returned_rate=0.02,
+        )
+    )
+    faraday_ready_after: float = 120.0
+    faraday_match_rate: float = 0.7
+    pixelixe_documents: str = DEFAULT_PIXELIXE_DOCUMENTS
+
+    def behaviour(self, name: str) -> SandboxBehaviour:
+        return self.behaviours.get(name) or self.behaviours.get(ALL) or SandboxBehaviour()
+
+
+class SandboxVendors:
+    """The mounted transports over one store; finds the vendor a request path is for."""
+
+    def __init__(self, config: ServerConfig, store: SandboxStore | None = None) -> None:
+        self.config = config
+        self.store = store or SandboxStore(config.store_path)
+        b = config.behaviour
+        printers = {
+            name: sandbox_transports(self.store, b(name), config.timeline)[name]
+            for name in ("lob", "stannp", "intelliprint")
+        }
+        documents = parse_documents(config.pixelixe_documents)
+        self.fixed: dict[str, SandboxTransport] = {
+            **printers,
+            "klaviyo": KlaviyoSandbox(self.store, b("klaviyo")),
+            "stripe": StripeSandbox(self.store, b("stripe")),
+            "cloudflare": CloudflareImagesSandbox(
+                self.store, b("cloudflare"), storage_dir=Path(config.image_dir)
+            ),
+            "renderer": RenderingGatewaySandbox(self.store, b("renderer")),
+            "pixelixe": PixelixeSandbox(
+                self.store,
+                b("pixelixe"),
+                documents=sandbox_documents(documents),
+                base_url=f"{config.public_url.rstrip('/')}/pixelixe",
+            ),
+            "faraday": FaradaySandbox(
+                self.store,
+                b("faraday"),
+                ready_after_seconds=config.faraday_ready_after,
+                match_rate=config.faraday_match_rate,
+            ),
+        }
+        for name, transport in self.fixed.items():
+            transport.mount_path = f"/{name}"
+        self._accounts: dict[tuple[IntegrationKind, str], SandboxTransport] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, path: str) -> tuple[SandboxTransport, IntegrationKind | None, str] | None:
+        """The transport serving ``path``, the order source kind (or None) and the account."""
+        parts = path.split("/", 4)  # "", mount, [kind, account, rest]
+        mount = parts[1] if len(parts) > 1 else ""
+        if mount in self.fixed:
+            return self.fixed[mount], None, ""
+        if mount != ORDERS or len(parts) < 4:
+            return None
+        try:
+            kind = IntegrationKind(parts[2])
+        except ValueError:
+            return None
+        account = parts[3]
+        with self._lock:
+            transport = self._accounts.get((kind, account))
+            if transport is None:
+                built, _credential = sandbox_transport(
+                    kind, account, self.store, self.config.behaviour(f"{ORDERS}-{kind.value}")
+                )
+                assert isinstance(built, SandboxTransport)
+                built.mount_path = f"/{ORDERS}/{kind.value}/{account}"
+                transport = self._accounts[(kind, account)] = built
+        return transport, kind, account
+
+    def handle(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes
+    ) -> httpx.Response:
+        """Answer one request (``target``: the path and query as received)."""
+        host = next((v for k, v in headers if k.lower() == "host"), "127.0.0.1")
+        path = target.split("?", 1)[0]
+        found = self.resolve(path)
+        if found is None:
+            return httpx.Response(
+                404,
+                json={"error": {"message": f"no sandbox vendor at {path}", "code": "not_found"}},
+            )
+        transport, kind, account = found
+        url = f"http://{host}{target}"
+        if kind is IntegrationKind.SHOPIFY:
+            # Shopify knows the shop by its host; the client's base URL names it instead.
+            rest = target.removeprefix(transport.mount_path)
+            url = f"https://{account}.myshopify.com{rest}"
+            headers = [(k, v) for k, v in headers if k.lower() != "host"]
+        request = httpx.Request(method, url, headers=headers, content=body)
+        response = transport.handle_request(request)
+        response.read()
+        return response
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: SandboxHTTPServer
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_GET
+
+    def _serve(self) -> None:
+        if self.path == HEALTH_PATH:
+            self._write(httpx.Response(200, text="ok\n"))
+            return
+        body = self._read_body()
+        if body is None:  # the client went away mid-request
+            self.close_connection = True
+            return
+        headers = [(k, v) for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS]
+        vendors = self.server.vendors
+        if vendors is None:
+            self._write(httpx.Response(503, text="starting\n"))
+            return
+        try:
+            response = vendors.handle(self.command, self.path, headers, body)
+        except httpx.TimeoutException:
+            log.info("%s %s: response lost (as configured)", self.command, self.path)
+            self.close_connection = True
+            return
+        except Exception:
+            log.exception("%s %s: the sandbox failed", self.command, self.path)
+            response = httpx.Response(
+                500, json={"error": {"message": "sandbox error", "code": "sandbox_error"}}
+            )
+        self._write(response)
+
+    def _read_body(self) -> bytes | None:
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            return self._read_chunked()
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        return body if len(body) == length else None
+
+    def _read_chunked(self) -> bytes | None:
+        chunks: list[bytes] = []
+        while True:
+            line = self.rfile.readline(65537)
+            if not line:
+                return None
+            size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+            chunk = self.rfile.read(size + 2)
+            if len(chunk) != size + 2:
+                return None
+            chunks.append(chunk[:size])
+
+    def _write(self, response: httpx.Response) -> None:
+        content = response.content
+        try:
+            self.send_response(response.status_code)
+            for key, value in response.headers.multi_items():
+                if key.lower() not in _HOP_HEADERS and key.lower() != "content-encoding":
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(content)
+        except (BrokenPipeError, ConnectionResetError):
+            log.info("%s %s: the client went away before the answer", self.command, self.path)
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+class SandboxHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], vendors: SandboxVendors | None = None) -> None:
+        """``vendors`` may be set after binding (their public URL names the bound port);
+        until then every vendor answers 503."""
+        super().__init__(address, _Handler)
+        self.vendors = vendors
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            log.info("connection from %s dropped: %s", client_address, exc)
+            return
+        super().handle_error(request, client_address)
+
+
+# -- command line ---------------------------------------------------------------------------
+def parse_per_vendor(raw: Sequence[str], value: Callable[[str], Any]) -> dict[str, Any]:
+    """``["lob=0.3,renderer=0.2", "*=0.1"]`` -> ``{"lob": 0.3, "renderer": 0.2, "*": 0.1}``."""
+    parsed: dict[str, Any] = {}
+    for item in ",".join(raw).split(","):
+        if not item.strip():
+            continue
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or (name not in BEHAVIOUR_NAMES and name != ALL):
+            raise ValueError(
+                f"{item!r}: expected VENDOR=VALUE with VENDOR one of {', '.join(BEHAVIOUR_NAMES)}"
+                f" or {ALL}"
+            )
+        parsed[name] = value(text.strip())
+    return parsed
+
+
+def _rate(text: str) -> tuple[int, float]:
+    calls, _, seconds = text.partition("/")
+    return int(calls), float(seconds or 1)
+
+
+def behaviours(args: argparse.Namespace) -> dict[str, SandboxBehaviour]:
+    options: dict[str, dict[str, Any]] = {
+        "latency_seconds": parse_per_vendor(args.latency, float),
+        "failure_rate": parse_per_vendor(args.failure_rate, float),
+        "lost_response_rate": parse_per_vendor(args.lost_response_rate, float),
+        "rate_limit": parse_per_vendor(args.rate_limit, _rate),
+    }
+    names = {name for per_vendor in options.values() for name in per_vendor}
+    result: dict[str, SandboxBehaviour] = {}
+    base = SandboxBehaviour(latency_jitter=args.latency_jitter)
+    for name in names | {ALL}:
+        fields = {
+            option: per_vendor.get(name, per_vendor.get(ALL))
+            for option, per_vendor in options.items()
+        }
+        result[name] = replace(base, **{k: v for k, v in fields.items() if v is not None})
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mail-pipeline sandbox-server",
+        description="Serve every sandbox vendor over HTTP from one process.",
+    )
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser, default_store: str | None = None) -> None:
+    """The server's options on ``parser`` (also ``mail-pipeline sandbox-server``'s)."""
+    per_vendor = f"VENDOR=VALUE[,...]; VENDOR: {', '.join(BEHAVIOUR_NAMES)} or {ALL}"
+    parser.add_argument(
+        "--store",
+        required=default_store is None,
+        default=default_store,
+        help="the shared sandbox SQLite file"
+        + (f" (default: {default_store})" if default_store else ""),
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8700, help="0: any free port")
+    parser.add_argument("--image-dir", help="image host uploads (default: images/ by the store)")
+    parser.add_argument("--public-url", help="the server's URL for clients (default: bound)")
+    parser.add_argument("--latency", action="append", default=[], help=f"seconds; {per_vendor}")
+    parser.add_argument("--failure-rate", action="append", default=[], help=per_vendor)
+    parser.add_argument("--lost-response-rate", action="append", default=[], help=per_vendor)
+    parser.add_argument(
+        "--rate-limit", action="append", default=[], help=f"CALLS/SECONDS; {per_vendor}"
+    )
+    parser.add_argument(
+        "--latency-jitter", type=float, default=0.2, help="latency varies by +- this fraction"
+    )
+    parser.add_argument("--in-transit-after", type=float, default=20.0)
+    parser.add_argument("--delivered-after", type=float, default=45.0)
+    parser.add_argument("--returned-rate", type=float, default=0.02)
+    parser.add_argument("--faraday-ready-after", type=float, default=120.0)
+    parser.add_argument("--faraday-match-rate", type=float, default=0.7)
+    parser.add_argument("--verbose", action="store_true", help="log every request")
+
+
+def config_from_args(args: argparse.Namespace, public_url: str) -> ServerConfig:
+    step = args.in_transit_after / 3
+    return ServerConfig(
+        store_path=args.store,
+        image_dir=args.image_dir or str(Path(args.store).resolve().parent / "images"),
+        public_url=args.public_url or public_url,
+        behaviours=behaviours(args),
+        timeline=SandboxTimeline(
+            in_production_after=step,
+            mailed_after=2 * step,
+            in_transit_after=args.in_transit_after,
+            in_local_area_after=(args.in_transit_after + args.delivered_after) / 2,
+            delivered_after=args.delivered_after,
+            returned_rate=args.returned_rate,
+        ),
+        faraday_ready_after=args.faraday_ready_after,
+        faraday_match_rate=args.faraday_match_rate,
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Bind, print ``listening on <url>``, serve until SIGTERM/SIGINT; exit status 0."""
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        behaviours(args)  # refuse bad options before binding
+    except ValueError as exc:
+        print(f"sandbox-server: {exc}", file=sys.stderr)
+        return 2
+    server = SandboxHTTPServer((args.host, args.port))
+    server.vendors = SandboxVendors(config_from_args(args, server.url))
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    loop = threading.Thread(target=server.serve_forever, name="sandbox-server", daemon=True)
+    loop.start()
+    print(f"sandbox server listening on {server.url}", flush=True)
+    log.info("vendors: %s; orders under /%s/<kind>/<account>", json.dumps(VENDORS), ORDERS)
+    while not stop.wait(0.5):
+        pass
+    server.shutdown()
+    server.server_close()
+    loop.join(timeout=5)
+    log.info("stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return serve(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,311 @@
+"""The sandbox vendors as a separate HTTP process: the real clients, built by the sandbox
+resources in URL mode, talk to it over the network; what they did is in the shared store."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from mail_pipeline.db.campaigns import IntegrationRef
+from mail_pipeline.definitions import sandbox_resources
+from mail_pipeline.domain.addresses import Address
+from mail_pipeline.domain.campaigns import IntegrationKind
+from mail_pipeline.integrations.enrichment.base import IdentityRow
+from mail_pipeline.integrations.enrichment.sandbox import FaradaySandbox
+from mail_pipeline.integrations.images.sandbox import CloudflareImagesSandbox
+from mail_pipeline.integrations.klaviyo.sandbox_data import KlaviyoSandboxData, demo_profiles
+from mail_pipeline.integrations.orders.sandbox import OrderSandboxData, SandboxOrder
+from mail_pipeline.integrations.printers.base import PostcardRequest
+from mail_pipeline.integrations.printers.sandbox import LobSandbox
+from mail_pipeline.integrations.renderer.models import PostcardDesign, ProofRequest
+from mail_pipeline.integrations.renderer.png import encode_png
+from mail_pipeline.integrations.sandbox.server import behaviours, build_parser
+from mail_pipeline.integrations.sandbox.store import SandboxStore
+from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour
+from mail_pipeline.resources.billing import SandboxBilling
+from mail_pipeline.resources.cdp import SandboxCdp
+from mail_pipeline.resources.enrichment import SandboxAddressEnrichment
+from mail_pipeline.resources.images import SandboxImageHost
+from mail_pipeline.resources.orders import SandboxOrderSources
+from mail_pipeline.resources.printing import SandboxPrinters
+from mail_pipeline.resources.rendering import SandboxRendering
+from mail_pipeline.settings import load_settings
+
+LATENCY = 0.4  # intelliprint's, set on the command line below
+
+
+class Server:
+    def __init__(self, tmp: Path, *args: str) -> None:
+        self.store_path = str(tmp / "sandbox.sqlite")
+        self.image_dir = str(tmp / "images")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mail_pipeline.integrations.sandbox.server",
+                "--store",
+                self.store_path,
+                "--image-dir",
+                self.image_dir,
+                "--port",
+                "0",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()  # "sandbox server listening on <url>"
+        if "listening on" not in line:
+            self.process.kill()
+            _, err = self.process.communicate(timeout=10)
+            raise RuntimeError(f"the sandbox server did not start: {line!r} {err}")
+        self.url = line.rsplit(" ", 1)[1].strip()
+        self.store = SandboxStore(self.store_path)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = Server(
+        tmp_path_factory.mktemp("sandbox-server"),
+        "--latency",
+        f"intelliprint={LATENCY}",
+        "--latency-jitter",
+        "0",
+        "--faraday-ready-after",
+        "0",
+    )
+    yield running
+    running.stop()
+
+
+def postcard(key: str) -> PostcardRequest:
+    return PostcardRequest(
+        idempotency_key=key,
+        recipient_id=7,
+        campaign_id=3,
+        organization_id=11,
+        to=Address.build(
+            name="Jane Doe",
+            line1="210 King St",
+            city="San Francisco",
+            postal_code="94107",
+            country="US",
+            region="CA",
+        ),
+        front_url="https://img.test/front.png",
+        back_url="https://img.test/back.png",
+    )
+
+
+def test_lob_creates_once_and_a_replay_answers_the_same_piece(server: Server) -> None:
+    lob = SandboxPrinters(sandbox_path=server.store_path, sandbox_url=server.url).printers()["lob"]
+    first = lob.create_postcard(postcard("server-key-1"))
+    again = lob.create_postcard(postcard("server-key-1"))
+
+    assert again.provider_piece_id == first.provider_piece_id
+    seen = LobSandbox(server.store)
+    assert seen.created_count() == 1
+    assert seen.accepted_keys() == ["test:server-key-1"]  # keys are kept per mode
+    assert seen.piece(first.provider_piece_id) is not None
+    assert seen.pending_webhooks() > 0, "the webhooks it owes are in the shared store"
+
+
+def test_klaviyo_segment_pages_follow_links_through_the_server(server: Server) -> None:
+    KlaviyoSandboxData(server.store).put_segment_profiles("SEG-SRV", demo_profiles(150, seed=4))
+    cdp = SandboxCdp(sandbox_path=server.store_path, sandbox_url=server.url, page_size=100)
+    integration = IntegrationRef(1, IntegrationKind.KLAVIYO, "KLAVIYO_KEY", {})
+
+    pages = list(cdp.segment_pages(integration, "SEG-SRV"))
+
+    assert [len(p.profiles) for p in pages] == [100, 50]
+    assert pages[0].next_url is not None and pages[0].next_url.startswith(server.url)
+
+
+def test_an_uploaded_proof_is_stored_by_the_server(server: Server) -> None:
+    host = SandboxImageHost(
+        sandbox_path=server.store_path, image_dir=server.image_dir, sandbox_url=server.url
+    )
+    png = encode_png(Image.new("RGB", (4, 4), "white"))
+    hosted = host.client().upload("proof-server-1", png)
+
+    assert hosted.id == "proof-server-1"
+    assert server.store.get(CloudflareImagesSandbox.IMAGES, "proof-server-1") is not None
+    assert any(Path(server.image_dir).rglob("proof-server-1*")), "the server wrote the file"
+
+
+def test_a_meter_event_is_recorded_once_through_the_stripe_sdk(server: Server) -> None:
+    meter = SandboxBilling(sandbox_path=server.store_path, sandbox_url=server.url).meter()
+    meter.record_usage(customer_id="cus_server", identifier="srv-recipient-1")
+    meter.record_usage(customer_id="cus_server", identifier="srv-recipient-1")
+
+    assert server.store.count("stripe.meter_events") == 1
+
+
+def test_a_faraday_batch_is_submitted_once(server: Server) -> None:
+    people = [IdentityRow(reference=f"ref-{n}", email=f"p{n}@example.com") for n in range(5)]
+    enrichment = SandboxAddressEnrichment(sandbox_path=server.store_path, sandbox_url=server.url)
+    with enrichment.enricher() as enricher:
+        batch_id = enricher.submit("server-batch", people)
+        assert enricher.submit("server-batch", people) == batch_id
+
+    assert FaradaySandbox(server.store).count("targets") == 1
+
+
+@pytest.mark.parametrize("name", ["gateway", "pixelixe"])
+def test_a_proof_is_rendered_by_the_servers_renderers(server: Server, name: str) -> None:
+    rendering = SandboxRendering(sandbox_path=server.store_path, sandbox_url=server.url)
+    design = PostcardDesign.from_mapping(
+        {"template": "classic", "brand_name": "Acme", "headline": "{first_name}, hello"}
+    )
+    request = ProofRequest(
+        1, 2, design, ("1 Main St",), "Springfield", "62701", "US", region="IL", first_name="Jane"
+    )
+
+    proof = rendering.available()[name].render(request)
+
+    assert proof.renderer == name
+    assert proof.front_png.startswith(b"\x89PNG")
+
+
+def test_order_sources_are_served_per_account(server: Server) -> None:
+    data = OrderSandboxData(server.store)
+    now = datetime.now(UTC)
+    kinds: tuple[tuple[IntegrationKind, dict[str, str], str], ...] = (
+        (IntegrationKind.OMETRIA, {}, "organization-4"),
+        (IntegrationKind.KLAVIYO, {}, "organization-4"),
+        (IntegrationKind.SHOPIFY, {"shop": "shop-srv"}, "shop-srv"),
+    )
+    for number, (kind, _settings, account) in enumerate(kinds, start=1):
+        order = SandboxOrder(
+            number=str(number),
+            ordered_at=now - timedelta(hours=1),
+            total=Decimal("10.00"),
+            currency="USD",
+        )
+        data.place(kind, account, order)
+    sources = SandboxOrderSources(sandbox_path=server.store_path, sandbox_url=server.url)
+
+    found = {}
+    for kind, settings, _account in kinds:
+        client = sources.client_for(IntegrationRef(4, kind, "ORDERS_KEY", settings))
+        pages = client.order_pages(now - timedelta(days=1))
+        found[kind] = [o.external_id for page in pages for o in page.orders]
+        client.close()
+    assert found == {
+        IntegrationKind.OMETRIA: ["1"],
+        IntegrationKind.KLAVIYO: ["2"],
+        IntegrationKind.SHOPIFY: ["gid://shopify/Order/3"],
+    }
+
+
+def test_a_vendors_latency_is_observed_and_others_are_not_slowed(server: Server) -> None:
+    with httpx.Client(base_url=server.url) as client:
+        started = time.monotonic()
+        slow = client.get("/intelliprint/v1/prints")
+        slow_took = time.monotonic() - started
+        started = time.monotonic()
+        client.get("/stannp/v1/postcards/get/nothing")
+        fast_took = time.monotonic() - started
+
+    assert slow.status_code == 401, "the vendor itself answered (no key given)"
+    assert slow_took >= LATENCY
+    assert fast_took < LATENCY
+
+
+def test_the_server_survives_clients_that_go_away_mid_request(server: Server) -> None:
+    host, port = httpx.URL(server.url).host, httpx.URL(server.url).port
+    assert port is not None
+    with socket.create_connection((host, port)) as half_body:  # body promised, never sent
+        half_body.sendall(
+            b'POST /lob/v1/postcards HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{"to"'
+        )
+    with socket.create_connection((host, port)) as impatient:  # gone before the answer
+        impatient.sendall(b"GET /intelliprint/v1/prints HTTP/1.1\r\nHost: x\r\n\r\n")
+    with socket.create_connection((host, port)) as chunked:  # a chunk cut short
+        chunked.sendall(
+            b"POST /stripe/v1/billing/meter_events HTTP/1.1\r\nHost: x\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n100\r\nabc"
+        )
+    time.sleep(LATENCY + 0.2)  # the impatient request's answer has hit a closed socket
+
+    assert server.process.poll() is None
+    assert httpx.get(f"{server.url}/healthz").text == "ok\n"
+    lob = SandboxPrinters(sandbox_path=server.store_path, sandbox_url=server.url).printers()["lob"]
+    assert lob.create_postcard(postcard("after-disconnects")).provider_piece_id
+
+
+def test_sigterm_stops_the_server(tmp_path: Path) -> None:
+    running = Server(tmp_path)
+    assert httpx.get(f"{running.url}/healthz").status_code == 200
+
+    assert running.stop() == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{running.url}/healthz", timeout=2)
+
+
+# -- configuration --------------------------------------------------------------------------
+
+
+def test_per_vendor_behaviour_from_the_command_line() -> None:
+    args = build_parser().parse_args(
+        [
+            "--store",
+            "x.sqlite",
+            "--latency",
+            "lob=0.3,renderer=0.2",
+            "--latency",
+            "*=0.05",
+            "--rate-limit",
+            "stripe=25/1",
+            "--failure-rate",
+            "orders-shopify=0.1",
+        ]
+    )
+    parsed = behaviours(args)
+
+    assert parsed["lob"].latency_seconds == 0.3
+    assert parsed["renderer"].latency_seconds == 0.2
+    assert parsed["stripe"] == SandboxBehaviour(latency_seconds=0.05, rate_limit=(25, 1.0))
+    assert parsed["orders-shopify"].failure_rate == 0.1
+    assert parsed["*"] == SandboxBehaviour(latency_seconds=0.05)
+
+
+def test_an_unknown_vendor_is_refused() -> None:
+    args = build_parser().parse_args(["--store", "x.sqlite", "--latency", "lobb=0.3"])
+    with pytest.raises(ValueError, match="lobb"):
+        behaviours(args)
+
+
+def test_the_sandbox_url_variable_binds_every_sandbox_resource_to_the_server(
+    tmp_path: Path,
+) -> None:
+    environ = {"MAIL_PIPELINE_DATA_DIR": str(tmp_path)}
+    settings = load_settings({**environ, "MAIL_PIPELINE_SANDBOX_URL": "http://127.0.0.1:8700/"})
+    bound = sandbox_resources(settings)
+    names = ("cdp", "rendering", "image_host", "printers", "billing")
+    assert {name: bound[name].sandbox_url for name in names} == dict.fromkeys(
+        names, "http://127.0.0.1:8700"
+    )
+    assert bound["order_sources"].sandbox_url == "http://127.0.0.1:8700"
+    assert bound["address_enrichment"].sandbox_url == "http://127.0.0.1:8700"
+
+    in_process = sandbox_resources(load_settings(environ))
+    assert all(in_process[name].sandbox_url is None for name in names)
