@@ -9,6 +9,7 @@ workers that will process them.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from datetime import date
 
@@ -58,6 +59,11 @@ def stage_batches(
     batch_size: int,
     after_organization: int | None = None,
 ) -> list[Claim]:
+    """Claim up to ``free_slots`` batches of ``batch_size`` for ``stage``, one organization
+    each: the waiting organizations take turns (starting after ``after_organization``, the
+    previous tick's last), and an organization whose batch came back full gets another turn
+    while slots remain - so one organization's backlog fills every free slot, and several
+    share them fairly."""
     if free_slots <= 0:
         return []
     with sessions() as session:
@@ -69,7 +75,11 @@ def stage_batches(
             o for o in waiting if o <= after_organization
         ]
     claims: list[Claim] = []
-    for organization_id in waiting[:free_slots]:
+    # Round-robin: one batch per organization in turn, and again while free slots remain, so
+    # a single organization's backlog fills every free slot and several share them fairly.
+    turns = deque(waiting)
+    while turns and len(claims) < free_slots:
+        organization_id = turns.popleft()
         with sessions() as session:
             claim = RecipientGateway(session).claim_batch(
                 stage.from_status,
@@ -81,6 +91,8 @@ def stage_batches(
             )
         if claim.ids:
             claims.append(claim)
+        if len(claim.ids) == batch_size:  # a full batch: it may have more waiting
+            turns.append(organization_id)
     return claims
 
 

@@ -602,9 +602,30 @@ def test_proofing_staging_takes_scheduled_and_active_campaigns_of_active_orgs(
     assert shop.status(left) == dict.fromkeys(left, S.PENDING)
 
 
+def test_one_organizations_backlog_fills_every_free_slot(shop: Shop) -> None:
+    busy, small = shop.organization(), shop.organization()
+    backlog = shop.recipients(shop.campaign(busy), 7, S.PROOFED)
+    few = shop.recipients(shop.campaign(small), 1, S.PROOFED)
+
+    claims = stage_batches(shop.sessions, MAILING, free_slots=4, batch_size=2)
+
+    # busy, small (its last), then busy again while slots remain: 4 batches, 7 recipients.
+    assert [(c.recipients[0].organization_id, c.ids) for c in claims] == [
+        (busy, backlog[0:2]),
+        (small, few),
+        (busy, backlog[2:4]),
+        (busy, backlog[4:6]),
+    ]
+    assert shop.status(backlog[6:]) == {backlog[6]: S.PROOFED}
+    # A backlog smaller than the slots stops when it is empty (its batch came back short).
+    assert [c.ids for c in stage_batches(shop.sessions, MAILING, free_slots=9, batch_size=2)] == [
+        backlog[6:]
+    ]
+
+
 def test_staging_takes_turns_between_organizations(shop: Shop) -> None:
     orgs = [shop.organization() for _ in range(3)]
-    by_org = {org: shop.recipients(shop.campaign(org), 3, S.PROOFED) for org in orgs}
+    by_org = {org: shop.recipients(shop.campaign(org), 4, S.PROOFED) for org in orgs}
 
     def stage(free_slots: int, after: int | None) -> list[tuple[int, list[int]]]:
         claims = stage_batches(
@@ -616,8 +637,17 @@ def test_staging_takes_turns_between_organizations(shop: Shop) -> None:
     assert stage(1, None) == [(a, by_org[a][:1])]
     assert stage(1, a) == [(b, by_org[b][:1])]
     assert stage(2, b) == [(c, by_org[c][:1]), (a, by_org[a][1:2])]
-    assert stage(5, a) == [(b, by_org[b][1:2]), (c, by_org[c][1:2]), (a, by_org[a][2:3])]
+    # Every turn's batch came back full, so the turns go round again while slots remain.
+    assert stage(5, a) == [
+        (b, by_org[b][1:2]),
+        (c, by_org[c][1:2]),
+        (a, by_org[a][2:3]),
+        (b, by_org[b][2:3]),
+        (c, by_org[c][2:3]),
+    ]
     assert stage(0, None) == []
-    for claim_org, ids in stage(3, c):
+    last = stage(3, c)
+    assert [org for org, _ids in last] == [a, b, c]
+    for claim_org, ids in last:
         assert len({shop.rows(ids)[i].batch_id for i in ids}) == 1
         assert {shop.rows(ids)[i].organization_id for i in ids} == {claim_org}
