@@ -31,6 +31,8 @@ from mail_pipeline.domain.reports import (
     bfcm_report_due,
     cadence_period,
     latest_friday_ended,
+    week_of,
+    week_over,
 )
 from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.metadata import MAX_ROWS, Metadata
@@ -154,7 +156,7 @@ def weekly_reports(
 ) -> dg.MaterializeResult:
     check_named_job_launch(context)
     friday = week_friday(context.partition_key)
-    if friday >= datetime.now(NEW_YORK).date() and not config.week_to_date:
+    if not week_over(friday, datetime.now(NEW_YORK).date()) and not config.week_to_date:
         raise dg.Failure(
             description=f"the week ending {friday} is not over: its report would be sent "
             "with part of the week, and never again (a report is sent once). Wait for the "
@@ -259,8 +261,7 @@ def bfcm_reports_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunReques
 def sandbox_weekly_reports(
     context: dg.SensorEvaluationContext, database: Database
 ) -> dg.RunRequest | dg.SkipReason:
-    today = datetime.now(ZoneInfo(BUSINESS_TIMEZONE)).date()
-    saturday = today - timedelta(days=(today.weekday() - 5) % 7)
+    saturday = week_of(datetime.now(NEW_YORK).date()).first
     if not week_to_date_due(database.session, saturday):
         return dg.SkipReason(
             "no postcard mailed or order attributed this week yet, or its report exists"

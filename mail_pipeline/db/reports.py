@@ -32,6 +32,7 @@ from mail_pipeline.db.models import (
 from mail_pipeline.domain.campaigns import CsmCadence, OrganizationStatus
 from mail_pipeline.domain.email_events import EmailEvent
 from mail_pipeline.domain.metrics import DayRange
+from mail_pipeline.domain.reports import ReportKind
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,9 @@ class ReportGateway:
         attributed = exists().where(
             o.day >= first_day, o.offer_code_orders + o.email_orders + o.address_orders > 0
         )
-        reported = exists().where(Report.kind == "weekly", Report.period_start == first_day)
+        reported = exists().where(
+            Report.kind == ReportKind.WEEKLY.value, Report.period_start == first_day
+        )
         return bool(self.session.scalar(select(mailed & attributed & ~reported)))
 
     def bounces_by_organization(self) -> dict[int, int]:

@@ -137,6 +137,17 @@ def latest_friday_ended(today: date) -> date:
     return today - timedelta(days=(today.weekday() - FRIDAY - 1) % 7 + 1)
 
 
+def week_of(day: date) -> ReportPeriod:
+    """The week Saturday..Friday that ``day`` falls in."""
+    return week_ending(day + timedelta(days=(FRIDAY - day.weekday()) % 7))
+
+
+def week_over(friday: date, today: date) -> bool:
+    """Whether the week ending ``friday`` has ended by ``today`` (its report may be sent:
+    a report is sent once, so a week still going on would be reported with part of it)."""
+    return friday < today
+
+
 def previous(period: ReportPeriod) -> ReportPeriod:
     """The period of the same kind just before ``period``."""
     step = timedelta(days=len(period))

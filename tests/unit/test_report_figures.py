@@ -478,3 +478,13 @@ def test_rows_of_two_organizations_are_refused() -> None:
     empty = pd.DataFrame()
     with pytest.raises(ValueError, match="one organization"):
         report_figures(orders, empty, empty, empty, week, previous(week))
+
+
+def test_the_week_of_a_day_and_whether_it_is_over() -> None:
+    from mail_pipeline.domain.reports import week_of, week_over
+
+    friday = date(2026, 12, 4)
+    for day in (date(2026, 11, 28), date(2026, 11, 30), friday):
+        assert (week_of(day).first, week_of(day).last) == (date(2026, 11, 28), friday)
+    assert week_of(date(2026, 12, 5)).first == date(2026, 12, 5)
+    assert not week_over(friday, friday) and week_over(friday, date(2026, 12, 5))
