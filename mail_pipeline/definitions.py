@@ -172,10 +172,9 @@ def production_resources(settings: Settings) -> dict[str, Any]:
     lob, stannp, intelliprint = (
         vendors.printer(name) for name in ("lob", "stannp", "intelliprint")
     )
+    database = Database(url=dg.EnvVar(DATABASE_URL_VAR), environment=settings.environment.value)
     return {
-        "database": Database(
-            url=dg.EnvVar(DATABASE_URL_VAR), environment=settings.environment.value
-        ),
+        "database": database,
         "cdp": KlaviyoCdp(
             secrets="secrets-manager",
             deployment=settings.deployment,
@@ -194,6 +193,9 @@ def production_resources(settings: Settings) -> dict[str, Any]:
             proof_id_key=dg.EnvVar(vendors.proof_image_id_key.name),
         ),
         "printers": LivePrinters(
+            # the printers keep their shared rate limits in the app database (db.ratelimit)
+            database_url=dg.EnvVar(DATABASE_URL_VAR),
+            database_environment=settings.environment.value,
             lob_api_key=_optional(lob.api_key),
             lob_webhook_secret=_optional(lob.webhook_secret),
             stannp_api_key=_optional(stannp.api_key),
@@ -239,8 +241,9 @@ def sandbox_resources(settings: Settings) -> dict[str, Any]:
     file, or over the network at ``settings.sandbox_url`` (a sandbox server on that file)."""
     sandbox = str(settings.sandbox_path)
     url = settings.sandbox_url
+    database = Database(url=settings.database_url, environment=settings.environment.value)
     return {
-        "database": Database(url=settings.database_url, environment=settings.environment.value),
+        "database": database,
         "sandbox": SandboxState(path=sandbox),
         "cdp": SandboxCdp(sandbox_path=sandbox, sandbox_url=url, latency_seconds=0.05),
         "rendering": SandboxRendering(
@@ -257,7 +260,13 @@ def sandbox_resources(settings: Settings) -> dict[str, Any]:
             public_base_url=settings.image_base_url,
             latency_seconds=0.05,
         ),
-        "printers": SandboxPrinters(sandbox_path=sandbox, sandbox_url=url, latency_seconds=0.1),
+        "printers": SandboxPrinters(
+            database_url=settings.database_url,
+            database_environment=settings.environment.value,
+            sandbox_path=sandbox,
+            sandbox_url=url,
+            latency_seconds=0.1,
+        ),
         "billing": SandboxBilling(sandbox_path=sandbox, sandbox_url=url, latency_seconds=0.05),
         "order_sources": SandboxOrderSources(
             sandbox_path=sandbox, sandbox_url=url, latency_seconds=0.05

@@ -21,6 +21,10 @@ production     ``MAIL_PIPELINE_DATABASE_URL`` (PostgreSQL)  real APIs, SQS; plat
 With ``MAIL_PIPELINE_SANDBOX_URL`` set, local and test bind the sandboxes as they are served
 by a separate sandbox server process (``docs/sandboxes.md``) instead of in-process ones.
 
+``MAIL_PIPELINE_RATE_LIMITS`` overrides vendors' published rate limits with contract ones
+(``lob=300/5,stannp=off``), in every environment (:func:`parse_rate_limits`,
+``docs/rate_limits.md``).
+
 Secrets are not kept here. A platform secret (a printer key, the Stripe key) is an
 :class:`EnvVarRef`: the variable's name, whether it is set and whether it is a test
 credential - enough for :func:`production_problems` to judge a production configuration at
@@ -29,12 +33,14 @@ load time, while the value reaches its resource as ``dg.EnvVar`` when a run laun
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import NamedTuple
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -55,6 +61,11 @@ PRINTERS_TEST_MODE_VAR = "MAIL_PIPELINE_PRINTERS_TEST_MODE"
 #: Local and test only: the URL of a running sandbox server (``mail-pipeline sandbox-server``);
 #: unset, the sandbox vendors run inside each process.
 SANDBOX_URL_VAR = "MAIL_PIPELINE_SANDBOX_URL"
+#: Contract rate limits that replace the published ones: ``vendor=CALLS/SECONDS`` or
+#: ``vendor=off``, comma-separated (:func:`parse_rate_limits`).
+RATE_LIMITS_VAR = "MAIL_PIPELINE_RATE_LIMITS"
+#: The vendors whose client-side rate limit ``MAIL_PIPELINE_RATE_LIMITS`` may set.
+RATE_LIMITED_VENDORS = ("lob", "stannp", "intelliprint", "cloudflare", "klaviyo", "stripe")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 #: Credentials that only reach a vendor's test mode: nothing is printed, nothing is charged.
@@ -71,13 +82,16 @@ __all__ = [
     "Environment",
     "PrinterSettings",
     "ProductionConfigError",
+    "RateLimit",
     "Settings",
     "SettingsError",
     "VendorSettings",
     "check_production",
     "load_settings",
     "organization_secret_variables",
+    "parse_rate_limits",
     "production_problems",
+    "rate_limit_overrides",
 ]
 
 
@@ -95,6 +109,14 @@ class ProductionConfigError(SettingsError):
             f"refusing to load the production definitions ({ENV_VAR}=production), "
             f"{len(problems)} problem{'s' if len(problems) != 1 else ''}:\n{listed}"
         )
+
+
+class RateLimit(NamedTuple):
+    """A vendor's limit: at most ``calls`` requests in any ``seconds``. A tuple, as the
+    clients take their ``rate_limit``."""
+
+    calls: int
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -283,6 +305,9 @@ class Settings:
     #: sandboxes run inside each process.
     sandbox_url: str | None = None
     vendors: VendorSettings = field(default_factory=VendorSettings)
+    #: ``MAIL_PIPELINE_RATE_LIMITS``: a vendor's contract limit, or None for no client-side
+    #: limit; a vendor not listed keeps its published limit.
+    rate_limits: Mapping[str, RateLimit | None] = field(default_factory=dict)
 
     @property
     def sandbox_path(self) -> Path:
@@ -341,6 +366,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         staging=staging,
         deployment=deployment,
         vendors=VendorSettings.read(environ),
+        rate_limits=rate_limit_overrides(environ),
     )
 
 
@@ -470,3 +496,64 @@ def bfcm_season_start(environ: Mapping[str, str] | None = None) -> tuple[int, in
             f"{BFCM_SEASON_START_VAR}={text!r}: the BFCM season starts in October or November"
         )
     return (month, day)
+
+
+def parse_rate_limits(text: str) -> dict[str, RateLimit | None]:
+    """``{"lob": RateLimit(300, 5.0), "stannp": None}`` for ``"lob=300/5, stannp=off"``.
+
+    Each entry is ``vendor=CALLS/SECONDS`` (a whole number of calls, at least 1, per a
+    positive number of seconds) or ``vendor=off`` (no client-side limit: the benchmark's
+    capacity mode), for a vendor of :data:`RATE_LIMITED_VENDORS`, each vendor at most once.
+    Anything else is refused with :class:`SettingsError` naming the entry and what is wrong.
+    """
+    limits: dict[str, RateLimit | None] = {}
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        vendor, sep, value = (piece.strip() for piece in entry.partition("="))
+        vendor = vendor.lower()
+        if not sep or not vendor or not value:
+            raise SettingsError(
+                f"{RATE_LIMITS_VAR}: {entry!r} is not vendor=CALLS/SECONDS or vendor=off "
+                "(e.g. lob=150/5,stannp=off)"
+            )
+        if vendor not in RATE_LIMITED_VENDORS:
+            raise SettingsError(
+                f"{RATE_LIMITS_VAR}: {vendor!r} is not a rate-limited vendor "
+                f"(one of: {', '.join(RATE_LIMITED_VENDORS)})"
+            )
+        if vendor in limits:
+            raise SettingsError(f"{RATE_LIMITS_VAR}: {vendor} is given twice")
+        limits[vendor] = _rate_limit(vendor, value)
+    return limits
+
+
+def _rate_limit(vendor: str, value: str) -> RateLimit | None:
+    if value.lower() == "off":
+        return None
+    calls_text, sep, seconds_text = (piece.strip() for piece in value.partition("/"))
+    if not sep:
+        raise SettingsError(
+            f"{RATE_LIMITS_VAR}: {vendor}={value!r} is not CALLS/SECONDS or off (e.g. 150/5)"
+        )
+    if not (calls_text.isascii() and calls_text.isdigit()) or int(calls_text) < 1:
+        raise SettingsError(
+            f"{RATE_LIMITS_VAR}: {vendor}={value!r}: the calls ({calls_text!r}) must be a "
+            "whole number of at least 1"
+        )
+    try:
+        seconds = float(seconds_text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise SettingsError(
+            f"{RATE_LIMITS_VAR}: {vendor}={value!r}: the seconds ({seconds_text!r}) must be a "
+            "positive number"
+        )
+    return RateLimit(int(calls_text), seconds)
+
+
+def rate_limit_overrides(environ: Mapping[str, str] | None = None) -> dict[str, RateLimit | None]:
+    """The process's ``MAIL_PIPELINE_RATE_LIMITS`` (:func:`parse_rate_limits`); unset or
+    empty: none, every vendor keeps its published limit."""
+    return parse_rate_limits(_environ(environ).get(RATE_LIMITS_VAR) or "")

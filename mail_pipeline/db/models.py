@@ -999,3 +999,16 @@ class ReportingSync(Base):
     rows: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class SharedRateLimit(Base):
+    """A vendor rate limit shared by every process on this database (``db.ratelimit``): the
+    next free call slot of one limit key, as epoch seconds on the database's clock, and that
+    clock's reading when the row was last written (a later reading below it means the clock
+    went backwards). The key is the vendor and a short hash of the API key, never the key."""
+
+    __tablename__ = "shared_rate_limits"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_slot_at: Mapped[float] = mapped_column(Double)
+    clock_at: Mapped[float] = mapped_column(Double)

@@ -30,7 +30,7 @@ from mail_pipeline.integrations.errors import (
     RequestRejected,
     VendorUnavailable,
 )
-from mail_pipeline.integrations.ratelimit import SlidingWindowLimiter
+from mail_pipeline.integrations.ratelimit import Limiter
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class HttpApi:
     timeout: httpx.Timeout = field(default_factory=lambda: httpx.Timeout(10.0, connect=5.0))
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     transport: httpx.BaseTransport | None = None
-    limiter: SlidingWindowLimiter | None = None
+    limiter: Limiter | None = None
     #: Turns an error response into the vendor's typed error (reads the vendor's error body).
     error_mapper: Callable[[httpx.Response], IntegrationError] | None = None
     sleep: Callable[[float], None] = time.sleep

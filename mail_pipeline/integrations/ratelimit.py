@@ -4,6 +4,11 @@ Vendors publish limits as "N requests per window" (Lob: 150 per 5 s per endpoint
 keeps a sliding log of the last calls and blocks the caller until one more call fits, so a
 mailing run can run at ``fraction`` of the limit without ever being answered with a 429.
 It is thread-safe: a run's worker threads share one limiter per vendor endpoint.
+
+Clients accept any :class:`Limiter`: this in-process one, or the limiter shared by every
+process on the app database (``db.ratelimit.SharedRateLimiter``, bound by the resources), so
+several mailing runs on one API key keep to the vendor's limit together
+(``docs/rate_limits.md``).
 """
 
 from __future__ import annotations
@@ -12,6 +17,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
+
+
+class Limiter(Protocol):
+    """What a client needs of a rate limiter: one call to :meth:`acquire` before each request."""
+
+    def acquire(self) -> None:
+        """Block until the caller may make one call (and count it)."""
+        ...
 
 
 class SlidingWindowLimiter:

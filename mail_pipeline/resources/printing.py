@@ -5,6 +5,13 @@ in production ``LivePrinters`` with keys from the environment. Which printer mai
 recipient follows the recipient's country and the organization's ``printer_preference``, by
 the one routing table of ``domain.routing`` - the same rule the sync judges addresses by, so
 there is deliberately no per-deployment override.
+
+Rate limits: every process mailing with one printer API key takes its calls from one schedule
+in the app database (``db.ratelimit.SharedRateLimiter``, bound with ``database``), so all the
+mailing runs in flight together use 95 % of the printer's limit - and one run alone uses
+those 95 % too - without ever drawing a 429. The limit is the vendor's published one unless
+``MAIL_PIPELINE_RATE_LIMITS`` (``settings.parse_rate_limits``) sets a contract limit or
+``off``. See ``docs/rate_limits.md``.
 """
 
 from __future__ import annotations
@@ -15,36 +22,84 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import PrivateAttr
 
+from mail_pipeline.db.ratelimit import SharedRateLimiter, limit_key
 from mail_pipeline.integrations.printers.base import Printer
 from mail_pipeline.integrations.printers.common import DEFAULT_LIMIT_FRACTION
-from mail_pipeline.integrations.printers.intelliprint import IntelliPrintPrinter
-from mail_pipeline.integrations.printers.lob import LobPrinter
+from mail_pipeline.integrations.printers.intelliprint import (
+    INTELLIPRINT_RATE_LIMIT,
+    IntelliPrintPrinter,
+)
+from mail_pipeline.integrations.printers.lob import LOB_RATE_LIMIT, LobPrinter
 from mail_pipeline.integrations.printers.sandbox import (
     emit_due_webhooks,
     sandbox_printers,
     sandbox_printers_at,
 )
 from mail_pipeline.integrations.printers.sandbox.base import SandboxTimeline
-from mail_pipeline.integrations.printers.stannp import StannpPrinter
+from mail_pipeline.integrations.printers.stannp import STANNP_RATE_LIMIT, StannpPrinter
 from mail_pipeline.integrations.printers.strategy import DEFAULT_ROUTES, PrinterStrategy
+from mail_pipeline.integrations.ratelimit import Limiter, SlidingWindowLimiter
 from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour
 from mail_pipeline.limits import MAILING_RUNS_IN_FLIGHT
+from mail_pipeline.resources.database import Database
 from mail_pipeline.resources.sandbox import shared_store
+from mail_pipeline.settings import RateLimit, parse_rate_limits, rate_limit_overrides
+
+#: The printers' published limits: requests per window (seconds), per API key.
+PUBLISHED_RATE_LIMITS: dict[str, tuple[int, float]] = {
+    "lob": LOB_RATE_LIMIT,
+    "stannp": STANNP_RATE_LIMIT,
+    "intelliprint": INTELLIPRINT_RATE_LIMIT,
+}
 
 
 class PrintersResource(dg.ConfigurableResource):
     #: Pieces are created in the printers' test modes (validated, never printed or charged).
     test_mode: bool = False
-    #: Mailing runs that may use one API key at once (``limits.MAILING_RUNS_IN_FLIGHT``, the
-    #: mailing sensor's and the run queue's limit). Each run's client keeps to its share of
-    #: 95% of the vendor's rate limit, so together they never draw a 429.
-    runs_sharing_key: int = MAILING_RUNS_IN_FLIGHT
-
-    @property
-    def limit_fraction(self) -> float:
-        return DEFAULT_LIMIT_FRACTION / max(1, self.runs_sharing_key)
+    #: The app database (its URL) that holds the printers' shared rate limits: every process
+    #: that mails with one API key keeps, together with the others, to 95 % of its limit.
+    #: None (a resource built by hand, in tests): no process shares, so each keeps to a
+    #: fixed share, 95 % / ``MAILING_RUNS_IN_FLIGHT``, as if that many runs were in flight.
+    #: (A URL, not a nested ``Database`` resource: a nested resource makes every sensor
+    #: context that binds the printers a context manager.)
+    database_url: str | None = None
+    #: The environment the database must serve (``Database.environment``).
+    database_environment: str | None = None
+    #: Contract rate limits, as ``MAIL_PIPELINE_RATE_LIMITS`` spells them
+    #: (``lob=300/5,stannp=off``); None: that variable of this process. A printer not named
+    #: keeps its published limit (``PUBLISHED_RATE_LIMITS``).
+    rate_limits: str | None = None
 
     _printers: dict[str, Printer] | None = PrivateAttr(default=None)
+
+    def rate_limit(self, printer: str) -> tuple[int, float] | None:
+        """The limit ``printer``'s client keeps to (None: no client-side limit)."""
+        overrides: dict[str, RateLimit | None] = (
+            rate_limit_overrides()
+            if self.rate_limits is None
+            else parse_rate_limits(self.rate_limits)
+        )
+        if printer in overrides:
+            return overrides[printer]
+        return PUBLISHED_RATE_LIMITS[printer]
+
+    def limiter(self, printer: str, api_key: str) -> Limiter | None:
+        """The limiter of ``printer``'s calls with ``api_key``: shared on the database at
+        95 % of its limit, else this process's fixed share; None when its limit is off."""
+        limit = self.rate_limit(printer)
+        if limit is None:
+            return None
+        calls, seconds = limit
+        if self.database_url is None:
+            share = DEFAULT_LIMIT_FRACTION / MAILING_RUNS_IN_FLIGHT
+            return SlidingWindowLimiter(calls, seconds, fraction=share)
+        return SharedRateLimiter(
+            Database(url=self.database_url, environment=self.database_environment).session,
+            limit_key(printer, api_key),
+            calls,
+            seconds,
+            fraction=DEFAULT_LIMIT_FRACTION,
+        )
 
     @abstractmethod
     def build_printers(self) -> dict[str, Printer]: ...
@@ -95,20 +150,23 @@ class LivePrinters(PrintersResource):
             printers["lob"] = LobPrinter(
                 self.lob_api_key,
                 webhook_secret=self.lob_webhook_secret,
-                limit_fraction=self.limit_fraction,
+                rate_limit=None,
+                limiter=self.limiter("lob", self.lob_api_key),
             )
         if self.stannp_api_key:
             printers["stannp"] = StannpPrinter(
                 self.stannp_api_key,
                 platform=self.stannp_platform,
                 webhook_secret=self.stannp_webhook_secret,
-                limit_fraction=self.limit_fraction,
+                rate_limit=None,
+                limiter=self.limiter("stannp", self.stannp_api_key),
             )
         if self.intelliprint_api_key:
             printers["intelliprint"] = IntelliPrintPrinter(
                 self.intelliprint_api_key,
                 webhook_secret=self.intelliprint_webhook_secret,
-                limit_fraction=self.limit_fraction,
+                rate_limit=None,
+                limiter=self.limiter("intelliprint", self.intelliprint_api_key),
             )
         return printers
 
@@ -133,6 +191,7 @@ class SandboxPrinters(PrintersResource):
     in_transit_after: float = 20.0
     delivered_after: float = 45.0
     returned_rate: float = 0.02
+    #: False: the printers' clients keep to no rate limit at all (a sandbox without one).
     client_rate_limits: bool = True
 
     def build_printers(self) -> dict[str, Printer]:
@@ -140,7 +199,7 @@ class SandboxPrinters(PrintersResource):
             return sandbox_printers_at(
                 self.sandbox_url,
                 client_rate_limits=self.client_rate_limits,
-                limit_fraction=self.limit_fraction,
+                limiter_for=self.limiter,
             )
         return sandbox_printers(
             shared_store(self.sandbox_path),
@@ -151,7 +210,7 @@ class SandboxPrinters(PrintersResource):
             ),
             self.timeline(),
             client_rate_limits=self.client_rate_limits,
-            limit_fraction=self.limit_fraction,
+            limiter_for=self.limiter,
         )
 
     def timeline(self) -> SandboxTimeline:

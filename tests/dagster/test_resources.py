@@ -9,11 +9,13 @@ import dagster as dg
 import pytest
 from PIL import Image
 
+from mail_pipeline.db.ratelimit import SharedRateLimiter, limit_key
 from mail_pipeline.definitions import production_resources, sandbox_resources
+from mail_pipeline.integrations.ratelimit import SlidingWindowLimiter
 from mail_pipeline.limits import MAILING_RUNS_IN_FLIGHT
 from mail_pipeline.resources.images import SandboxImageHost
-from mail_pipeline.resources.printing import LivePrinters
-from mail_pipeline.settings import load_settings
+from mail_pipeline.resources.printing import PUBLISHED_RATE_LIMITS, LivePrinters, SandboxPrinters
+from mail_pipeline.settings import SettingsError, load_settings
 from tests.environments import PRODUCTION
 
 
@@ -80,11 +82,62 @@ def test_live_printers_refuse_a_key_without_its_webhook_secret(printer: str) -> 
     assert signed.printers()[printer].webhook_secret == "s"
 
 
-def test_mailing_runs_in_flight_share_the_printers_rate_limit(tmp_path: Path) -> None:
-    from mail_pipeline.resources.printing import SandboxPrinters
+def test_printers_share_each_rate_limit_on_the_app_database(tmp_path: Path, db_url: str) -> None:
+    """With the app database bound, every run's client takes its calls from one schedule per
+    API key at 95% of the published limit - not a fixed share per run in flight."""
+    printers = SandboxPrinters(
+        sandbox_path=str(tmp_path / "s.sqlite"),
+        database_url=db_url,
+        database_environment="test",
+        rate_limits="",
+    )
+    built = printers.printers()
+    for name, (calls, seconds) in PUBLISHED_RATE_LIMITS.items():
+        limiter = built[name].limiter
+        assert isinstance(limiter, SharedRateLimiter)
+        assert limiter.key.startswith(f"{name}:")
+        assert limiter.interval == pytest.approx(seconds / (calls * 0.95))
 
-    printers = SandboxPrinters(sandbox_path=str(tmp_path / "s.sqlite"))
-    lob = printers.printers()["lob"]
-    # MAILING_RUNS_IN_FLIGHT runs, each at its share of 95% of Lob's 150 requests per 5 s
-    assert printers.runs_sharing_key == MAILING_RUNS_IN_FLIGHT == 2
-    assert lob.limiter is not None and lob.limiter.capacity == int(150 * 0.95 / 2)
+
+def test_a_shared_limit_key_names_the_vendor_not_the_api_key(db_url: str) -> None:
+    printers = LivePrinters(
+        lob_api_key="live_secret_key_123",
+        lob_webhook_secret="s",
+        database_url=db_url,
+        database_environment="test",
+        rate_limits="",
+    )
+    limiter = printers.printers()["lob"].limiter
+    assert isinstance(limiter, SharedRateLimiter)
+    assert limiter.key == limit_key("lob", "live_secret_key_123")
+    assert "secret" not in limiter.key
+
+
+def test_contract_limits_replace_the_published_ones(tmp_path: Path, db_url: str) -> None:
+    printers = SandboxPrinters(
+        sandbox_path=str(tmp_path / "s.sqlite"),
+        database_url=db_url,
+        database_environment="test",
+        rate_limits="lob=300/5,stannp=off",
+    )
+    built = printers.printers()
+    lob, intelliprint = built["lob"].limiter, built["intelliprint"].limiter
+    assert isinstance(lob, SharedRateLimiter) and isinstance(intelliprint, SharedRateLimiter)
+    assert lob.interval == pytest.approx(5 / (300 * 0.95))
+    assert built["stannp"].limiter is None
+    assert intelliprint.interval == pytest.approx(60 / (100 * 0.95))
+
+
+def test_a_bad_contract_limit_is_refused_with_the_reason(tmp_path: Path) -> None:
+    printers = SandboxPrinters(sandbox_path=str(tmp_path / "s.sqlite"), rate_limits="lob=fast")
+    with pytest.raises(SettingsError, match="lob='fast' is not CALLS/SECONDS or off"):
+        printers.printers()
+
+
+def test_printers_without_a_database_keep_a_fixed_share(tmp_path: Path) -> None:
+    """Built by hand, without the shared schedule: each process keeps to its share of 95% of
+    Lob's 150 requests per 5 s, as if MAILING_RUNS_IN_FLIGHT runs were in flight."""
+    printers = SandboxPrinters(sandbox_path=str(tmp_path / "s.sqlite"), rate_limits="")
+    lob = printers.printers()["lob"].limiter
+    assert isinstance(lob, SlidingWindowLimiter)
+    assert lob.capacity == int(150 * 0.95 / MAILING_RUNS_IN_FLIGHT)

@@ -1,5 +1,6 @@
-"""The mailing runs-in-flight limit is one number: the sensor, the printers' share of their
-rate limits and both Dagster instances' run queues agree on it."""
+"""The mailing runs-in-flight limit is one number: the sensor, both Dagster instances' run
+queues and the printers' fallback share of their rate limits (without the shared database)
+agree on it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mail_pipeline.integrations.ratelimit import SlidingWindowLimiter
 from mail_pipeline.limits import MAILING_RUNS_IN_FLIGHT
-from mail_pipeline.resources.printing import PrintersResource
+from mail_pipeline.resources.printing import PUBLISHED_RATE_LIMITS, SandboxPrinters
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,8 +31,15 @@ def test_the_run_queue_caps_mailing_runs_at_the_shared_limit(instance: str) -> N
     assert _stage_limits(ROOT / instance)["mailing"] == MAILING_RUNS_IN_FLIGHT
 
 
-def test_printers_share_their_rate_limit_among_that_many_runs() -> None:
-    assert PrintersResource.model_fields["runs_sharing_key"].default == MAILING_RUNS_IN_FLIGHT
+def test_printers_without_the_shared_database_split_their_limit_among_that_many_runs(
+    tmp_path: Path,
+) -> None:
+    printers = SandboxPrinters(sandbox_path=str(tmp_path / "s.sqlite"), rate_limits="")
+    for name, printer in printers.printers().items():
+        calls = PUBLISHED_RATE_LIMITS[name][0]
+        limiter = printer.limiter
+        assert isinstance(limiter, SlidingWindowLimiter)
+        assert limiter.capacity == max(1, int(calls * 0.95 / MAILING_RUNS_IN_FLIGHT))
 
 
 @pytest.mark.parametrize("instance", ["dagster.yaml", "deploy/dagster.production.yaml"])

@@ -41,7 +41,7 @@ from mail_pipeline.integrations.klaviyo.models import (
     MalformedProfile,
     ProfilePage,
 )
-from mail_pipeline.integrations.ratelimit import SlidingWindowLimiter
+from mail_pipeline.integrations.ratelimit import Limiter
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class KlaviyoClient:
         base_url: str = BASE_URL,
         transport: httpx.BaseTransport | None = None,
         retry: RetryPolicy | None = None,
-        limiter: SlidingWindowLimiter | None = None,
+        limiter: Limiter | None = None,
         sleep: Callable[[float], None] = _sleep,
         timeout: httpx.Timeout | None = None,
     ) -> None:

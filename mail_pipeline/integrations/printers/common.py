@@ -25,7 +25,7 @@ from mail_pipeline.domain.fields import json_type
 from mail_pipeline.domain.mailpieces import clip_detail
 from mail_pipeline.integrations.errors import VendorUnavailable
 from mail_pipeline.integrations.printers.base import MalformedWebhook
-from mail_pipeline.integrations.ratelimit import SlidingWindowLimiter
+from mail_pipeline.integrations.ratelimit import Limiter, SlidingWindowLimiter
 
 #: Levels of nesting a webhook body may have. The printers' bodies have fewer than 10; a
 #: body nested hundreds deep is hostile, and would make later recursive code (``repr``,
@@ -191,10 +191,10 @@ def iso_utc(epoch_seconds: float, *, milliseconds: bool = False) -> str:
 
 
 def build_limiter(
-    limiter: SlidingWindowLimiter | None,
+    limiter: Limiter | None,
     rate_limit: tuple[int, float] | None,
     fraction: float,
-) -> SlidingWindowLimiter | None:
+) -> Limiter | None:
     """The given limiter, else one at ``fraction`` of ``rate_limit`` on the real clock, else
     none. (A limiter on a fake clock is built by the caller and passed as ``limiter``.)"""
     if limiter is not None:

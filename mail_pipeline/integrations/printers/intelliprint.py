@@ -68,7 +68,7 @@ from mail_pipeline.integrations.printers.signing import (
     ingress_time,
     verify_svix,
 )
-from mail_pipeline.integrations.ratelimit import SlidingWindowLimiter
+from mail_pipeline.integrations.ratelimit import Limiter
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class IntelliPrintPrinter(Printer):
         retry: RetryPolicy | None = None,
         rate_limit: tuple[int, float] | None = INTELLIPRINT_RATE_LIMIT,
         limit_fraction: float = DEFAULT_LIMIT_FRACTION,
-        limiter: SlidingWindowLimiter | None = None,
+        limiter: Limiter | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:

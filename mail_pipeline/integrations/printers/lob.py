@@ -6,9 +6,10 @@
   :meth:`LobPrinter.find_postcard` can ask for it after the 24 h window
   (``GET /v1/postcards?metadata[idempotency_key]=...``).
 - Lob limits 150 requests per 5 s per key *per endpoint*; the ``/v1/postcards`` calls go
-  through a :class:`SlidingWindowLimiter` at 95 % of that by default, so a busy run never meets
-  a 429. The limiter is per process: two processes mailing with one key need a smaller
-  fraction each.
+  through a :class:`~mail_pipeline.integrations.ratelimit.Limiter` at 95 % of that, so a busy
+  run never meets a 429. The default limiter is per process; ``PrintersResource`` passes the
+  one shared by every process on the app database, so several runs on one key keep to the
+  limit together (``docs/rate_limits.md``).
 - Test and live are separate worlds chosen by the key (``test_...`` / ``live_...``). A request
   marked ``test_mode`` is refused with a live key rather than printed for real.
 - Webhooks are Lob event objects; ``event_type.id`` maps to :class:`MailpieceStatus`, events
@@ -54,7 +55,7 @@ from mail_pipeline.integrations.printers.signing import (
     ingress_time,
     verify_lob,
 )
-from mail_pipeline.integrations.ratelimit import SlidingWindowLimiter
+from mail_pipeline.integrations.ratelimit import Limiter
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ class LobPrinter(Printer):
         retry: RetryPolicy | None = None,
         rate_limit: tuple[int, float] | None = LOB_RATE_LIMIT,
         limit_fraction: float = DEFAULT_LIMIT_FRACTION,
-        limiter: SlidingWindowLimiter | None = None,
+        limiter: Limiter | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -216,7 +217,7 @@ class LobPrinter(Printer):
         self.clock = clock
         self.limiter = build_limiter(limiter, rate_limit, limit_fraction)
 
-        def api(limited: SlidingWindowLimiter | None) -> HttpApi:
+        def api(limited: Limiter | None) -> HttpApi:
             return HttpApi(
                 vendor="lob",
                 base_url=base_url,

@@ -57,7 +57,7 @@ from mail_pipeline.integrations.printers.common import (
     webhook_json,
 )
 from mail_pipeline.integrations.printers.signing import verify_stannp
-from mail_pipeline.integrations.ratelimit import SlidingWindowLimiter
+from mail_pipeline.integrations.ratelimit import Limiter
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class StannpPrinter(Printer):
         retry: RetryPolicy | None = None,
         rate_limit: tuple[int, float] | None = STANNP_RATE_LIMIT,
         limit_fraction: float = DEFAULT_LIMIT_FRACTION,
-        limiter: SlidingWindowLimiter | None = None,
+        limiter: Limiter | None = None,
         lookback_days: int = 60,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,

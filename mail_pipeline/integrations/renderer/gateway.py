@@ -45,7 +45,7 @@ import httpx
 
 from mail_pipeline.integrations.errors import IntegrationError, VendorUnavailable
 from mail_pipeline.integrations.http import HttpApi, RetryPolicy, default_error, retry_after_seconds
-from mail_pipeline.integrations.ratelimit import SlidingWindowLimiter
+from mail_pipeline.integrations.ratelimit import Limiter
 from mail_pipeline.integrations.renderer.chain import Renderer
 from mail_pipeline.integrations.renderer.models import PRINT_SIZES, ProofRequest, RenderedProof
 from mail_pipeline.integrations.renderer.personalize import personalize
@@ -76,7 +76,7 @@ class GatewayRenderer(Renderer):
         *,
         transport: httpx.BaseTransport | None = None,
         retry: RetryPolicy | None = None,
-        limiter: SlidingWindowLimiter | None = None,
+        limiter: Limiter | None = None,
         timeout: httpx.Timeout | None = None,
         max_wait_seconds: float = 30.0,
         poll_interval: float = 0.5,

@@ -35,7 +35,7 @@ import httpx
 
 from mail_pipeline.integrations.errors import IntegrationError, RequestRejected
 from mail_pipeline.integrations.http import HttpApi, RetryPolicy, default_error
-from mail_pipeline.integrations.ratelimit import SlidingWindowLimiter
+from mail_pipeline.integrations.ratelimit import Limiter
 from mail_pipeline.integrations.renderer.chain import Renderer
 from mail_pipeline.integrations.renderer.models import (
     PRINT_SIZES,
@@ -116,7 +116,7 @@ class PixelixeRenderer(Renderer):
         base_url: str = BASE_URL,
         transport: httpx.BaseTransport | None = None,
         retry: RetryPolicy | None = None,
-        limiter: SlidingWindowLimiter | None = None,
+        limiter: Limiter | None = None,
         timeout: httpx.Timeout | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:

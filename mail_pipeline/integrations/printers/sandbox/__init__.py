@@ -35,6 +35,7 @@ from mail_pipeline.integrations.printers.sandbox.lob import LobSandbox
 from mail_pipeline.integrations.printers.sandbox.stannp import StannpSandbox
 from mail_pipeline.integrations.printers.stannp import StannpPrinter
 from mail_pipeline.integrations.printers.webhooks import envelope_to_json
+from mail_pipeline.integrations.ratelimit import Limiter
 from mail_pipeline.integrations.sandbox.store import SandboxStore
 from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour
 
@@ -62,6 +63,24 @@ RENDERERS: Mapping[str, Renderer] = {
 }
 #: Seconds before a webhook that ``send`` failed on is owed again.
 REDELIVERY_DELAY = 30.0
+
+#: A printer's client-side limiter from its name and API key (None: the client has none).
+LimiterFor = Callable[[str, str], Limiter | None]
+
+
+def _rate_limits(
+    name: str,
+    api_key: str,
+    client_rate_limits: bool,
+    limit_fraction: float,
+    limiter_for: LimiterFor | None,
+) -> dict[str, Any]:
+    """The rate-limit arguments of one printer client."""
+    if not client_rate_limits:
+        return {"rate_limit": None}
+    if limiter_for is not None:
+        return {"rate_limit": None, "limiter": limiter_for(name, api_key)}
+    return {"limit_fraction": limit_fraction}
 
 
 def sandbox_transports(
@@ -94,34 +113,47 @@ def sandbox_printers(
     retry: RetryPolicy | None = None,
     client_rate_limits: bool = True,
     limit_fraction: float = DEFAULT_LIMIT_FRACTION,
+    limiter_for: LimiterFor | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.time,
 ) -> dict[str, Printer]:
     """The three real printer clients, each talking to its sandbox over ``store``.
 
     The clients verify webhooks with the same secrets their sandboxes sign with. They keep
-    their client-side limiters (95 % of each vendor's published limit) unless
-    ``client_rate_limits=False`` - for benchmarks against sandboxes without a rate limit.
+    their client-side limiters (95 % of each vendor's published limit, or the limiter
+    ``limiter_for(printer, api_key)`` gives) unless ``client_rate_limits=False`` - for
+    benchmarks against sandboxes without a rate limit.
     """
     sandboxes = sandbox_transports(
         store, behaviour, timeline, webhook_secrets, sleep=sleep, clock=clock
     )
     lob, stannp, intelliprint = (sandboxes["lob"], sandboxes["stannp"], sandboxes["intelliprint"])
     common: dict[str, Any] = {"retry": retry, "sleep": sleep, "clock": clock}
-    if not client_rate_limits:
-        common["rate_limit"] = None
-    else:
-        common["limit_fraction"] = limit_fraction
+
+    def limits(name: str, api_key: str) -> dict[str, Any]:
+        return _rate_limits(name, api_key, client_rate_limits, limit_fraction, limiter_for)
+
     return {
-        "lob": LobPrinter(lob.api_key, transport=lob, webhook_secret=lob.webhook_secret, **common),
+        "lob": LobPrinter(
+            lob.api_key,
+            transport=lob,
+            webhook_secret=lob.webhook_secret,
+            **common,
+            **limits("lob", lob.api_key),
+        ),
         "stannp": StannpPrinter(
-            stannp.api_key, transport=stannp, webhook_secret=stannp.webhook_secret, **common
+            stannp.api_key,
+            transport=stannp,
+            webhook_secret=stannp.webhook_secret,
+            **common,
+            **limits("stannp", stannp.api_key),
         ),
         "intelliprint": IntelliPrintPrinter(
             intelliprint.api_key,
             transport=intelliprint,
             webhook_secret=intelliprint.webhook_secret,
             **common,
+            **limits("intelliprint", intelliprint.api_key),
         ),
     }
 
@@ -132,34 +164,39 @@ def sandbox_printers_at(
     retry: RetryPolicy | None = None,
     client_rate_limits: bool = True,
     limit_fraction: float = DEFAULT_LIMIT_FRACTION,
+    limiter_for: LimiterFor | None = None,
 ) -> dict[str, Printer]:
     """The three real printer clients talking over the network to the sandbox server at
     ``server_url`` (``integrations.sandbox.server``), with the sandboxes' default keys and
-    webhook secrets - the ones the server's printers accept and sign with."""
+    webhook secrets - the ones the server's printers accept and sign with. Rate limits as
+    :func:`sandbox_printers`."""
     url = server_url.rstrip("/")
     common: dict[str, Any] = {"retry": retry}
-    if not client_rate_limits:
-        common["rate_limit"] = None
-    else:
-        common["limit_fraction"] = limit_fraction
+
+    def limits(name: str, api_key: str) -> dict[str, Any]:
+        return _rate_limits(name, api_key, client_rate_limits, limit_fraction, limiter_for)
+
     return {
         "lob": LobPrinter(
             LobSandbox.default_api_key,
             base_url=f"{url}/lob/v1",
             webhook_secret=LobSandbox.default_webhook_secret,
             **common,
+            **limits("lob", LobSandbox.default_api_key),
         ),
         "stannp": StannpPrinter(
             StannpSandbox.default_api_key,
             base_url=f"{url}/stannp/v1",
             webhook_secret=StannpSandbox.default_webhook_secret,
             **common,
+            **limits("stannp", StannpSandbox.default_api_key),
         ),
         "intelliprint": IntelliPrintPrinter(
             IntelliPrintSandbox.default_api_key,
             base_url=f"{url}/intelliprint/v1",
             webhook_secret=IntelliPrintSandbox.default_webhook_secret,
             **common,
+            **limits("intelliprint", IntelliPrintSandbox.default_api_key),
         ),
     }
 
