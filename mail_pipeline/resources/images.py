@@ -8,7 +8,11 @@ from pathlib import Path
 import dagster as dg
 from pydantic import PrivateAttr
 
-from mail_pipeline.integrations.images.cloudflare import API_BASE, CloudflareImages
+from mail_pipeline.integrations.images.cloudflare import (
+    API_BASE,
+    CloudflareImages,
+    default_limiter,
+)
 from mail_pipeline.integrations.images.sandbox import (
     SANDBOX_ACCOUNT_ID,
     SANDBOX_API_TOKEN,
@@ -23,6 +27,9 @@ class ImageHostResource(dg.ConfigurableResource):
     #: The secret key proof image ids are derived with (``proof_image_id``): without it a
     #: proof's URL cannot be guessed.
     proof_id_key: str
+    #: Uploads, gets and deletes through Cloudflare's batch API, which the global limit of
+    #: 1,200 requests per 5 minutes does not count; False: the plain API (under that limit).
+    batch_api: bool = True
     _client: CloudflareImages | None = PrivateAttr(default=None)
 
     @abstractmethod
@@ -43,7 +50,12 @@ class CloudflareImageHost(ImageHostResource):
 
     def build(self) -> CloudflareImages:
         return CloudflareImages(
-            self.account_id, self.api_token, variant=self.variant, account_hash=self.account_hash
+            self.account_id,
+            self.api_token,
+            variant=self.variant,
+            account_hash=self.account_hash,
+            batch=self.batch_api,
+            limiter=default_limiter(),
         )
 
 
@@ -72,6 +84,9 @@ class SandboxImageHost(ImageHostResource):
                 SANDBOX_ACCOUNT_ID,
                 SANDBOX_API_TOKEN,
                 base_url=f"{server}/cloudflare/{api.partition('/')[2]}",
+                batch=self.batch_api,
+                # The server serves the batch host under the same mount (``/cloudflare``).
+                batch_url=f"{server}/cloudflare/batch/images/v1",
                 delivery_url=LocalImageUrl(storage, base_url=self.public_base_url),
             )
         sandbox = CloudflareImagesSandbox(
@@ -79,9 +94,11 @@ class SandboxImageHost(ImageHostResource):
             SandboxBehaviour(latency_seconds=self.latency_seconds, failure_rate=self.failure_rate),
             storage_dir=storage,
         )
+        # The transport answers the batch host too, at its real URL.
         return CloudflareImages(
             sandbox.account_id,
             sandbox.api_token,
             transport=sandbox,
+            batch=self.batch_api,
             delivery_url=LocalImageUrl(storage, base_url=self.public_base_url),
         )

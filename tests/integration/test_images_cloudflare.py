@@ -1,4 +1,5 @@
-"""The Cloudflare Images client against Cloudflare's documented request and answer shapes."""
+"""The Cloudflare Images client against Cloudflare's documented request and answer shapes,
+over the plain (global) API."""
 
 from __future__ import annotations
 
@@ -49,7 +50,9 @@ def image(image_id: str = IMAGE_ID) -> dict[str, object]:
 
 
 def client(**kwargs: object) -> CloudflareImages:
+    """A client of the plain API (the batch API's tests are in test_images_batch.py)."""
     kwargs.setdefault("sleep", lambda s: None)
+    kwargs.setdefault("batch", False)
     return CloudflareImages(ACCOUNT, "cf-token", **kwargs)  # type: ignore[arg-type]
 
 

@@ -1,4 +1,7 @@
-"""The real Cloudflare Images client against the file-backed sandbox."""
+"""The real Cloudflare Images client against the file-backed sandbox.
+
+Over the plain API unless a test says ``batch``; the batch API's own behaviour (tokens, their
+expiry, its rate limit) is tested in test_images_batch.py."""
 
 from __future__ import annotations
 
@@ -50,6 +53,7 @@ def setup(
     *,
     behaviour: SandboxBehaviour | None = None,
     clock: FakeClock | None = None,
+    batch: bool = False,
     **kwargs: object,
 ) -> tuple[CloudflareImages, CloudflareImagesSandbox]:
     clock = clock or FakeClock()
@@ -62,6 +66,8 @@ def setup(
         transport=sandbox,
         delivery_url=LocalImageUrl(tmp_path),
         sleep=clock.sleep,
+        clock=clock,
+        batch=batch,
     )
     return client, sandbox
 
@@ -70,8 +76,9 @@ def stored_file(tmp_path: Path, image_id: str = IMAGE_ID) -> Path:
     return tmp_path / "sandbox-hash" / image_id
 
 
-def test_upload_stores_a_file_a_person_can_open(tmp_path: Path) -> None:
-    client, sandbox = setup(tmp_path)
+@pytest.mark.parametrize("batch", [False, True])
+def test_upload_stores_a_file_a_person_can_open(tmp_path: Path, batch: bool) -> None:
+    client, sandbox = setup(tmp_path, batch=batch)
     hosted = client.upload(IMAGE_ID, png("red"), {"recipient_id": 7})
     path = stored_file(tmp_path)
     assert path.read_bytes() == png("red")
@@ -82,18 +89,20 @@ def test_upload_stores_a_file_a_person_can_open(tmp_path: Path) -> None:
     assert sandbox.store.get(sandbox.IMAGES, IMAGE_ID) is not None
 
 
-def test_upload_twice_with_the_same_id_keeps_one_image(tmp_path: Path) -> None:
-    client, sandbox = setup(tmp_path)
+@pytest.mark.parametrize("batch", [False, True])
+def test_upload_twice_with_the_same_id_keeps_one_image(tmp_path: Path, batch: bool) -> None:
+    client, sandbox = setup(tmp_path, batch=batch)
     first = client.upload(IMAGE_ID, png("red"), {"n": 1})
     second = client.upload(IMAGE_ID, png("blue"), {"n": 2})
     assert second == first  # the stored image answers the replay
     assert sandbox.store.count(sandbox.IMAGES) == 1
     assert stored_file(tmp_path).read_bytes() == png("red")
-    assert sandbox.request_count == 3  # POST, POST (409), GET
+    assert sandbox.request_count == 3 + batch  # (the batch token,) POST, POST (409), GET
 
 
-def test_delete_removes_the_file_and_deleting_twice_is_fine(tmp_path: Path) -> None:
-    client, _ = setup(tmp_path)
+@pytest.mark.parametrize("batch", [False, True])
+def test_delete_removes_the_file_and_deleting_twice_is_fine(tmp_path: Path, batch: bool) -> None:
+    client, _ = setup(tmp_path, batch=batch)
     client.upload(IMAGE_ID, png())
     assert client.delete(IMAGE_ID) is True
     assert not stored_file(tmp_path).exists()
@@ -137,6 +146,7 @@ def test_lockout_longer_than_the_retry_budget_is_rate_limited(tmp_path: Path) ->
         transport=sandbox,
         sleep=clock.sleep,
         retry=RetryPolicy(max_attempts=3),
+        batch=False,
     )
     client.upload("a.png", png())
     with pytest.raises(RateLimited) as info:
@@ -170,9 +180,14 @@ def test_wrong_token_is_an_authentication_error(tmp_path: Path) -> None:
         client.upload(IMAGE_ID, png())
 
 
-def test_sandbox_5xx_is_retried(tmp_path: Path) -> None:
-    client, sandbox = setup(tmp_path, behaviour=SandboxBehaviour(failure_rate=0.5, seed=3))
-    client.api.retry = RetryPolicy(max_attempts=10, base_delay=0)
+@pytest.mark.parametrize("batch", [False, True])
+def test_sandbox_5xx_is_retried(tmp_path: Path, batch: bool) -> None:
+    client, sandbox = setup(
+        tmp_path, behaviour=SandboxBehaviour(failure_rate=0.5, seed=3), batch=batch
+    )
+    for api in (client.api, client.batch_api):
+        if api is not None:
+            api.retry = RetryPolicy(max_attempts=10, base_delay=0)
     client.upload(IMAGE_ID, png())
     assert stored_file(tmp_path).exists() and sandbox.request_count > 1
 

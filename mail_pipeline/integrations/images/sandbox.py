@@ -7,6 +7,16 @@ exceeding the rate limit locks the token out (``429`` with ``retry-after``; 5 mi
 Cloudflare, unless ``lockout_seconds`` says otherwise). Image records live in the
 :class:`SandboxStore`; the bytes are written to ``storage_dir``.
 
+The batch API too: ``GET .../images/v1/batch_token`` (with the API token) issues a token that
+lives ``batch_token_seconds`` (kept in the store, so every process sharing it knows it), and
+the batch host's upload, get and delete are the same handlers, reached at
+``https://batch.imagedelivery.net/images/v1`` in process and at
+``<server>/cloudflare/batch/images/v1`` through the sandbox server (so it needs no mount of its
+own). A missing, unknown or expired batch token is refused with ``401`` (code 10000, the
+message says which). ``SandboxBehaviour.rate_limit`` applies per token: the API token has its
+window (and its lockout), each batch token its own, and a batch token over its window gets
+``429`` with ``retry-after`` until there is room, without a lockout (Cloudflare documents none).
+
 Where the files are, and the URLs: an image with id ``proofs/c1/r2/ab12/front.png`` is stored
 at ``<storage_dir>/<account_hash>/proofs/c1/r2/ab12/front.png`` (``.png`` is appended to an id
 without an image extension). The API's ``variants`` keep Cloudflare's shape,
@@ -20,13 +30,18 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
+import secrets
 import tempfile
+import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +49,7 @@ import httpx
 from PIL import Image, UnidentifiedImageError
 
 from mail_pipeline.integrations.images.cloudflare import (
+    BATCH_RATE_LIMIT,
     MAX_IMAGE_BYTES,
     MAX_METADATA_BYTES,
     RATE_LIMIT,
@@ -121,16 +137,30 @@ SANDBOX_ACCOUNT_ID = "sandbox-account"
 SANDBOX_API_TOKEN = "sandbox-cloudflare-token"
 
 
+#: The batch host's paths: ``https://batch.imagedelivery.net/images/v1`` in process, and
+#: ``<server>/cloudflare/batch/images/v1`` through the sandbox server (its mount removed).
+_BATCH = r"(?:/batch)?/images/v1"
+_BATCH_PATH = re.compile(_BATCH + r"(?:/.*)?$")
+
+
 class CloudflareImagesSandbox(SandboxTransport):
     vendor = "cloudflare_images"
     _ACCOUNT = r"/client/v4/accounts/(?P<account_id>[^/]+)/images/v1"
     routes = [
+        ("GET", _ACCOUNT + r"/batch_token", "batch_token"),
         ("POST", _ACCOUNT, "upload"),
         ("GET", _ACCOUNT + r"/(?P<image_id>.+)", "get_image"),
         ("DELETE", _ACCOUNT + r"/(?P<image_id>.+)", "delete_image"),
+        ("POST", _BATCH, "batch_upload"),
+        ("GET", _BATCH + r"/(?P<image_id>.+)", "batch_get_image"),
+        ("DELETE", _BATCH + r"/(?P<image_id>.+)", "batch_delete_image"),
     ]
     IMAGES = "cloudflare_images.images"
     LOCKOUT = "cloudflare_images.lockout"
+    #: Batch token -> ``{"expires": epoch seconds}``.
+    BATCH_TOKENS = "cloudflare_images.batch_tokens"
+    #: An expired batch token is still recognised (and refused as expired) this long.
+    BATCH_TOKEN_MEMORY = 3600.0
 
     def __init__(
         self,
@@ -144,11 +174,15 @@ class CloudflareImagesSandbox(SandboxTransport):
         variants: Sequence[str] = ("public", "print"),
         delivery_base_url: str = "https://imagedelivery.net",
         lockout_seconds: float = 300.0,
+        batch_token_seconds: float = 600.0,
         max_bytes: int = MAX_IMAGE_BYTES,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``behaviour.rate_limit`` defaults to none; Cloudflare's is ``RATE_LIMIT``."""
+        """``behaviour.rate_limit`` defaults to none; Cloudflare's is ``RATE_LIMIT`` for the
+        API token and ``BATCH_RATE_LIMIT`` per batch token. When set, it applies per token:
+        the API token and each batch token have a window of their own. A batch token lives
+        ``batch_token_seconds``."""
         super().__init__(store, behaviour, sleep=sleep, clock=clock)
         self.files = LocalImageUrl(storage_dir, account_hash)
         self.account_id = account_id
@@ -157,7 +191,12 @@ class CloudflareImagesSandbox(SandboxTransport):
         self.variants = tuple(variants)
         self.delivery_base_url = delivery_base_url.rstrip("/")
         self.lockout_seconds = lockout_seconds
+        self.batch_token_seconds = batch_token_seconds
         self.max_bytes = max_bytes
+        #: The batch token of the request this thread is answering (``""``: a batch call
+        #: without one), or None for the global API: which rate window, and which credential.
+        self._caller = threading.local()
+        self._batch_windows: dict[str, deque[float]] = {}
 
     # -- vendor behaviour -------------------------------------------------------------------
     def error(self, status: int, message: str, code: str | None = None) -> httpx.Response:
@@ -186,23 +225,59 @@ class CloudflareImagesSandbox(SandboxTransport):
         return response
 
     def rate_limited(self, retry_after: float) -> httpx.Response:
-        """Over the limit: the token is locked out, and its window starts afresh after."""
+        """Over the limit: the token is locked out, and its window starts afresh after.
+        A batch token is not locked out: its calls are refused until its window has room."""
+        if self._batch_caller() is not None:
+            return self._too_many_batch(retry_after)
         wait = max(retry_after, self.lockout_seconds)
         self.store.put(self.LOCKOUT, self.api_token, {"until": self.clock() + wait})
         with self._lock:
             self._window.clear()
-        return self._too_many(wait)
+        response = self._too_many(wait)
+        calls, seconds = self.behaviour.rate_limit or RATE_LIMIT  # the limit enforced
+        response.headers["ratelimit-policy"] = f'"default";q={calls};w={seconds:g}'
+        return response
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        lockout = self.store.get(self.LOCKOUT, self.api_token)
-        if lockout is not None:
-            remaining = lockout["until"] - self.clock()
-            if remaining > 0:
-                return self._too_many(remaining)
-            self.store.delete(self.LOCKOUT, self.api_token)
-        return super().handle_request(request)
+        path = request.url.path.removeprefix(self.mount_path)
+        batch_token = None
+        if _BATCH_PATH.match(path):
+            # The batch host: not the global API, so its lockout does not apply.
+            batch_token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        else:
+            lockout = self.store.get(self.LOCKOUT, self.api_token)
+            if lockout is not None:
+                remaining = lockout["until"] - self.clock()
+                if remaining > 0:
+                    return self._too_many(remaining)
+                self.store.delete(self.LOCKOUT, self.api_token)
+        self._caller.batch_token = batch_token
+        try:
+            return super().handle_request(request)
+        finally:
+            self._caller.batch_token = None
+
+    def _take_rate_slot(
+        self, max_calls: int, per_seconds: float, now: float | None = None
+    ) -> float | None:
+        """The global API's window for the API token; one window per batch token."""
+        token = self._batch_caller()
+        if token is None:
+            return super()._take_rate_slot(max_calls, per_seconds, now=now)
+        now = self.clock() if now is None else now
+        with self._lock:
+            window = self._batch_windows.setdefault(token, deque())
+            while window and now - window[0] >= per_seconds:
+                window.popleft()
+            if len(window) >= max_calls:
+                return per_seconds - (now - window[0])
+            window.append(now)
+            return None
 
     def authenticate(self, request: httpx.Request) -> httpx.Response | None:
+        token = self._batch_caller()
+        if token is not None:
+            return self._check_batch_token(token)
         header = request.headers.get("authorization")
         if not header:
             return self.error(400, "Invalid request headers", "6003")
@@ -210,7 +285,63 @@ class CloudflareImagesSandbox(SandboxTransport):
             return self.error(403, "Authentication error", "10000")
         return None
 
+    def _batch_caller(self) -> str | None:
+        token: str | None = getattr(self._caller, "batch_token", None)
+        return token
+
+    def _check_batch_token(self, token: str) -> httpx.Response | None:
+        """401 with Cloudflare's envelope for a missing, unknown or expired batch token."""
+        if not token:
+            return self.error(401, "Authentication error: a batch token is required", "10000")
+        doc = self.store.get(self.BATCH_TOKENS, token)
+        if doc is None:
+            return self.error(401, "Authentication error: unknown batch token", "10000")
+        if doc["expires"] <= self.clock():
+            return self.error(401, "Authentication error: the batch token has expired", "10000")
+        return None
+
+    def _too_many_batch(self, wait: float) -> httpx.Response:
+        seconds = max(1, math.ceil(wait))
+        response = self.error(429, "Please wait and consider throttling your request speed")
+        response.headers["retry-after"] = str(seconds)
+        response.headers["ratelimit"] = f'"batch";r=0;t={seconds}'
+        calls, window = self.behaviour.rate_limit or BATCH_RATE_LIMIT
+        response.headers["ratelimit-policy"] = f'"batch";q={calls};w={window:g}'
+        return response
+
     # -- routes -----------------------------------------------------------------------------
+    def batch_token(self, request: httpx.Request, account_id: str) -> httpx.Response:
+        """A new batch token (on the global API, with the API token), valid for
+        ``batch_token_seconds``; tokens long expired are forgotten."""
+        if account_id != self.account_id:
+            return self._unroutable(request)
+        now = self.clock()
+        self._forget_expired_tokens(now)
+        token = secrets.token_urlsafe(32)
+        expires = now + self.batch_token_seconds
+        self.store.put(self.BATCH_TOKENS, token, {"expires": expires})
+        expires_at = datetime.fromtimestamp(expires, UTC).isoformat(timespec="microseconds")
+        return self._ok({"token": token, "expiresAt": expires_at.replace("+00:00", "Z")})
+
+    def batch_upload(self, request: httpx.Request) -> httpx.Response:
+        return self.upload(request, account_id=self.account_id)
+
+    def batch_get_image(self, request: httpx.Request, image_id: str) -> httpx.Response:
+        return self.get_image(request, account_id=self.account_id, image_id=image_id)
+
+    def batch_delete_image(self, request: httpx.Request, image_id: str) -> httpx.Response:
+        return self.delete_image(request, account_id=self.account_id, image_id=image_id)
+
+    def _forget_expired_tokens(self, now: float) -> None:
+        after = 0
+        while page := self.store.scan(self.BATCH_TOKENS, after_seq=after, limit=500):
+            for seq, token, doc in page:
+                after = seq
+                if doc["expires"] + self.BATCH_TOKEN_MEMORY < now:
+                    self.store.delete(self.BATCH_TOKENS, token)
+                    with self._lock:
+                        self._batch_windows.pop(token, None)
+
     def _unroutable(self, request: httpx.Request) -> httpx.Response:
         return self.error(
             404,
