@@ -45,11 +45,14 @@ class SandboxBilling(BillingResource):
 
     def build(self) -> StripeMeter:
         if self.sandbox_url:
-            # The SDK's own HTTPXClient, as in production; only the API base moves.
+            # The SDK's own HTTPXClient, as in production; only the base addresses move. The
+            # server's Stripe answers both the API host and the meter-events host (v2 stream).
+            base = f"{self.sandbox_url.rstrip('/')}/stripe"
             return StripeMeter(
                 SANDBOX_API_KEY,
                 event_name=self.event_name,
-                api_base=f"{self.sandbox_url.rstrip('/')}/stripe",
+                api_base=base,
+                meter_events_base=base,
             )
         sandbox = StripeSandbox(
             shared_store(self.sandbox_path),

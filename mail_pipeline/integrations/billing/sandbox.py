@@ -1,4 +1,4 @@
-"""A stand-in for Stripe's meter-event endpoint that the real SDK talks to unchanged.
+"""A stand-in for Stripe's meter-event endpoints that the real SDK talks to unchanged.
 
 ``POST /v1/billing/meter_events`` (form-encoded) is answered as Stripe does (integrations.md §6):
 
@@ -11,10 +11,26 @@
 - the ``Idempotency-Key`` header: a repeat of a successful request within 24 h gets the
   original response (``Idempotent-Replayed: true``); the same key with other parameters is a
   400 ``idempotency_error``;
-- 401 for a missing or wrong secret key; 429 in Stripe's shape when ``behaviour.rate_limit``
-  is set (:data:`TEST_MODE_RATE_LIMIT` is Stripe's test-mode basic limit).
+- 401 for a missing or wrong secret key; 429 in Stripe's shape (``Stripe-Should-Retry:
+  true``) when ``behaviour.rate_limit`` is set (:data:`TEST_MODE_RATE_LIMIT` is Stripe's
+  test-mode basic limit).
 
-Recorded events, identifiers and idempotent results live in the shared store;
+The v2 meter event stream, on the same transport (the SDK's ``api`` and ``meter_events`` base
+addresses may both point here; routes tell the two apart):
+
+- ``POST /v2/billing/meter_event_session`` (secret key) answers a
+  ``v2.billing.meter_event_session`` with a token valid :data:`SESSION_LIFETIME`;
+- ``POST /v2/billing/meter_event_stream`` (``Authorization: Bearer <session token>``, JSON
+  ``{"events": [...]}``, 1..100 events) answers ``{}``. A malformed request (no events, more
+  than 100, a field missing or of the wrong type, an unknown field, a bad ISO timestamp) is a
+  400 and records nothing. Each well-formed event is then validated as Stripe does later,
+  asynchronously: a valid one is stored in :data:`METER_EVENTS` exactly like a v1 event
+  (unless its identifier is taken: dropped, as Stripe does), an invalid one in
+  :data:`METER_EVENT_ERRORS` with the error-report code Stripe would send;
+- an expired token is a 401 ``billing_meter_event_session_expired``; an unknown one (or a
+  secret key on the stream) a 401 too. The rate limit counts stream calls like any other.
+
+Recorded events, identifiers, sessions and idempotent results live in the shared store;
 :class:`StripeSandboxData` lists them for tests and operators. The sandbox knows no meters or
 customers: any ``event_name`` and any customer id is accepted (Stripe reports unknown ones
 asynchronously, through ``v1.billing.meter.error_report_triggered``).
@@ -29,6 +45,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -44,11 +61,18 @@ TEST_MODE_RATE_LIMIT = (25, 1.0)
 METER_EVENTS = "stripe.meter_events"
 IDENTIFIERS = "stripe.meter_event_identifiers"
 IDEMPOTENCY = "stripe.idempotency"
+SESSIONS = "stripe.meter_event_sessions"
+#: Stream events Stripe would report asynchronously instead of recording.
+METER_EVENT_ERRORS = "stripe.meter_event_errors"
 
 IDENTIFIER_WINDOW = 24 * 3600.0
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 PAST_WINDOW = 35 * 24 * 3600
 FUTURE_WINDOW = 5 * 60
+SESSION_LIFETIME = 15 * 60
+MAX_STREAM_EVENTS = 100
+STREAM_PATH = "/v2/billing/meter_event_stream"
+_STREAM_FIELDS = {"event_name", "identifier", "payload", "timestamp"}
 _WHOLE = re.compile(r"^\d+$")
 _MAX_DIGITS = 15
 _ALLOWED = re.compile(r"^(event_name|identifier|timestamp|payload\[[^\]]+\]|expand\[\d*\])$")
@@ -57,7 +81,11 @@ _DOC = "https://stripe.com/docs/error-codes"
 
 class StripeSandbox(SandboxTransport):
     vendor = "stripe"
-    routes = [("POST", r"/v1/billing/meter_events", "create_meter_event")]
+    routes = [
+        ("POST", r"/v1/billing/meter_events", "create_meter_event"),
+        ("POST", r"/v2/billing/meter_event_session", "create_meter_event_session"),
+        ("POST", STREAM_PATH, "create_meter_event_stream"),
+    ]
 
     def __init__(
         self,
@@ -104,10 +132,14 @@ class StripeSandbox(SandboxTransport):
             "Request rate limit exceeded. You can learn more about rate "
             "limits here https://stripe.com/docs/rate-limits.",
             "rate_limit",
+            headers={"stripe-should-retry": "true"},
         )
 
     def authenticate(self, request: httpx.Request) -> httpx.Response | None:
         key = _api_key(request.headers.get("authorization", ""))
+        path = request.url.path.removeprefix(self.mount_path).rstrip("/")
+        if path == STREAM_PATH:
+            return self._authenticate_session(key)
         if not key:
             return self.error(
                 401,
@@ -259,6 +291,194 @@ class StripeSandbox(SandboxTransport):
             "timestamp": timestamp,
         }
 
+    # -- the v2 meter event stream ---------------------------------------------------------------
+    def _authenticate_session(self, token: str | None) -> httpx.Response | None:
+        if not token:
+            return self.error(
+                401,
+                "You did not provide a meter event session token. Create one with "
+                "POST /v2/billing/meter_event_session and send it as 'Authorization: Bearer "
+                "<authentication_token>'.",
+            )
+        session = self.store.get(SESSIONS, token)
+        if session is None:
+            return self.error(401, "Invalid meter event session token provided.")
+        if self.clock() >= float(session["expires_at"]):
+            return self.error(
+                401,
+                "The meter event session has expired. Create a new meter event session.",
+                "billing_meter_event_session_expired",
+            )
+        return None
+
+    @atomic
+    def create_meter_event_session(self, request: httpx.Request) -> httpx.Response:
+        now = self.clock()
+        token = "mes_token_" + secrets.token_hex(16)
+        expires_at = now + SESSION_LIFETIME
+        self.store.put(SESSIONS, token, {"created": now, "expires_at": expires_at})
+        return self._respond(
+            200,
+            {
+                "id": "mes_" + secrets.token_hex(12),
+                "object": "v2.billing.meter_event_session",
+                "authentication_token": token,
+                "created": _iso(now),
+                "expires_at": _iso(expires_at),
+                "livemode": False,
+            },
+        )
+
+    @atomic
+    def create_meter_event_stream(self, request: httpx.Request) -> httpx.Response:
+        now = self.clock()
+        try:
+            body = json.loads(request.content or b"null")
+        except ValueError:
+            return self.error(400, "The request body is not valid JSON.", "parameter_invalid")
+        events = body.get("events") if isinstance(body, dict) else None
+        if not isinstance(events, list) or not events:
+            return self.error(
+                400, "Missing required param: events.", "parameter_missing", param="events"
+            )
+        if len(events) > MAX_STREAM_EVENTS:
+            return self.error(
+                400,
+                f"Too many events: {len(events)}; a request takes at most {MAX_STREAM_EVENTS}.",
+                "parameter_invalid",
+                param="events",
+            )
+        parsed: list[dict[str, Any]] = []
+        for index, event in enumerate(events):
+            checked = self._stream_event(index, event, now)
+            if isinstance(checked, httpx.Response):
+                return checked
+            parsed.append(checked)
+        for event in parsed:
+            self._record_stream_event(event, now)
+        return self._respond(200, {})
+
+    def _stream_event(self, index: int, event: Any, now: float) -> dict[str, Any] | httpx.Response:
+        """The request-level checks Stripe makes before answering: the shape of one event."""
+        where = f"events[{index}]"
+        if not isinstance(event, dict):
+            return self.error(400, f"{where} must be an object.", "parameter_invalid", param=where)
+        for name in event:
+            if name not in _STREAM_FIELDS:
+                return self.error(
+                    400,
+                    f"Received unknown parameter: {where}.{name}",
+                    "parameter_unknown",
+                    param=f"{where}.{name}",
+                )
+        for required in ("event_name", "payload"):
+            if not event.get(required):
+                return self.error(
+                    400,
+                    f"Missing required param: {where}.{required}.",
+                    "parameter_missing",
+                    param=f"{where}.{required}",
+                )
+        payload = event["payload"]
+        strings = isinstance(payload, dict) and all(isinstance(v, str) for v in payload.values())
+        texts = all(isinstance(event.get(n, ""), str) for n in ("event_name", "identifier"))
+        if not strings or not texts:
+            return self.error(
+                400,
+                f"{where}: event_name and identifier must be strings, payload an object of "
+                "strings.",
+                "parameter_invalid",
+                param=where,
+            )
+        for name in ("event_name", "identifier"):
+            if len(event.get(name, "")) > 100:
+                return self.error(
+                    400,
+                    f"Invalid string: {event[name][:20]}...; must be at most 100 characters",
+                    "string_too_long",
+                    param=f"{where}.{name}",
+                )
+        timestamp = int(now)
+        if "timestamp" in event:
+            stamp = _parse_iso(event["timestamp"])
+            if stamp is None:
+                return self.error(
+                    400,
+                    f"Invalid timestamp: {event['timestamp']!r}; expected ISO 8601 with an offset.",
+                    "parameter_invalid",
+                    param=f"{where}.timestamp",
+                )
+            timestamp = stamp
+        return {
+            "object": "billing.meter_event",
+            "created": int(now),
+            "event_name": event["event_name"],
+            "identifier": event.get("identifier") or "mev_" + secrets.token_hex(12),
+            "livemode": False,
+            "payload": dict(payload),
+            "timestamp": timestamp,
+        }
+
+    def _record_stream_event(self, event: dict[str, Any], now: float) -> None:
+        """What Stripe does with an accepted stream event, later: record it once per
+        identifier, or report it (:data:`METER_EVENT_ERRORS`)."""
+        problem = _async_problem(event, now)
+        if problem is not None:
+            code, message = problem
+            self.store.put(
+                METER_EVENT_ERRORS,
+                f"{event['identifier']}@{now:.6f}#{secrets.token_hex(4)}",
+                {
+                    "identifier": event["identifier"],
+                    "code": code,
+                    "message": message,
+                    "event": event,
+                    "created": now,
+                },
+            )
+            return
+        taken, new = self.store.insert_if_absent(IDENTIFIERS, event["identifier"], {"created": now})
+        if not new and now - float(taken["created"]) < IDENTIFIER_WINDOW:
+            return  # a duplicate: Stripe keeps the first and drops this one
+        if not new:
+            self.store.put(IDENTIFIERS, event["identifier"], {"created": now})
+        self.store.put(METER_EVENTS, f"{event['identifier']}@{now:.6f}", event)
+
+
+def _async_problem(event: dict[str, Any], now: float) -> tuple[str, str] | None:
+    """``(error code, message)`` Stripe's error report would give a stream event, or None."""
+    timestamp = int(event["timestamp"])
+    if timestamp < now - PAST_WINDOW:
+        return "timestamp_too_far_in_past", f"Timestamp {timestamp} is more than 35 days ago."
+    if timestamp > now + FUTURE_WINDOW:
+        return "timestamp_in_future", f"Timestamp {timestamp} is more than 5 minutes ahead."
+    payload = event["payload"]
+    if not payload.get("stripe_customer_id"):
+        return "meter_event_no_customer_defined", "The payload has no stripe_customer_id."
+    value = payload.get("value", "")
+    if not _WHOLE.match(value) or len(value.lstrip("0")) > _MAX_DIGITS:
+        return (
+            "meter_event_invalid_value",
+            f"The value must be a whole number of at most {_MAX_DIGITS} digits, not {value!r}.",
+        )
+    return None
+
+
+def _parse_iso(text: Any) -> int | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return None if stamp.tzinfo is None else int(stamp.timestamp())
+
+
+def _iso(epoch: float) -> str:
+    return (
+        datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
 
 def _api_key(header: str) -> str | None:
     """The secret key from ``Bearer <key>`` or HTTP basic auth with the key as user name."""
@@ -275,7 +495,8 @@ def _api_key(header: str) -> str | None:
 
 
 class StripeSandboxData:
-    """What the sandbox Stripe account holds: the meter events it recorded."""
+    """What the sandbox Stripe account holds: the meter events it recorded (v1 and stream
+    alike) and the stream events it would have reported as errors."""
 
     def __init__(self, store: SandboxStore) -> None:
         self.store = store
@@ -297,10 +518,15 @@ class StripeSandboxData:
             int(doc["payload"]["value"]) for doc in self.meter_events(event_name, customer_id)
         )
 
-    def _all(self) -> Iterator[dict[str, Any]]:
+    def meter_event_errors(self) -> list[dict[str, Any]]:
+        """Stream events Stripe would have reported instead of recording (``identifier``,
+        ``code``, ``message``, ``event``), oldest first."""
+        return list(self._all(METER_EVENT_ERRORS))
+
+    def _all(self, collection: str = METER_EVENTS) -> Iterator[dict[str, Any]]:
         after = 0
         while True:
-            rows = self.store.scan(METER_EVENTS, after_seq=after, limit=500)
+            rows = self.store.scan(collection, after_seq=after, limit=500)
             for _seq, _key, doc in rows:
                 yield doc
             if len(rows) < 500:

@@ -15,6 +15,12 @@ is idempotent at two levels:
   earlier, so this client reports it as success (``MeterEventResult.created`` is ``False``)
   instead of failing the recipient.
 
+``record_usage_many`` sends up to 100 events per call on Stripe's v2 meter event stream
+(:mod:`~mail_pipeline.integrations.billing.meter_stream`): one call per chunk of recipients
+instead of one per recipient, and none of v1's one-call-at-a-time-per-customer limit. The
+stream answers ``{}`` and reports nothing per event, so there is no ``created`` flag; the
+identifier alone keeps a repeat from billing twice.
+
 Retries are ours, not the SDK's: the SDK sleeps with ``time.sleep`` and does not retry 429s,
 so the SDK runs with ``max_network_retries=0`` by default and this class retries rate limits,
 409s, 5xx and connection errors with :class:`RetryPolicy` and an injectable ``sleep``, always
@@ -33,7 +39,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -42,24 +48,20 @@ import httpx
 import stripe
 from stripe.params.billing import MeterEventCreateParams
 
-from mail_pipeline.integrations.errors import (
-    AuthenticationFailed,
-    Conflict,
-    IntegrationError,
-    NotFound,
-    RateLimited,
-    RequestRejected,
-    VendorUnavailable,
+from mail_pipeline.integrations.billing.meter_stream import MeterEventStream
+from mail_pipeline.integrations.billing.stripe_errors import map_stripe_error, retryable
+from mail_pipeline.integrations.billing.usage import (
+    MAX_IDENTIFIER_LENGTH,
+    UsageEvent,
+    checked_usage_events,
 )
 from mail_pipeline.integrations.http import RetryPolicy
 
 log = logging.getLogger(__name__)
 
-VENDOR = "stripe"
 #: The meter's default payload keys (configurable on the meter at Stripe).
 CUSTOMER_KEY = "stripe_customer_id"
 VALUE_KEY = "value"
-MAX_IDENTIFIER_LENGTH = 100
 
 
 @dataclass(frozen=True)
@@ -122,41 +124,6 @@ def _is_duplicate_identifier(exc: stripe.InvalidRequestError) -> bool:
     return exc.http_status == 400 and "already exists" in message and "identifier" in message
 
 
-def _message(exc: stripe.StripeError) -> str:
-    text = exc.user_message or str(exc) or type(exc).__name__
-    param = getattr(exc, "param", None)
-    return f"{text} (param: {param})" if param else text
-
-
-def map_stripe_error(exc: stripe.StripeError) -> IntegrationError:
-    """The project's typed error for a Stripe SDK error (after retries, where retryable)."""
-    status = exc.http_status
-    code = exc.code
-    message = _message(exc)
-    if isinstance(exc, stripe.RateLimitError):
-        return RateLimited(VENDOR, message, code=code or "rate_limit")
-    if isinstance(exc, stripe.APIConnectionError):
-        return VendorUnavailable(VENDOR, message, code=code)
-    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
-        return AuthenticationFailed(VENDOR, message, status_code=status, code=code)
-    if isinstance(exc, stripe.IdempotencyError):
-        return Conflict(VENDOR, message, status_code=status, code=code or "idempotency_error")
-    if status == 404:
-        return NotFound(VENDOR, message, status_code=status, code=code)
-    if status is not None and (status >= 500 or status == 409):
-        return VendorUnavailable(VENDOR, message, status_code=status, code=code)
-    return RequestRejected(VENDOR, message, status_code=status, code=code)
-
-
-def _retryable(exc: stripe.StripeError) -> bool:
-    if isinstance(exc, stripe.RateLimitError | stripe.APIConnectionError):
-        return True
-    status = exc.http_status
-    return (
-        isinstance(exc, stripe.APIError) and status is not None and (status >= 500 or status == 409)
-    )
-
-
 def idempotency_key(
     event_name: str, identifier: str, customer_id: str, value: int, timestamp: int
 ) -> str:
@@ -181,13 +148,16 @@ class StripeMeter:
         http_client: stripe.HTTPClient | None = None,
         transport: httpx.BaseTransport | None = None,
         api_base: str | None = None,
+        meter_events_base: str | None = None,
         max_network_retries: int = 0,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
         timeout: float = 30.0,
     ) -> None:
         """``transport`` (a sandbox) wins over ``http_client``; by default the SDK's
-        ``HTTPXClient`` talks to ``api_base`` (Stripe unless overridden)."""
+        ``HTTPXClient`` talks to ``api_base`` and, for the v2 meter event stream, to
+        ``meter_events_base`` (Stripe's hosts unless overridden; a transport receives both)."""
         if not api_key:
             raise ValueError("a Stripe meter needs a secret API key")
         if transport is not None:
@@ -197,12 +167,25 @@ class StripeMeter:
         self.event_name = event_name
         self.retry = retry or RetryPolicy(max_attempts=4)
         self.sleep = sleep
+        self.clock = clock
         self._http_client = http_client
         self.client = stripe.StripeClient(
             api_key,
             http_client=http_client,
             max_network_retries=max_network_retries,
-            base_addresses={"api": api_base} if api_base else None,
+            base_addresses={
+                "api": api_base or stripe.DEFAULT_API_BASE,
+                "meter_events": meter_events_base or stripe.DEFAULT_METER_EVENTS_API_BASE,
+            },
+        )
+        self.stream = MeterEventStream(
+            self.client,
+            event_name=event_name,
+            customer_key=CUSTOMER_KEY,
+            value_key=VALUE_KEY,
+            retry=self.retry,
+            sleep=sleep,
+            clock=clock,
         )
 
     def record_usage(
@@ -235,7 +218,7 @@ class StripeMeter:
                 raise ValueError("a meter event timestamp must be timezone-aware")
             epoch = int(timestamp.timestamp())
         else:
-            epoch = int(time.time()) if timestamp is None else int(timestamp)
+            epoch = int(self.clock()) if timestamp is None else int(timestamp)
         name = event_name or self.event_name
         params: MeterEventCreateParams = {
             "event_name": name,
@@ -268,7 +251,7 @@ class StripeMeter:
                     return replace(result, created=False)
                 raise map_stripe_error(exc) from exc
             except stripe.StripeError as exc:
-                if not _retryable(exc) or attempt >= self.retry.max_attempts:
+                if not retryable(exc) or attempt >= self.retry.max_attempts:
                     raise map_stripe_error(exc) from exc
                 delay = self.retry.backoff(attempt)
                 log.info(
@@ -281,6 +264,26 @@ class StripeMeter:
                 self.sleep(delay)
                 continue
             return replace(result, timestamp=int(event.timestamp), livemode=bool(event.livemode))
+
+    def record_usage_many(self, events: Sequence[UsageEvent]) -> None:
+        """Record each event once per identifier, up to 100 per call on Stripe's v2 meter event
+        stream (one session token per 15 minutes, shared by this meter's threads).
+
+        Every event is checked first and the whole call is refused with
+        :class:`~mail_pipeline.integrations.billing.usage.InvalidUsageEvents` (nothing sent)
+        if any is one Stripe would drop after answering success: a missing or over-long
+        identifier, a customer id that is not ``cus_...``, a value that is not a whole number
+        >= 0, a timestamp outside the past 35 days / next 5 minutes, an identifier repeated
+        with different facts. Rate limits, 5xx and network failures are retried with
+        :attr:`retry`, then raised as retryable errors; other 4xx are not retryable.
+
+        Idempotent: an error part-way may leave the first chunks recorded, and calling again
+        with the same events records nothing twice (Stripe keeps one event per identifier for
+        at least 24 h). Stripe aggregates stream events asynchronously, like v1's.
+        """
+        checked = checked_usage_events(events, self.clock())
+        if checked:
+            self.stream.send(checked)
 
     def close(self) -> None:
         self._http_client.close()
