@@ -1,30 +1,62 @@
 """The whole system end to end: Pending recipients to Sent, as a user runs it.
 
-    .venv/bin/python benchmarks/pipeline.py --recipients 1000
-    .venv/bin/python benchmarks/pipeline.py --record            # 20,000, appends to docs
+    .venv/bin/python benchmarks/pipeline.py --recipients 1000           # throughput mode
+    .venv/bin/python benchmarks/pipeline.py --mode trickle --trickle-seconds 60
+    .venv/bin/python benchmarks/pipeline.py --mode limits --recipients 400
+    .venv/bin/python benchmarks/pipeline.py --suite --record           # the whole table
 
-In a fresh temporary folder:
+Three modes, each one run of the real system:
+
+- ``throughput``: ``--recipients`` (default 20,000) Pending recipients are written before the
+  daemon starts. The vendors' limits are lifted on both sides: the daemon gets
+  ``MAIL_PIPELINE_RATE_LIMITS`` with every vendor ``off`` (no client-side limiter) and the
+  sandbox server enforces none (``--builtin-limits off``: not even Klaviyo's own windows).
+- ``trickle``: the organizations and campaigns are written, then, once the daemon's sensors
+  tick, a thread writes ``--trickle-rate`` recipients per second (default 1) for
+  ``--trickle-seconds`` (default 600), each with its own ``created_at``; the run ends when
+  every trickled recipient is done (or ``--timeout``). The vendors' published limits apply
+  client-side (``MAIL_PIPELINE_RATE_LIMITS`` unset); server-side only Klaviyo's own windows.
+- ``limits``: ``--recipients`` (default 3,000) written up front, like ``throughput``, but every
+  vendor enforces its published limit server-side with its own 429 (:data:`PUBLISHED_LIMITS`,
+  from reference/integrations.md) and the clients keep to the published limits too
+  (``MAIL_PIPELINE_RATE_LIMITS`` unset). The server's ``GET /_stats`` gives each vendor's
+  accepted requests (per credential: limits apply per key or token) and 429s; the report has
+  each vendor's peak share of its limit (the most accepted calls in any window of the limit's
+  length, over the limit) and its mean share while busy (accepted calls over the most the
+  limit allows from the first to the last call), and which vendor was binding (the highest
+  peak share); the target is >= 95 % of the binding vendor's limit with no 429 at all.
+
+``--suite`` runs throughput (PostgreSQL), throughput (SQLite app database), trickle and limits
+(PostgreSQL) one after the other and prints (``--record``: appends to ``docs/benchmarks.md``)
+one table, a row per run with the targets and pass/fail, then each run's details and plot.
+
+Each run, in a fresh temporary folder:
 
 1. a ``DAGSTER_HOME`` holding the repository's ``dagster.yaml`` (queued run coordinator, the
    per-stage limits), with SQLite storage or, with ``--dagster-storage postgres``, a
    PostgreSQL database of its own (``DAGSTER_EVENT_BATCH_SIZE=1000`` as production sets it);
-   the app database on PostgreSQL (``mp_bench_pipeline``, dropped and re-created) or the
-   embedded SQLite (``--app-db sqlite``), migrated as a ``local`` database;
-2. the vendors as one separate sandbox server process with fixed latencies, the code
-   location pointed at it with ``MAIL_PIPELINE_SANDBOX_URL``;
-3. ``--recipients`` Pending recipients inserted in SQL across ``--organizations`` US
-   organizations with ``--campaigns`` Active campaigns each (the demo's design, a Stripe
-   customer and a Klaviyo CDP integration, so every postcard has its meter event and CDP
-   event);
+   the app database on PostgreSQL (``mp_bench_pipeline_<pid>``, created for the run and
+   dropped after it, so runs of several people on one machine do not meet) or the embedded
+   SQLite (``--app-db sqlite``), migrated as a ``local`` database;
+2. the vendors as one separate sandbox server process with fixed latencies (``--latency``:
+   render 200 ms, upload 100 ms, print 300 ms, meter event and CDP event 50 ms) and the
+   rendering gateway answering pre-rendered images after its latency (``--prerendered``: a
+   remote renderer's CPU is not ours), the code location pointed at it with
+   ``MAIL_PIPELINE_SANDBOX_URL``;
+3. Pending recipients inserted in SQL across ``--organizations`` US organizations with
+   ``--campaigns`` Active campaigns each (the demo's design, a Stripe customer and a Klaviyo
+   CDP integration, so every postcard has its meter event and CDP event);
 4. ``dagster-daemon run -w workspace.yaml`` until every recipient is Sent, Received or Error
    (or ``--timeout``); counts per status are read from the app database every second.
 
-Then it prints the figures (and with ``--record`` appends them to ``docs/benchmarks.md`` and
-draws ``docs/img/pipeline-<date>.png``): throughput between 10 % and 90 % sent, time to the
-first and the last Sent, per-recipient latency, runs per job, Dagster event-log rows per
-recipient, CPU-seconds per recipient and peak RSS of the daemon's process tree, and the
-exactly-once check against the sandbox store (one printer piece and one meter event per
-mailed recipient).
+The figures: throughput between 10 % and 90 % sent; per-recipient latency (``sent_at`` minus
+the recipient's own ``created_at``: queueing time after a bulk seed, the latency proper in
+trickle mode) p50, p99 and max; runs per stage and recipients per proofing and mailing run;
+Dagster event-log rows per recipient; CPU-seconds per recipient and peak RSS of the daemon's
+process tree; the exactly-once check against the sandbox store (one printer piece and one
+meter event per mailed recipient); the vendors' requests and 429s. Beside throughput and
+latency, the seed's design computed the same way on the same arrivals
+(:func:`seed_sent_times`).
 
 CPU and memory come from ``/proc`` (psutil is not installed): every second, every process
 whose parent chain or session leads to the daemon contributes ``utime+stime`` and, for the
@@ -38,8 +70,10 @@ measured the same way, separately: it stands in for the vendors.
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -49,7 +83,9 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,12 +96,12 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PG = "postgres@127.0.0.1:5432"
-APP_DB = "mp_bench_pipeline"
-DAGSTER_DB = "mp_bench_pipeline_dagster"
+#: Per benchmark process, so two people's runs on one machine never drop each other's.
+APP_DB = f"mp_bench_pipeline_{os.getpid()}"
+DAGSTER_DB = f"mp_bench_pipeline_dagster_{os.getpid()}"
 LATENCY = "renderer=0.2,cloudflare=0.1,lob=0.3,stannp=0.3,intelliprint=0.3,stripe=0.05,klaviyo=0.05"
-#: The old Celery design staged 50 recipients every 15 s.
-CELERY_PACE = 50 / 15
 DONE = ("Sent", "Received", "Error", "Skipped", "Holdout", "Blacklisted")
+MAILED = ("Sent", "Received")
 US_PLACES = [
     ("Portland", "OR", "97205"),
     ("Austin", "TX", "78701"),
@@ -75,6 +111,70 @@ US_PLACES = [
     ("Boise", "ID", "83702"),
 ]
 US_STREETS = ["Maple Ave", "Oak St", "Cedar Ln", "Pine St", "Elm Dr", "Willow Way"]
+
+MODES = ("throughput", "trickle", "limits")
+#: The client-side limiters lifted (read by ``settings.py``).
+RATE_LIMITS_VAR = "MAIL_PIPELINE_RATE_LIMITS"
+CLIENT_LIMITS_OFF = "lob=off,stannp=off,intelliprint=off,cloudflare=off,klaviyo=off,stripe=off"
+#: Each vendor's published limit (reference/integrations.md), as the sandbox server's
+#: ``--rate-limit`` enforces it in ``limits`` mode: ``(calls, seconds)``, a sliding window.
+PUBLISHED_LIMITS: dict[str, tuple[int, float]] = {
+    "lob": (150, 5.0),  # per key and endpoint
+    "stannp": (300, 60.0),
+    "intelliprint": (100, 60.0),
+    "cloudflare": (200, 1.0),  # per batch token
+    "stripe": (25, 1.0),  # test mode's basic limit
+    "klaviyo": (350, 1.0),  # events, burst
+}
+
+
+@dataclass(frozen=True)
+class Window:
+    calls: int
+    seconds: float
+    #: Fixed windows aligned on the epoch (Klaviyo's) rather than sliding ones.
+    fixed: bool = False
+
+    def __str__(self) -> str:
+        kind = " fixed" if self.fixed else ""
+        return f"{self.calls}/{self.seconds:g} s{kind}"
+
+
+#: What a vendor's share is measured against: its published limit, and for Klaviyo also the
+#: steady window its sandbox enforces by itself (fixed windows of 1 s and 60 s per endpoint).
+SHARE_WINDOWS: dict[str, tuple[Window, ...]] = {
+    **{name: (Window(*limit),) for name, limit in PUBLISHED_LIMITS.items()},
+    "klaviyo": (Window(350, 1.0), Window(350, 1.0, fixed=True), Window(3500, 60.0, fixed=True)),
+}
+
+#: The SPEC's targets (section 7) and issue 10's.
+TARGET_THROUGHPUT = 100.0  # recipients/s, throughput mode on PostgreSQL
+TARGET_CPU = 0.02  # CPU-s per recipient, throughput mode on PostgreSQL
+TARGET_P50, TARGET_P99 = 30.0, 90.0  # s, trickle
+TARGET_SHARE = 0.95  # of the binding vendor's limit, limits mode, with no 429
+RECIPIENTS_PER_RUN = 500  # at most one run per 500 recipients per stage under load
+TARGET_EVENT_ROWS = 1.0  # fewer event-log rows than recipients
+
+#: The seed's (Celery) design: every 15 s a beat task stages up to 50 recipients for a stage;
+#: every 7 s workers take 10 staged recipients each and work through them one at a time.
+SEED_STAGE_EVERY, SEED_BATCH, SEED_DISPATCH_EVERY, SEED_PER_WORKER = 15.0, 50, 7.0, 10
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    mode: str
+    app_db: str
+    #: Written up front (throughput, limits) or trickled (rate x seconds).
+    recipients: int
+
+    @property
+    def label(self) -> str:
+        db = {"postgres": "PostgreSQL", "sqlite": "SQLite"}[self.app_db]
+        return f"{self.mode}, {db}"
+
+    @property
+    def slug(self) -> str:
+        return f"{self.mode}-{self.app_db}"
 
 
 # -- set-up ---------------------------------------------------------------------------------
@@ -90,19 +190,23 @@ class Setup:
     env: dict[str, str]
 
 
-def _recreate_pg_database(name: str) -> None:
+def _pg_admin(statements: Sequence[str]) -> None:
     engine = sa.create_engine(f"postgresql+psycopg2://{PG}/postgres", isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        for statement in statements:
+            conn.execute(sa.text(statement))
     engine.dispose()
 
 
-def set_up(app_db: str, dagster_storage: str) -> Setup:
+def _recreate_pg_database(name: str) -> None:
+    _pg_admin([f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'])
+
+
+def set_up(spec: RunSpec, dagster_storage: str) -> Setup:
     from mail_pipeline.db.migrate import upgrade
     from mail_pipeline.domain.environments import Environment
 
-    work = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
+    work = Path(tempfile.mkdtemp(prefix=f"pipeline-bench-{spec.slug}-"))
     home, data = work / "home", work / "data"
     home.mkdir()
     data.mkdir()
@@ -113,7 +217,7 @@ def set_up(app_db: str, dagster_storage: str) -> Setup:
         dagster_pg_url = f"postgresql+psycopg2://{PG}/{DAGSTER_DB}"
         instance_yaml += "\nstorage:\n  postgres:\n    postgres_url:\n      env: DAGSTER_PG_URL\n"
     (home / "dagster.yaml").write_text(instance_yaml)
-    if app_db == "postgres":
+    if spec.app_db == "postgres":
         _recreate_pg_database(APP_DB)
         app_url = f"postgresql://{PG}/{APP_DB}"
     else:
@@ -127,13 +231,40 @@ def set_up(app_db: str, dagster_storage: str) -> Setup:
         "MAIL_PIPELINE_DATABASE_URL": app_url,
         "MAIL_PIPELINE_DATA_DIR": str(data),
     }
+    env.pop(RATE_LIMITS_VAR, None)
+    if spec.mode == "throughput":
+        env[RATE_LIMITS_VAR] = CLIENT_LIMITS_OFF
     if dagster_pg_url:
         env["DAGSTER_PG_URL"] = dagster_pg_url
     return Setup(work, home, data, app_url, dagster_pg_url, env)
 
 
-def start_sandbox(setup: Setup, latency: str) -> tuple[subprocess.Popen[bytes], str]:
+def tear_down(setup: Setup, keep: bool) -> None:
+    """The run's databases and folder, unless ``keep``."""
+    if keep:
+        print(f"kept {setup.work} (and its PostgreSQL databases)", flush=True)
+        return
+    from mail_pipeline.db.engine import engine_for
+
+    if setup.app_url.startswith("postgresql"):
+        engine_for(setup.app_url).dispose()
+        _pg_admin([f'DROP DATABASE IF EXISTS "{APP_DB}" WITH (FORCE)'])
+    if setup.dagster_pg_url:
+        _pg_admin([f'DROP DATABASE IF EXISTS "{DAGSTER_DB}" WITH (FORCE)'])
+    shutil.rmtree(setup.work, ignore_errors=True)
+
+
+def server_limits(mode: str) -> tuple[str | None, bool]:
+    """The sandbox server's ``--rate-limit`` (None: none) and whether its vendors' own limits
+    (Klaviyo's windows) are on, for ``mode``."""
+    if mode == "limits":
+        return ",".join(f"{n}={c}/{s:g}" for n, (c, s) in PUBLISHED_LIMITS.items()), True
+    return None, mode != "throughput"
+
+
+def start_sandbox(setup: Setup, latency: str, mode: str) -> tuple[subprocess.Popen[bytes], str]:
     """The vendors' server; returns it and its URL (the first line it prints)."""
+    rate_limit, builtin = server_limits(mode)
     server = subprocess.Popen(
         [
             sys.executable,
@@ -147,6 +278,10 @@ def start_sandbox(setup: Setup, latency: str) -> tuple[subprocess.Popen[bytes], 
             "0",
             "--latency",
             latency,
+            "--prerendered",
+            "--builtin-limits",
+            "on" if builtin else "off",
+            *(["--rate-limit", rate_limit] if rate_limit else []),
         ],
         cwd=ROOT,
         env=setup.env,
@@ -164,24 +299,31 @@ def start_sandbox(setup: Setup, latency: str) -> tuple[subprocess.Popen[bytes], 
     return server, first.rsplit(" ", 1)[-1]
 
 
-def seed(
-    url: str, store_path: Path, recipients: int, organizations: int, campaigns: int
-) -> datetime:
-    """Pending recipients spread evenly over the campaigns; returns when they were written.
+def sandbox_stats(url: str) -> dict[str, Any]:
+    """The server's ``GET /_stats`` with every accepted request's time."""
+    with urllib.request.urlopen(f"{url}/_stats?timestamps=1", timeout=60) as answer:
+        stats: dict[str, Any] = json.load(answer)
+    return stats
+
+
+# -- seeding --------------------------------------------------------------------------------
+
+
+def seed_campaigns(
+    url: str, store_path: Path, organizations: int, campaigns: int
+) -> list[tuple[int, int]]:
+    """US organizations with Active automated campaigns; ``(organization, campaign)`` ids.
 
     Each campaign has a CDP segment, empty in the sandbox Klaviyo: an automated campaign
     without one fails its scheduled sync, and an empty one gives the sync nothing to do."""
     from mail_pipeline.db.engine import unit_of_work
-    from mail_pipeline.db.models import Campaign, Organization, OrganizationIntegration, Recipient
-    from mail_pipeline.domain.addresses import address_key, email_key
+    from mail_pipeline.db.models import Campaign, Organization, OrganizationIntegration
     from mail_pipeline.domain.campaigns import CampaignMode, CampaignStatus, IntegrationKind
-    from mail_pipeline.domain.recipients import RecipientStatus
     from mail_pipeline.integrations.klaviyo.sandbox_data import KlaviyoSandboxData
     from mail_pipeline.integrations.sandbox.store import SandboxStore
     from mail_pipeline.services.demo import US_BRAND
 
     cdp = KlaviyoSandboxData(SandboxStore(store_path))
-
     campaign_ids: list[tuple[int, int]] = []
     with unit_of_work(url) as session:
         for o in range(organizations):
@@ -222,38 +364,89 @@ def seed(
                 session.add(campaign)
                 session.flush()
                 campaign_ids.append((org.id, campaign.id))
+    return campaign_ids
+
+
+def recipient_row(i: int, campaigns: Sequence[tuple[int, int]], at: datetime) -> dict[str, Any]:
+    """The ``i``-th Pending recipient, written at ``at``, round-robin over ``campaigns``."""
+    from mail_pipeline.domain.addresses import address_key, email_key
+    from mail_pipeline.domain.recipients import RecipientStatus
+
+    org_id, campaign_id = campaigns[i % len(campaigns)]
+    city, region, zip_code = US_PLACES[i % len(US_PLACES)]
+    line1 = f"{100 + i % 900} {US_STREETS[i % len(US_STREETS)]} Unit {i}"
+    email = f"bench.{i}@example.com"
+    return {
+        "organization_id": org_id,
+        "campaign_id": campaign_id,
+        "status": RecipientStatus.PENDING,
+        "status_changed_at": at,
+        "created_at": at,
+        "external_profile_id": f"01BENCH{i:012d}",
+        "email": email,
+        "email_key": email_key(email),
+        "first_name": "Ann",
+        "last_name": f"Lee{i}",
+        "address1": line1,
+        "city": city,
+        "region": region,
+        "postal_code": zip_code,
+        "country": "US",
+        "address_key": address_key(line1, zip_code, "US"),
+    }
+
+
+def seed_recipients(url: str, campaigns: Sequence[tuple[int, int]], recipients: int) -> datetime:
+    """Every recipient at once (chunks of 5,000), all with one ``created_at``; returns it."""
+    from mail_pipeline.db.engine import unit_of_work
+    from mail_pipeline.db.models import Recipient
+
     seeded_at = datetime.now(UTC)
-    chunk: list[dict[str, Any]] = []
-    for i in range(recipients):
-        org_id, campaign_id = campaign_ids[i % len(campaign_ids)]
-        city, region, zip_code = US_PLACES[i % len(US_PLACES)]
-        line1 = f"{100 + i % 900} {US_STREETS[i % len(US_STREETS)]} Unit {i}"
-        email = f"bench.{i}@example.com"
-        chunk.append(
-            {
-                "organization_id": org_id,
-                "campaign_id": campaign_id,
-                "status": RecipientStatus.PENDING,
-                "status_changed_at": seeded_at,
-                "created_at": seeded_at,
-                "external_profile_id": f"01BENCH{i:012d}",
-                "email": email,
-                "email_key": email_key(email),
-                "first_name": "Ann",
-                "last_name": f"Lee{i}",
-                "address1": line1,
-                "city": city,
-                "region": region,
-                "postal_code": zip_code,
-                "country": "US",
-                "address_key": address_key(line1, zip_code, "US"),
-            }
-        )
-        if len(chunk) == 5000 or i == recipients - 1:
-            with unit_of_work(url) as session:
-                session.execute(sa.insert(Recipient), chunk)
-            chunk = []
+    for start in range(0, recipients, 5000):
+        chunk = [recipient_row(i, campaigns, seeded_at) for i in range(start, recipients)[:5000]]
+        with unit_of_work(url) as session:
+            session.execute(sa.insert(Recipient), chunk)
     return seeded_at
+
+
+class Trickle(threading.Thread):
+    """Writes ``rate`` Pending recipients per second for ``seconds``, one per transaction,
+    each with its own ``created_at`` (when it was written), on a fixed schedule: a late write
+    does not shift the ones after it."""
+
+    def __init__(
+        self, url: str, campaigns: Sequence[tuple[int, int]], rate: float, seconds: float
+    ) -> None:
+        super().__init__(name="trickle", daemon=True)
+        self.url = url
+        self.campaigns = list(campaigns)
+        self.rate = rate
+        self.planned = max(1, round(rate * seconds))
+        self.inserted = 0
+        self.halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from mail_pipeline.db.engine import unit_of_work
+        from mail_pipeline.db.models import Recipient
+
+        t0 = time.monotonic()
+        try:
+            for i in range(self.planned):
+                delay = t0 + i / self.rate - time.monotonic()
+                if self.halt.wait(max(0.0, delay)):
+                    return
+                row = recipient_row(i, self.campaigns, datetime.now(UTC))
+                with unit_of_work(self.url) as session:
+                    session.execute(sa.insert(Recipient), [row])
+                self.inserted += 1
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    @property
+    def done(self) -> bool:
+        return self.inserted >= self.planned or self.error is not None or self.halt.is_set()
 
 
 # -- measuring the process tree -------------------------------------------------------------
@@ -314,6 +507,8 @@ class Observation:
     samples: list[Sample] = field(default_factory=list)
     finished: bool = False
     elapsed: float = 0.0
+    #: Seconds after the daemon started when the trickle began (trickle mode).
+    trickle_started: float | None = None
 
 
 def counts_by_status(engine: sa.Engine) -> dict[str, int]:
@@ -322,11 +517,24 @@ def counts_by_status(engine: sa.Engine) -> dict[str, int]:
         return {str(status): int(n) for status, n in rows}
 
 
+#: A line the daemon logs once its sensors tick (the trickle waits for it, at most
+#: ``READY_WAIT`` seconds, so the daemon's start-up is not counted as latency).
+SENSORS_TICK = "Checking for new runs for sensor"
+READY_WAIT = 180.0
+
+
 def run_daemon(
-    setup: Setup, server: subprocess.Popen[bytes], total: int, timeout: float
+    setup: Setup,
+    server: subprocess.Popen[bytes],
+    total: int,
+    timeout: float,
+    trickle: Trickle | None = None,
 ) -> Observation:
+    """Sample until ``total`` recipients are done (with a trickle: until it has written them
+    all and they are done), the timeout passes or the daemon exits."""
     engine = sa.create_engine(setup.app_url)
-    log = (setup.work / "daemon.log").open("ab")
+    log_path = setup.work / "daemon.log"
+    log = log_path.open("ab")
     started_at = datetime.now(UTC)
     t0 = time.monotonic()
     daemon = subprocess.Popen(
@@ -342,6 +550,12 @@ def run_daemon(
     try:
         while True:
             now = time.monotonic() - t0
+            if trickle is not None and seen.trickle_started is None:
+                ready = SENSORS_TICK in log_path.read_text(errors="replace")
+                if ready or now > READY_WAIT:
+                    trickle.start()
+                    seen.trickle_started = now
+                    print(f"  {now:6.0f} s  the trickle begins", flush=True)
             counts = counts_by_status(engine)
             table = _proc_table()
             cpu, rss, processes = tree_usage(daemon.pid, table)
@@ -351,14 +565,22 @@ def run_daemon(
                 shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
                 print(f"  {now:6.0f} s  {shown}  ({processes} processes)", flush=True)
                 last_print = now
-            if sum(counts.get(s, 0) for s in DONE) >= total:
+            done = sum(counts.get(s, 0) for s in DONE)
+            if trickle is None and done >= total:
                 seen.finished = True
+                break
+            if trickle is not None and trickle.done and done >= trickle.inserted:
+                seen.finished = trickle.error is None and trickle.inserted == trickle.planned
                 break
             if now > timeout or daemon.poll() is not None:
                 break
             time.sleep(1)
     finally:
         seen.elapsed = time.monotonic() - t0
+        if trickle is not None:
+            trickle.halt.set()
+            if trickle.is_alive():
+                trickle.join(timeout=30)
         stop_group(daemon, grace=30)
         engine.dispose()
     return seen
@@ -375,41 +597,109 @@ def stop_group(process: subprocess.Popen[bytes], grace: float) -> None:
     process.wait()
 
 
-# -- figures --------------------------------------------------------------------------------
+# -- figures: recipients --------------------------------------------------------------------
 
 
-def _percentile(values: list[float], q: float) -> float:
+def _percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def recipient_figures(url: str, started_at: datetime, seeded_at: datetime) -> dict[str, Any]:
+def throughput(sent: Sequence[float]) -> float:
+    """Recipients per second between the 10 % and the 90 % sent (``sent``: seconds, sorted)."""
+    n = len(sent)
+    if n < 2:
+        return 0.0
+    i10, i90 = int(0.1 * (n - 1)), int(0.9 * (n - 1))
+    window = sent[i90] - sent[i10]
+    return (i90 - i10) / window if window > 0 else 0.0
+
+
+def _seed_stage(ready: Sequence[float], service: float) -> list[float]:
+    """One stage of the seed's design: when each recipient ready at ``ready`` is done (in
+    the order of ``ready``).
+
+    A staging tick (every ``SEED_STAGE_EVERY`` s from 0) takes up to ``SEED_BATCH`` ready
+    recipients, oldest first; the next dispatch tick (every ``SEED_DISPATCH_EVERY`` s) hands
+    them to workers ``SEED_PER_WORKER`` at a time, each done ``service`` s after the one
+    before. (Enough workers are assumed for a staged batch to start at one dispatch tick.)"""
+    order = sorted(range(len(ready)), key=ready.__getitem__)
+    finished = [0.0] * len(ready)
+    tick, i = 0.0, 0
+    while i < len(order):
+        oldest = ready[order[i]]
+        tick = max(tick, math.ceil(oldest / SEED_STAGE_EVERY) * SEED_STAGE_EVERY)
+        end = i
+        while end < len(order) and end - i < SEED_BATCH and ready[order[end]] <= tick:
+            end += 1
+        dispatch = math.ceil(tick / SEED_DISPATCH_EVERY) * SEED_DISPATCH_EVERY
+        for k, index in enumerate(order[i:end]):
+            finished[index] = dispatch + (k % SEED_PER_WORKER + 1) * service
+        i = end
+        tick += SEED_STAGE_EVERY
+    return finished
+
+
+def seed_sent_times(arrivals: Sequence[float], latency: dict[str, float]) -> list[float]:
+    """When the seed's design would have Sent recipients that became Pending at ``arrivals``
+    (seconds; its beat starts at 0, as our daemon does), in order of arrival.
+
+    Proofing: staged 50 per 15 s, one render and two uploads each; mailing: staged 50 per
+    15 s, the print, the meter event, the CDP event and the two image deletions each, at the
+    sandbox latencies. Only the pacing is modelled: no CPU, no queueing in the vendors."""
+    proof = latency.get("renderer", 0.0) + 2 * latency.get("cloudflare", 0.0)
+    mail = (
+        latency.get("lob", 0.0)
+        + latency.get("stripe", 0.0)
+        + latency.get("klaviyo", 0.0)
+        + 2 * latency.get("cloudflare", 0.0)
+    )
+    clipped = [max(0.0, a) for a in arrivals]
+    return _seed_stage(_seed_stage(clipped, proof), mail)
+
+
+def parse_latency(text: str) -> dict[str, float]:
+    pairs = (item.split("=", 1) for item in text.split(",") if "=" in item)
+    return {name.strip(): float(value) for name, value in pairs}
+
+
+def recipient_figures(url: str, started_at: datetime, latency: dict[str, float]) -> dict[str, Any]:
+    """Throughput, per-recipient latency (``sent_at - created_at``) and what was not Sent;
+    beside them, the seed's design on the same arrivals."""
     with sa.create_engine(url).connect() as conn:
-        rows = conn.execute(
-            sa.text("SELECT sent_at FROM recipients WHERE sent_at IS NOT NULL ORDER BY sent_at")
-        ).all()
+        rows = conn.execute(sa.text("SELECT created_at, sent_at FROM recipients")).all()
         errors = conn.execute(
             sa.text(
                 "SELECT status_reason, count(*) FROM recipients WHERE status = 'Error' "
                 "GROUP BY status_reason ORDER BY count(*) DESC LIMIT 3"
             )
         ).all()
-    sent = [_aware(r[0]) for r in rows]
-    figures: dict[str, Any] = {"sent": len(sent), "errors": [(str(r), int(n)) for r, n in errors]}
-    if not sent:
-        return figures
-    n = len(sent)
-    t10, t90 = sent[int(0.1 * (n - 1))], sent[int(0.9 * (n - 1))]
-    window = (t90 - t10).total_seconds()
-    figures["throughput"] = (int(0.9 * (n - 1)) - int(0.1 * (n - 1))) / window if window else 0
-    figures["first_sent"] = (sent[0] - started_at).total_seconds()
-    figures["last_sent"] = (sent[-1] - started_at).total_seconds()
-    latency = [(s - seeded_at).total_seconds() for s in sent]
-    figures["latency_p50"] = _percentile(latency, 0.5)
-    figures["latency_p99"] = _percentile(latency, 0.99)
-    figures["daemon_start_after_seed"] = (started_at - seeded_at).total_seconds()
+    start = started_at.timestamp()
+    created = [_aware(c).timestamp() - start for c, _s in rows]
+    pairs = [(_aware(c).timestamp() - start, _aware(s).timestamp() - start) for c, s in rows if s]
+    sent = sorted(s for _c, s in pairs)
+    latency_s = [s - c for c, s in pairs]
+    seed_sent = seed_sent_times(created, latency)
+    seed_latency = [s - c for c, s in zip(created, seed_sent, strict=True)]
+    figures: dict[str, Any] = {
+        "recipients": len(rows),
+        "sent": len(sent),
+        "not_sent": len(rows) - len(sent),
+        "errors": [(str(r), int(n)) for r, n in errors],
+        "throughput": throughput(sent),
+        "first_sent": sent[0] if sent else float("nan"),
+        "last_sent": sent[-1] if sent else float("nan"),
+        "first_created": min(created, default=float("nan")),
+        "latency_p50": _percentile(latency_s, 0.5),
+        "latency_p99": _percentile(latency_s, 0.99),
+        "latency_max": max(latency_s, default=float("nan")),
+        "seed_throughput": throughput(sorted(seed_sent)),
+        "seed_p50": _percentile(seed_latency, 0.5),
+        "seed_p99": _percentile(seed_latency, 0.99),
+        "seed_max": max(seed_latency, default=float("nan")),
+    }
     return figures
 
 
@@ -419,18 +709,23 @@ def _aware(value: datetime | str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+# -- figures: Dagster, exactly once, vendors -------------------------------------------------
+
+
 def dagster_figures(setup: Setup) -> dict[str, Any]:
-    """Runs per job and status, and event-log rows, from the benchmark's instance."""
+    """Runs per job and status and per stage, and event-log rows, from the run's instance."""
     import dagster as dg
 
     os.environ.update({k: v for k, v in setup.env.items() if k.startswith("DAGSTER_")})
     runs: Counter[tuple[str, str]] = Counter()
+    stages: Counter[str] = Counter()
     events = 0
     with dg.DagsterInstance.get() as instance:
         for run in instance.get_runs():
             runs[(run.job_name, run.status.value)] += 1
+            stages[run.tags.get("mail_pipeline/stage", "untagged")] += 1
             events += len(instance.all_logs(run.run_id))
-    return {"runs": runs, "event_rows": events}
+    return {"runs": runs, "stages": stages, "event_rows": events}
 
 
 def exactly_once(setup: Setup) -> dict[str, int]:
@@ -490,7 +785,109 @@ def exactly_once(setup: Setup) -> dict[str, int]:
     }
 
 
+def peak_in_window(times: Sequence[float], window: Window) -> int:
+    """The most of ``times`` (sorted) in any one window: sliding (``[t, t + seconds)``, as the
+    sandbox's window counts) or fixed (aligned on multiples of ``seconds``)."""
+    if window.fixed:
+        return max(Counter(int(t // window.seconds) for t in times).values(), default=0)
+    best = first = 0
+    for last, t in enumerate(times):
+        while t - times[first] >= window.seconds:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
+@dataclass(frozen=True)
+class VendorFigures:
+    vendor: str
+    requests: int
+    rate_limited: int
+    statuses: dict[str, int]
+    windows: tuple[Window, ...]
+    #: Highest share of a limit used in one window (over ``windows``); None: no limit known.
+    peak_share: float | None
+    #: Accepted calls over the most the (first) limit allows from the first to the last call
+    #: (``calls x (1 + span / seconds)``): 100 % only when every window was full.
+    mean_share: float | None
+    busy_seconds: float
+    #: Credentials (keys, tokens) that called; limits apply per credential.
+    credentials: int = 1
+    #: The accepted calls of the credential with the highest peak share (epoch seconds).
+    busiest: tuple[float, ...] = field(default=(), repr=False)
+
+
+def _shares(times: Sequence[float], windows: Sequence[Window]) -> tuple[float, float, float]:
+    """Peak share, mean share while busy and the busy seconds of one credential's calls."""
+    busy = times[-1] - times[0]
+    peak = max(peak_in_window(times, w) / w.calls for w in windows)
+    first = windows[0]
+    mean = len(times) / (first.calls * (1 + busy / first.seconds))
+    return peak, mean, busy
+
+
+def vendor_figures(stats: dict[str, Any]) -> list[VendorFigures]:
+    """Per vendor that answered anything: requests, 429s and the shares of its limits, for
+    the credential that came closest (a limit applies per key or token: Cloudflare's batch
+    API gives each run a token of its own)."""
+    figures = []
+    for vendor, s in stats.get("vendors", {}).items():
+        windows = SHARE_WINDOWS.get(vendor, ())
+        per_credential = [sorted(t) for t in (s.get("accepted_at") or {}).values() if t]
+        peak = mean = None
+        busy = 0.0
+        busiest: list[float] = []
+        if windows and per_credential:
+            shares = [(_shares(times, windows), times) for times in per_credential]
+            (peak, mean, busy), busiest = max(shares, key=lambda pair: pair[0][0])
+        figures.append(
+            VendorFigures(
+                vendor,
+                int(s["requests"]),
+                int(s["rate_limited"]),
+                dict(s["statuses"]),
+                windows,
+                peak,
+                mean,
+                busy,
+                int(s.get("credentials", 1)),
+                tuple(busiest),
+            )
+        )
+    return figures
+
+
+def binding_vendor(vendors: Sequence[VendorFigures]) -> VendorFigures | None:
+    limited = [v for v in vendors if v.peak_share is not None]
+    return max(limited, key=lambda v: v.peak_share or 0.0, default=None)
+
+
 # -- report ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    spec: RunSpec
+    load_at_start: float
+    seen: Observation
+    rec: dict[str, Any]
+    dag: dict[str, Any]
+    once: dict[str, int]
+    vendors: list[VendorFigures]
+    trickle: tuple[float, float] | None = None
+    plot: Path | None = None
+
+    @property
+    def mailed(self) -> int:
+        return max(self.once["mailed"], 1)
+
+    @property
+    def cpu(self) -> float:
+        return max((s.cpu for s in self.seen.samples), default=0.0)
+
+    @property
+    def vendor_cpu(self) -> float:
+        return max((s.vendor_cpu for s in self.seen.samples), default=0.0)
 
 
 def _mem_gib() -> float:
@@ -500,158 +897,380 @@ def _mem_gib() -> float:
     return float("nan")
 
 
-def report(
-    args: argparse.Namespace,
-    seen: Observation,
-    rec: dict[str, Any],
-    dag: dict[str, Any],
-    once: dict[str, int],
-    plot: Path | None,
-) -> str:
-    n = args.recipients
-    last = seen.samples[-1] if seen.samples else None
-    cpu = max((s.cpu for s in seen.samples), default=0.0)
-    vendor_cpu = max((s.vendor_cpu for s in seen.samples), default=0.0)
-    peak_rss = max((s.rss for s in seen.samples), default=0)
-    peak_procs = max((s.processes for s in seen.samples), default=0)
-    final = ", ".join(f"{k} {v}" for k, v in sorted((last.counts if last else {}).items()))
-    runs = dag["runs"]
-    # Per mailed recipient (all of them when the run finished).
-    per = max(once["mailed"], 1)
-    # Unfinished, the percentiles are of the recipients sent before the timeout.
-    of_sent = "sent" if seen.finished else f"of the {rec.get('sent', 0):,} sent by the timeout"
+def verdict(ok: bool) -> str:
+    return "**pass**" if ok else "**FAIL**"
+
+
+def _s(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.0f}"
+
+
+def table_row(r: RunResult) -> str:
+    spec, rec, seen = r.spec, r.rec, r.seen
+    heavy = spec.mode in ("throughput", "limits")
+    headline = spec.mode == "throughput" and spec.app_db == "postgres"
+    status = (
+        f"all done in {seen.elapsed:.0f} s"
+        if seen.finished
+        else f"NOT finished by {seen.elapsed:.0f} s, {rec['not_sent']:,} not Sent"
+    )
+    recipients = f"{rec['recipients']:,}"
+    if r.trickle is not None:
+        rate, seconds = r.trickle
+        recipients += f" at {rate:g}/s for {seconds:g} s"
+    recipients += f": {status}"
+    limits = {
+        "throughput": "off (client and server)",
+        "trickle": "published (client); Klaviyo's own (server)",
+        "limits": "published (client and server)",
+    }[spec.mode]
+    tput = f"{rec['throughput']:.1f}/s"
+    if headline:
+        tput += " " + verdict(rec["throughput"] >= TARGET_THROUGHPUT)
+    tput += f" (seed {rec['seed_throughput']:.1f}/s)"
+    p50, p99, top = rec["latency_p50"], rec["latency_p99"], rec["latency_max"]
+    latency = f"{_s(p50)} / {_s(p99)} / {_s(top)} s"
+    if spec.mode == "trickle":
+        ok = p50 <= TARGET_P50 and p99 <= TARGET_P99 and rec["not_sent"] == 0
+        latency += " " + verdict(ok)
+    latency += f" (seed {_s(rec['seed_p50'])} / {_s(rec['seed_p99'])} / {_s(rec['seed_max'])} s)"
+    stages = r.dag["stages"]
+    per_stage = []
+    ok_runs = True
+    for stage in ("proofing", "mailing"):
+        n = stages.get(stage, 0)
+        per_stage.append(f"{stage} {n} ({rec['sent'] / max(n, 1):,.0f}/run)")
+        ok_runs = ok_runs and n <= math.ceil(max(rec["recipients"], 1) / RECIPIENTS_PER_RUN)
+    others = sum(n for stage, n in stages.items() if stage not in ("proofing", "mailing"))
+    runs = ", ".join(per_stage) + f"; other {others}"
+    if heavy:
+        runs += " " + verdict(ok_runs)
+    rows_per = r.dag["event_rows"] / r.mailed
+    event_rows = f"{rows_per:.2f} {verdict(rows_per < TARGET_EVENT_ROWS)}"
+    cpu = f"{r.cpu / r.mailed:.3f}"
+    if headline:
+        cpu += " " + verdict(r.cpu / r.mailed <= TARGET_CPU)
+    cpu += f" (vendors {r.vendor_cpu / r.mailed:.3f})"
+    rss = f"{max((s.rss for s in seen.samples), default=0) / 2**20:,.0f} MiB"
+    refused = sum(v.rate_limited for v in r.vendors)
+    binding = binding_vendor(r.vendors) if spec.mode == "limits" else None
+    if binding is not None and binding.peak_share is not None:
+        vendor = f"{binding.vendor} {binding.peak_share:.0%} peak, {refused} x 429 " + verdict(
+            binding.peak_share >= TARGET_SHARE and refused == 0
+        )
+    elif spec.mode == "limits":
+        vendor = f"no limited vendor called, {refused} x 429 {verdict(False)}"
+    else:
+        vendor = f"{refused} x 429"
+    o = r.once
+    twice = o["mailed_with_two_pieces"] + o["mailed_with_two_meters"] + o["pieces_unaccounted"]
+    missing = o["mailed_without_piece"] + o["mailed_without_meter"]
+    once = verdict(twice == 0 and missing == 0) + (
+        f" ({twice} twice, {missing} missing)" if twice or missing else ""
+    )
+    cells = [
+        spec.label,
+        recipients,
+        limits,
+        tput,
+        latency,
+        runs,
+        event_rows,
+        cpu,
+        rss,
+        vendor,
+        once,
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+TABLE_HEAD = [
+    "| run | recipients | vendor limits | throughput 10-90 % | latency created -> Sent "
+    "p50 / p99 / max | runs per stage (recipients per run) | event-log rows per recipient | "
+    "CPU-s per recipient, daemon's tree | peak RSS | binding vendor's share of its limit | "
+    "exactly once |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
+    f"| *target* | | | >= {TARGET_THROUGHPUT:.0f}/s (throughput, PostgreSQL) | trickle: "
+    f"p50 <= {TARGET_P50:.0f} s, p99 <= {TARGET_P99:.0f} s, all Sent | <= 1 run per "
+    f"{RECIPIENTS_PER_RUN} recipients per stage under load | < {TARGET_EVENT_ROWS:.0f} | "
+    f"<= {TARGET_CPU} (throughput, PostgreSQL) | | >= {TARGET_SHARE:.0%}, no 429 (limits) | "
+    "no piece or meter event twice or missing |",
+]
+
+
+def details(r: RunResult) -> list[str]:
+    """What the row does not show: the run's options, runs per job, errors, the vendors."""
+    runs = r.dag["runs"]
     jobs = sorted({job for job, _status in runs})
     run_cells = "; ".join(
         f"{job}: " + ", ".join(f"{runs[(job, st)]} {st}" for j, st in sorted(runs) if j == job)
         for job in jobs
     )
+    o, seen, rec = r.once, r.seen, r.rec
+    final = ", ".join(
+        f"{k} {v}" for k, v in sorted((seen.samples[-1].counts if seen.samples else {}).items())
+    )
+    lines = [
+        f"### {r.spec.label}",
+        "",
+        f"1-minute load average {r.load_at_start:.1f} when it began; "
+        f"{r.spec.recipients:,} recipients {'trickled' if r.trickle else 'written up front'}"
+        + (
+            f" from {seen.trickle_started:.0f} s after the daemon started"
+            if seen.trickle_started is not None
+            else f", {-rec['first_created']:.1f} s before the daemon started"
+        )
+        + f"; at the end: {final}.",
+        "",
+        f"- first / last Sent {_s(rec['first_sent'])} / {_s(rec['last_sent'])} s after the "
+        f"daemon started; {rec['sent']:,} Sent, {rec['not_sent']:,} not Sent at the end",
+        f"- runs {sum(runs.values())}: {run_cells}",
+        f"- Dagster event-log rows {r.dag['event_rows']:,}; CPU {r.cpu:.0f} s in the daemon's "
+        f"tree, {r.vendor_cpu:.0f} s in the sandbox server; peak "
+        f"{max((s.processes for s in seen.samples), default=0)} processes",
+        f"- exactly once: {o['mailed']:,} mailed; {o['pieces']:,} printer pieces "
+        f"({o['mailed_without_piece']} mailed without, {o['mailed_with_two_pieces']} with two, "
+        f"{o['pieces_of_sending']} of recipients still Sending, {o['pieces_unaccounted']} "
+        f"unaccounted); {o['meter_events']:,} meter events ({o['mailed_without_meter']} mailed "
+        f"without, {o['mailed_with_two_meters']} with two)",
+    ]
+    if rec["errors"]:
+        lines.append(
+            "- Error reasons: " + "; ".join(f"{n} x {why[:100]}" for why, n in rec["errors"])
+        )
+    if r.vendors:
+        lines += [
+            "",
+            "| vendor | limit | requests | answers | 429s | credentials | peak share | mean "
+            "share while busy |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for v in r.vendors:
+            limit = ", ".join(str(w) for w in v.windows) or "-"
+            answers = ", ".join(f"{n} x {st}" for st, n in v.statuses.items())
+            peak = f"{v.peak_share:.0%}" if v.peak_share is not None else "-"
+            mean = (
+                f"{v.mean_share:.0%} over {v.busy_seconds:.0f} s"
+                if v.mean_share is not None
+                else "-"
+            )
+            lines.append(
+                f"| {v.vendor} | {limit} | {v.requests:,} | {answers} | {v.rate_limited} | "
+                f"{v.credentials} | {peak} | {mean} |"
+            )
+        if r.spec.mode != "limits":
+            applied = "lifted" if r.spec.mode == "throughput" else "applied client-side only"
+            lines += ["", f"(Shares are of the published limits, {applied} in this mode.)"]
+    if r.plot is not None and r.plot.is_relative_to(ROOT / "docs"):
+        lines += ["", f"![recipients per status over time]({r.plot.relative_to(ROOT / 'docs')})"]
+    elif r.plot is not None:
+        lines += ["", f"Plot: `{r.plot}`"]
+    return lines
+
+
+def report(results: Sequence[RunResult], args: argparse.Namespace, command: str) -> str:
     lines = [
         f"## End to end (`benchmarks/pipeline.py`), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"`{' '.join(['benchmarks/pipeline.py', *sys.argv[1:]])}` - {os.cpu_count()} cores "
-        f"(`nproc` {len(os.sched_getaffinity(0))}), {_mem_gib():.0f} GiB RAM, "
-        f"Python {platform.python_version()}; app database {args.app_db}, Dagster storage "
-        f"{args.dagster_storage}; {args.organizations} organizations x {args.campaigns} "
-        f"Active campaigns; sandbox server latency `{args.latency}`, no jitter.",
+        f"`{command}` - {platform.node()}: "
+        f"{os.cpu_count()} cores (`nproc` {len(os.sched_getaffinity(0))}), {_mem_gib():.0f} "
+        f"GiB RAM, {platform.system()} {platform.release()}, Python "
+        f"{platform.python_version()}; Dagster storage {args.dagster_storage}; "
+        f"{args.organizations} organizations x {args.campaigns} Active campaigns; sandbox "
+        f"server latency `{args.latency}`, no jitter, pre-rendered proofs. Per recipient: per "
+        "mailed (Sent or Received) recipient. Seed: the seed's design (50 per 15 s per stage) "
+        "on the same arrivals.",
         "",
-        "| figure | value |",
-        "|---|---|",
-        f"| recipients | {n:,} ({'all done' if seen.finished else 'NOT finished'} after "
-        f"{seen.elapsed:.0f} s: {final}) |",
-        f"| throughput Pending -> Sent, 10 % to 90 % {of_sent} | "
-        f"{rec.get('throughput', 0):.1f} recipients/s (Celery design: {CELERY_PACE:.1f}/s) |",
-        f"| first Sent after daemon start | {rec.get('first_sent', float('nan')):.1f} s |",
-        f"| {'last' if seen.finished else 'latest'} Sent after daemon start | "
-        f"{rec.get('last_sent', float('nan')):.1f} s |",
-        f"| latency seed -> Sent p50 / p99 | {rec.get('latency_p50', float('nan')):.0f} s / "
-        f"{rec.get('latency_p99', float('nan')):.0f} s (bulk seed: queueing time; daemon "
-        f"started {rec.get('daemon_start_after_seed', float('nan')):.1f} s after the seed) |",
-        f"| runs | {sum(runs.values())} ({run_cells}) |",
-        f"| Dagster event-log rows | {dag['event_rows']:,} ({dag['event_rows'] / per:.2f} per "
-        f"mailed recipient) |",
-        f"| CPU, daemon's process tree | {cpu:.0f} s ({cpu / per * 1000:.0f} ms per mailed "
-        f"recipient) |",
-        f"| CPU, sandbox server (vendors) | {vendor_cpu:.0f} s ({vendor_cpu / per * 1000:.0f} ms "
-        f"per mailed recipient) |",
-        f"| peak RSS, daemon's process tree | {peak_rss / 2**20:,.0f} MiB ({peak_procs} "
-        f"processes at most) |",
-        f"| exactly once | {once['mailed']:,} mailed; {once['pieces']:,} printer pieces "
-        f"({once['mailed_without_piece']} mailed without, {once['mailed_with_two_pieces']} "
-        f"with two, {once['pieces_of_sending']} of recipients still Sending, "
-        f"{once['pieces_unaccounted']} unaccounted); {once['meter_events']:,} meter "
-        f"events ({once['mailed_without_meter']} mailed without, "
-        f"{once['mailed_with_two_meters']} with two) |",
+        *TABLE_HEAD,
+        *(table_row(r) for r in results),
+        "",
     ]
-    if rec.get("errors"):
-        lines.append(
-            "| Error reasons | "
-            + "; ".join(f"{n} x {reason[:80]}" for reason, n in rec["errors"])
-            + " |"
-        )
-    if plot is not None:
-        lines += ["", f"![recipients per status over time]({plot.relative_to(ROOT / 'docs')})"]
-    return "\n".join(lines) + "\n"
+    for r in results:
+        lines += [*details(r), ""]
+    return "\n".join(lines)
 
 
-def draw(seen: Observation, path: Path) -> None:
+def draw(r: RunResult, path: Path) -> None:
+    """Recipients per status over time; in limits mode also each vendor's share of its limit
+    (accepted calls in the window ending at each moment, over the limit)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    seen = r.seen
+    shares = r.spec.mode == "limits"
+    fig, axes = plt.subplots(
+        2 if shares else 1, 1, figsize=(9, 7 if shares else 4.5), sharex=True, squeeze=False
+    )
+    ax = axes[0][0]
     statuses = sorted({s for sample in seen.samples for s in sample.counts})
     t = [s.t for s in seen.samples]
-    fig, ax = plt.subplots(figsize=(9, 4.5))
     for status in statuses:
         ax.plot(t, [s.counts.get(status, 0) for s in seen.samples], label=status)
-    mailed = [s.counts.get("Sent", 0) + s.counts.get("Received", 0) for s in seen.samples]
+    mailed = [sum(s.counts.get(m, 0) for m in MAILED) for s in seen.samples]
     ax.plot(t, mailed, "k--", label="mailed (Sent + Received)")
-    ax.set_xlabel("seconds since dagster-daemon started")
+    if r.trickle is not None:
+        ax.plot(t, [sum(s.counts.values()) for s in seen.samples], "k:", label="written")
     ax.set_ylabel("recipients")
-    ax.set_title("Recipients per status (benchmarks/pipeline.py)")
+    ax.set_title(f"Recipients per status: {r.spec.label} (benchmarks/pipeline.py)")
     ax.legend(fontsize="small", ncol=2)
     ax.grid(alpha=0.3)
+    if shares:
+        ax2 = axes[1][0]
+        start = seen.started_at.timestamp()
+        for v in r.vendors:
+            if not v.windows or v.peak_share is None:
+                continue
+            window, times = v.windows[0], v.busiest
+            grid = [x / 2 for x in range(int(2 * seen.elapsed) + 1)]
+            used = [
+                bisect.bisect_left(times, start + g)
+                - bisect.bisect_left(times, start + g - window.seconds)
+                for g in grid
+            ]
+            ax2.plot(grid, [100 * u / window.calls for u in used], label=f"{v.vendor} ({window})")
+        ax2.axhline(100 * TARGET_SHARE, color="grey", linestyle="--", linewidth=0.8)
+        ax2.set_ylabel("% of the limit, trailing window")
+        ax2.legend(fontsize="small", ncol=3)
+        ax2.grid(alpha=0.3)
+    axes[-1][0].set_xlabel("seconds since dagster-daemon started")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--recipients", type=int, default=20_000)
+# -- main -----------------------------------------------------------------------------------
+
+
+def run_one(spec: RunSpec, args: argparse.Namespace, plot: Path | None) -> RunResult:
+    print(f"== {spec.label}: {spec.recipients:,} recipients", flush=True)
+    load = os.getloadavg()[0]
+    setup = set_up(spec, args.dagster_storage)
+    print(f"work folder {setup.work}", flush=True)
+    try:
+        server, url = start_sandbox(setup, args.latency, spec.mode)
+        setup.env["MAIL_PIPELINE_SANDBOX_URL"] = url
+        try:
+            campaigns = seed_campaigns(
+                setup.app_url, setup.data / "sandbox.sqlite", args.organizations, args.campaigns
+            )
+            trickle = None
+            timeout = args.timeout
+            if spec.mode == "trickle":
+                trickle = Trickle(setup.app_url, campaigns, args.trickle_rate, args.trickle_seconds)
+                timeout = timeout or args.trickle_seconds + READY_WAIT + 300
+                print(f"trickling {trickle.planned:,}; sandbox server at {url}", flush=True)
+            else:
+                seed_recipients(setup.app_url, campaigns, spec.recipients)
+                print(f"seeded {spec.recipients:,} Pending; sandbox server at {url}", flush=True)
+            seen = run_daemon(setup, server, spec.recipients, timeout or 1200, trickle)
+            if trickle is not None and trickle.error is not None:
+                print(f"the trickle failed: {trickle.error!r}", flush=True)
+            stats = sandbox_stats(url)
+        finally:
+            stop_group(server, grace=10)
+        rec = recipient_figures(setup.app_url, seen.started_at, parse_latency(args.latency))
+        result = RunResult(
+            spec,
+            load,
+            seen,
+            rec,
+            dagster_figures(setup),
+            exactly_once(setup),
+            vendor_figures(stats),
+            (args.trickle_rate, args.trickle_seconds) if spec.mode == "trickle" else None,
+            plot,
+        )
+        if plot is not None:
+            draw(result, plot)
+        (setup.work / "samples.json").write_text(
+            json.dumps([s.__dict__ for s in seen.samples], default=str)
+        )
+        (setup.work / "stats.json").write_text(json.dumps(stats))
+        return result
+    finally:
+        tear_down(setup, args.keep)
+
+
+def specs(args: argparse.Namespace) -> list[RunSpec]:
+    trickled = max(1, round(args.trickle_rate * args.trickle_seconds))
+    if args.suite:
+        bulk = args.recipients or 20_000
+        return [
+            RunSpec("throughput", "postgres", bulk),
+            RunSpec("throughput", "sqlite", bulk),
+            RunSpec("trickle", "postgres", trickled),
+            RunSpec("limits", "postgres", args.limits_recipients),
+        ]
+    if args.mode == "trickle":
+        return [RunSpec("trickle", args.app_db, trickled)]
+    default = 20_000 if args.mode == "throughput" else args.limits_recipients
+    return [RunSpec(args.mode, args.app_db, args.recipients or default)]
+
+
+def plot_path(base: Path | None, spec: RunSpec, several: bool) -> Path | None:
+    """``base`` as given for a single run; for several, the run's name before the suffix."""
+    if base is None:
+        return None
+    if not several:
+        return base.resolve()
+    return base.resolve().with_name(f"{base.stem}-{spec.slug}{base.suffix or '.png'}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--mode", choices=MODES, default="throughput")
+    parser.add_argument("--suite", action="store_true", help="every mode, one combined table")
+    parser.add_argument(
+        "--recipients",
+        type=int,
+        help="written up front (default: throughput 20,000, limits --limits-recipients); "
+        "with --suite, the throughput runs'",
+    )
+    parser.add_argument("--limits-recipients", type=int, default=3_000)
+    parser.add_argument("--trickle-rate", type=float, default=1.0, help="recipients per second")
+    parser.add_argument("--trickle-seconds", type=float, default=600.0)
     parser.add_argument("--organizations", type=int, default=4)
     parser.add_argument("--campaigns", type=int, default=2, help="Active campaigns per org")
     parser.add_argument("--app-db", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--dagster-storage", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--timeout", type=float, default=1200)
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds per run (default: 1200; trickle: its seconds + 480)",
+    )
     parser.add_argument("--latency", default=LATENCY, help="the sandbox server's --latency")
     parser.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
-    parser.add_argument("--plot", type=Path, help="PNG path (default with --record: docs/img)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    args = parser.parse_args()
-    plot = args.plot
-    if plot is None and args.record:
-        plot = ROOT / "docs" / "img" / f"pipeline-{datetime.now(UTC):%Y-%m-%d}.png"
-    if plot is not None:
-        plot = plot.resolve()
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        help="PNG path (default with --record: docs/img/pipeline-<date>.png); with several "
+        "runs each gets its name before the suffix",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the folders and databases")
+    return parser.parse_args(argv)
 
-    setup = set_up(args.app_db, args.dagster_storage)
-    print(f"work folder {setup.work}", flush=True)
-    server, url = start_sandbox(setup, args.latency)
-    setup.env["MAIL_PIPELINE_SANDBOX_URL"] = url
-    try:
-        seeded_at = seed(
-            setup.app_url,
-            setup.data / "sandbox.sqlite",
-            args.recipients,
-            args.organizations,
-            args.campaigns,
-        )
-        print(f"seeded {args.recipients:,} Pending; sandbox server at {url}", flush=True)
-        seen = run_daemon(setup, server, args.recipients, args.timeout)
-    finally:
-        stop_group(server, grace=10)
-    rec = recipient_figures(setup.app_url, seen.started_at, seeded_at)
-    dag = dagster_figures(setup)
-    once = exactly_once(setup)
-    if plot is not None:
-        draw(seen, plot)
-    inside_docs = plot is not None and plot.is_relative_to(ROOT / "docs")
-    text = report(args, seen, rec, dag, once, plot if inside_docs else None)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.trickle_rate <= 0 or args.trickle_seconds <= 0:
+        raise SystemExit("--trickle-rate and --trickle-seconds must be positive")
+    base = args.plot
+    if base is None and args.record:
+        base = ROOT / "docs" / "img" / f"pipeline-{datetime.now(UTC):%Y-%m-%d}.png"
+    runs = specs(args)
+    several = len(runs) > 1 or args.record
+    command = " ".join(["benchmarks/pipeline.py", *(sys.argv[1:] if argv is None else argv)])
+    results = [run_one(spec, args, plot_path(base, spec, several)) for spec in runs]
+    text = report(results, args, command)
     print()
     print(text)
     if args.record:
         with (ROOT / "docs" / "benchmarks.md").open("a") as docs:
             docs.write("\n" + text)
-    (setup.work / "samples.json").write_text(
-        json.dumps([s.__dict__ for s in seen.samples], default=str)
-    )
-    if args.keep:
-        print(f"kept {setup.work}")
-    else:
-        shutil.rmtree(setup.work, ignore_errors=True)
-    return 0 if seen.finished else 1
+    return 0 if all(r.seen.finished for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from io import BytesIO
 from pathlib import Path
 
 import httpx
@@ -28,7 +29,7 @@ from mail_pipeline.integrations.klaviyo.sandbox_data import KlaviyoSandboxData, 
 from mail_pipeline.integrations.orders.sandbox import OrderSandboxData, SandboxOrder
 from mail_pipeline.integrations.printers.base import PostcardRequest
 from mail_pipeline.integrations.printers.sandbox import LobSandbox
-from mail_pipeline.integrations.renderer.models import PostcardDesign, ProofRequest
+from mail_pipeline.integrations.renderer.models import PRINT_SIZES, PostcardDesign, ProofRequest
 from mail_pipeline.integrations.renderer.png import encode_png
 from mail_pipeline.integrations.sandbox.server import behaviours, build_parser
 from mail_pipeline.integrations.sandbox.store import SandboxStore
@@ -309,3 +310,185 @@ def test_the_sandbox_url_variable_binds_every_sandbox_resource_to_the_server(
 
     in_process = sandbox_resources(load_settings(environ))
     assert all(in_process[name].sandbox_url is None for name in names)
+
+
+# -- accounting, 429s, pre-rendered proofs ---------------------------------------------------
+
+KLAVIYO_HEADERS = {"Authorization": "Klaviyo-API-Key pk_sandbox_klaviyo", "revision": "2026-07-15"}
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One call per minute for each limited vendor, and pre-rendered proofs."""
+    running = Server(
+        tmp_path_factory.mktemp("sandbox-server-limited"),
+        "--rate-limit",
+        "lob=1/60,stannp=1/60,intelliprint=1/60,cloudflare=1/60,stripe=1/60",
+        "--prerendered",
+    )
+    yield running
+    running.stop()
+
+
+def over_the_limit(server: Server, method: str, path: str) -> httpx.Response:
+    """The answer to the second call in a row (the first takes the window's one slot)."""
+    with httpx.Client(base_url=server.url) as client:
+        client.request(method, path)
+        return client.request(method, path)
+
+
+def test_lob_answers_429_with_its_rate_limit_headers(limited: Server) -> None:
+    answer = over_the_limit(limited, "POST", "/lob/v1/postcards")
+
+    assert answer.status_code == 429
+    assert answer.json()["error"]["code"] == "rate_limit_exceeded"
+    assert answer.headers["X-Rate-Limit-Limit"] == "1"
+    assert answer.headers["X-Rate-Limit-Remaining"] == "0"
+    assert time.time() < int(answer.headers["X-Rate-Limit-Reset"]) <= time.time() + 61  # epoch
+    assert answer.headers["ratelimit-reset"] == "60"
+
+
+def test_stannp_answers_429_with_its_rate_limit_headers(limited: Server) -> None:
+    answer = over_the_limit(limited, "POST", "/stannp/v1/postcards/create")
+
+    assert answer.status_code == 429
+    assert answer.json() == {"success": False, "error": "Too many requests"}
+    assert answer.headers["X-RateLimit-Limit"] == "1"
+    assert answer.headers["X-RateLimit-Remaining"] == "0"
+    assert 0 < int(answer.headers["X-RateLimit-Reset"]) <= 60  # seconds until the reset
+
+
+def test_intelliprint_answers_429_rate_limited_with_retry_after(limited: Server) -> None:
+    answer = over_the_limit(limited, "POST", "/intelliprint/v1/prints")
+
+    assert answer.status_code == 429
+    assert answer.json()["error"]["code"] == "rate_limited"
+    assert 0 < int(answer.headers["Retry-After"]) <= 60
+
+
+def test_cloudflare_answers_429_with_ratelimit_policy_and_retry_after(limited: Server) -> None:
+    answer = over_the_limit(limited, "POST", "/cloudflare/client/v4/accounts/x/images/v1")
+
+    assert answer.status_code == 429
+    assert answer.json()["errors"][0]["code"] == 971
+    assert int(answer.headers["retry-after"]) > 0
+    assert answer.headers["Ratelimit"].startswith('"default";r=0;t=')
+    assert answer.headers["Ratelimit-Policy"] == '"default";q=1;w=60'  # the limit enforced
+
+
+def test_stripe_answers_429_in_its_error_shape(limited: Server) -> None:
+    answer = over_the_limit(limited, "POST", "/stripe/v1/billing/meter_events")
+
+    assert answer.status_code == 429
+    error = answer.json()["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "rate_limit")
+    assert "rate limit" in error["message"].lower()
+
+
+def test_klaviyo_answers_429_with_retry_after_and_no_ratelimit_headers(limited: Server) -> None:
+    """Its own per-endpoint windows (accounts: 1/s): RateLimit-* on answers, not on 429s."""
+    with httpx.Client(base_url=limited.url, headers=KLAVIYO_HEADERS) as client:
+        first = client.get("/klaviyo/api/accounts")
+        second = client.get("/klaviyo/api/accounts")
+
+    assert first.status_code == 200
+    assert {"ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"} <= set(first.headers)
+    assert second.status_code == 429
+    assert second.json()["errors"][0]["code"] == "throttled"
+    assert int(second.headers["Retry-After"]) >= 1
+    assert not any(name.lower().startswith("ratelimit") for name in second.headers)
+
+
+def test_builtin_limits_off_lets_klaviyo_answer_every_call(tmp_path: Path) -> None:
+    running = Server(tmp_path, "--builtin-limits", "off")
+    try:
+        with httpx.Client(base_url=running.url, headers=KLAVIYO_HEADERS) as client:
+            answers = [client.get("/klaviyo/api/accounts").status_code for _ in range(3)]
+    finally:
+        running.stop()
+
+    assert answers == [200, 200, 200]
+
+
+def test_stats_count_each_vendors_answers_and_when_it_took_them_in(tmp_path: Path) -> None:
+    running = Server(
+        tmp_path,
+        "--rate-limit",
+        "stannp=2/60",
+        "--latency",
+        "stannp=0.2",
+        "--latency-jitter",
+        "0",
+        "--lost-response-rate",
+        "pixelixe=1",
+    )
+    try:
+        with httpx.Client(base_url=running.url) as client:
+            sent_at = time.time()
+            statuses = [client.post("/stannp/v1/postcards/create").status_code for _ in range(3)]
+            keyed = client.post("/stannp/v1/postcards/create", headers={"Authorization": "k"})
+            with pytest.raises(httpx.TransportError):
+                client.post("/pixelixe/api/graphic/automation/v2", json={})
+            counts = client.get("/_stats").json()
+            timed = client.get("/_stats", params={"timestamps": "1"}).json()
+    finally:
+        running.stop()
+
+    assert statuses == [401, 401, 429]
+    assert keyed.status_code == 429
+    stannp = counts["vendors"]["stannp"]
+    assert stannp == {
+        "requests": 4,
+        "statuses": {"401": 2, "429": 2},
+        "rate_limited": 2,
+        "rate_limit": [2, 60.0],
+        "credentials": 1,
+    }
+    assert counts["vendors"]["pixelixe"]["statuses"] == {"lost": 1}, "answered, then lost"
+    assert "lob" not in counts["vendors"], "only vendors that answered something"
+    accepted = timed["vendors"]["stannp"]["accepted_at"]
+    assert list(accepted) == [""], "accepted calls per credential; these had none"
+    first, second = accepted[""]
+    assert sent_at + 0.2 <= first < second <= sent_at + 5, "taken in after the latency"
+    assert len(timed["vendors"]["pixelixe"]["accepted_at"][""]) == 1
+
+
+def test_stats_keep_credentials_apart_without_revealing_them(limited: Server) -> None:
+    with httpx.Client(base_url=limited.url) as client:
+        for token in ("token-a", "token-b", "token-b"):
+            client.get("/faraday/v1/targets", headers={"Authorization": f"Bearer {token}"})
+        faraday = client.get("/_stats", params={"timestamps": "1"}).json()["vendors"]["faraday"]
+
+    assert faraday["credentials"] == 2
+    assert sorted(len(t) for t in faraday["accepted_at"].values()) == [1, 2]
+    assert not any("token" in label for label in faraday["accepted_at"])
+
+
+def test_prerendered_proofs_are_one_fixed_pair_at_the_print_size(limited: Server) -> None:
+    rendering = SandboxRendering(sandbox_path=limited.store_path, sandbox_url=limited.url)
+    gateway = rendering.available()["gateway"]
+    design = PostcardDesign.from_mapping(
+        {"template": "classic", "brand_name": "Acme", "headline": "{first_name}, hello"}
+    )
+    proofs = [
+        gateway.render(
+            ProofRequest(
+                n,
+                2,
+                design,
+                (f"{n} Main St",),
+                "Springfield",
+                "62701",
+                "US",
+                region="IL",
+                first_name=name,
+            )
+        )
+        for n, name in ((1, "Jane"), (2, "John"))
+    ]
+
+    assert proofs[0].front_png == proofs[1].front_png
+    assert proofs[0].back_png == proofs[1].back_png
+    assert proofs[0].front_png != proofs[0].back_png
+    with Image.open(BytesIO(proofs[0].front_png)) as front:
+        assert front.size == (proofs[0].width, proofs[0].height) == PRINT_SIZES["4x6"]

@@ -11,7 +11,10 @@ images) lives in the :class:`SandboxStore`, so several processes can share a san
 are not stored: rendering is deterministic, so they are drawn again when fetched.
 
 By default the sandboxes draw in palette mode (``antialias=False``): the remote renderer's CPU
-time is not ours to spend, and palette mode nearly halves the local cost of a proof.
+time is not ours to spend, and palette mode nearly halves the local cost of a proof. For
+benchmarks the gateway can go further: ``prerendered=True`` answers every render of a size with
+the same pair of images, drawn once (a stand-in card, not the recipient's), so the sandbox
+costs what a remote renderer costs its caller: the latency and the bytes.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
@@ -42,6 +46,28 @@ from mail_pipeline.integrations.sandbox.transport import (
 SANDBOX_GATEWAY_TOKEN = "sandbox-gateway-token"
 SANDBOX_PIXELIXE_KEY = "sandbox-pixelixe-key"
 
+#: The address each print size's pre-rendered card carries (domestic, so no country line).
+_PRERENDERED_ADDRESS = {
+    "4x6": ("Pat Sandbox", "1 Prerendered Way", "Portland OR 97205"),
+    "A6": ("Pat Sandbox", "1 Prerendered Way", "London", "SW1A 1AA"),
+}
+
+
+def prerendered_content(size: str) -> PostcardContent:
+    """The stand-in card a ``prerendered`` gateway answers for every render of ``size``."""
+    return PostcardContent(
+        size=size,
+        template="classic",
+        brand_name="Sandbox renderer",
+        headline="A pre-rendered proof",
+        body="The sandbox answers every render with this card.",
+        offer_code=None,
+        back_message="Drawn once; the recipient's own card is drawn by the real renderer.",
+        background_color="#ffffff",
+        accent_color="#1f6feb",
+        address_block=_PRERENDERED_ADDRESS.get(size, _PRERENDERED_ADDRESS["4x6"]),
+    )
+
 
 def _json_body(request: httpx.Request) -> Any:
     try:
@@ -55,6 +81,8 @@ class RenderingGatewaySandbox(SandboxTransport):
 
     ``queue_seconds`` = 0 answers every render synchronously (200); above 0 a render is queued
     (202 + poll URL) and completes that many seconds (by ``clock``) after it was accepted.
+    ``prerendered=True``: a completed render carries :func:`prerendered_content`'s images of
+    its size, drawn on first use and kept (requests are still validated and recorded alike).
     """
 
     vendor = "render_gateway"
@@ -75,6 +103,7 @@ class RenderingGatewaySandbox(SandboxTransport):
         queue_seconds: float = 0.0,
         poll_after_seconds: float = 0.5,
         antialias: bool = False,
+        prerendered: bool = False,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -84,6 +113,10 @@ class RenderingGatewaySandbox(SandboxTransport):
         self.queue_seconds = queue_seconds
         self.poll_after_seconds = poll_after_seconds
         self.antialias = antialias
+        self.prerendered = prerendered
+        #: size -> (front, back) as base64, for ``prerendered``.
+        self._prerendered: dict[str, tuple[str, str]] = {}
+        self._prerendering = threading.Lock()
 
     def rate_limited(self, retry_after: float) -> httpx.Response:
         return json_response(
@@ -162,8 +195,7 @@ class RenderingGatewaySandbox(SandboxTransport):
     def _completed(self, job: Mapping[str, Any]) -> httpx.Response:
         content = PostcardContent.from_fields(job["fields"])
         width, height = PRINT_SIZES[content.size]
-        front = encode_png(draw_front(content, antialias=self.antialias))
-        back = encode_png(draw_back(content, antialias=self.antialias))
+        front, back = self._sides(content)
         return json_response(
             200,
             {
@@ -171,10 +203,26 @@ class RenderingGatewaySandbox(SandboxTransport):
                 "status": "completed",
                 "width": width,
                 "height": height,
-                "front_png_base64": base64.b64encode(front).decode(),
-                "back_png_base64": base64.b64encode(back).decode(),
+                "front_png_base64": front,
+                "back_png_base64": back,
             },
         )
+
+    def _sides(self, content: PostcardContent) -> tuple[str, str]:
+        """Both sides as base64 PNG: drawn for ``content``, or the size's pre-rendered pair."""
+        if not self.prerendered:
+            return self._draw(content)
+        with self._prerendering:
+            sides = self._prerendered.get(content.size)
+            if sides is None:
+                sides = self._draw(prerendered_content(content.size))
+                self._prerendered[content.size] = sides
+        return sides
+
+    def _draw(self, content: PostcardContent) -> tuple[str, str]:
+        front = encode_png(draw_front(content, antialias=self.antialias))
+        back = encode_png(draw_back(content, antialias=self.antialias))
+        return base64.b64encode(front).decode(), base64.b64encode(back).decode()
 
 
 #: The Pixelixe documents the sandbox resources and the sandbox server know (JSON, as

@@ -22,6 +22,7 @@ prefix plus what follows the vendor's host in its real base URL:
 ``/orders/<kind>/<account>``        an order source (``klaviyo``, ``ometria``, ``shopify``)
                                     for one account (see ``orders.sandbox.sandbox_account``)
 ``/healthz``                        ``200 ok`` while the server serves
+``/_stats``                         what each vendor answered (below)
 ==================================  ====================================================
 
 A request is turned into an :class:`httpx.Request` and handed to the vendor's
@@ -32,6 +33,20 @@ tells shops apart by host, so its requests are re-addressed to ``<shop>.myshopif
 answer after the vendor did the work. A client that goes away mid-request costs its own
 connection only. SIGTERM (or SIGINT) stops accepting, lets the server loop finish and exits 0.
 
+``GET /_stats`` answers, per mounted vendor (``lob``, ..., ``orders/<kind>/<account>``), the
+requests it answered, the answers by status (``"lost"``: a lost response), the 429s, the rate
+limit it enforces and how many credentials called it; ``?timestamps=1`` adds ``accepted_at``:
+per credential (a hash of its ``Authorization`` header, see :func:`credential_label`), the
+epoch seconds at which each request that was not refused with 429 was taken in (after its
+latency: the moment the vendor's rate window counted it), so a benchmark can compute the
+share of a per-key or per-token limit it used. The counting costs a lock, a counter and an
+append per request.
+
+``--prerendered`` makes the rendering gateway answer one fixed pre-rendered pair of images per
+print size after its latency, instead of drawing each postcard: a remote renderer's CPU is not
+the pipeline's. ``--builtin-limits off`` switches off the limits a sandbox enforces by itself
+(Klaviyo's per-endpoint burst and steady windows), leaving only ``--rate-limit``.
+
 ``python -m mail_pipeline.integrations.sandbox.server --store data/sandbox.sqlite --port 8700
 --latency lob=0.3,renderer=0.2`` (``--help`` lists the rest; ``*`` in a per-vendor option
 means every vendor).
@@ -40,11 +55,15 @@ means every vendor).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import signal
 import sys
 import threading
+import time
+from array import array
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -58,7 +77,7 @@ from mail_pipeline.domain.campaigns import IntegrationKind
 from mail_pipeline.integrations.billing.sandbox import StripeSandbox
 from mail_pipeline.integrations.enrichment.sandbox import FaradaySandbox
 from mail_pipeline.integrations.images.sandbox import CloudflareImagesSandbox
-from mail_pipeline.integrations.klaviyo.sandbox import KlaviyoSandbox
+from mail_pipeline.integrations.klaviyo.sandbox import KlaviyoLimits, KlaviyoSandbox
 from mail_pipeline.integrations.orders.sandbox import sandbox_transport
 from mail_pipeline.integrations.printers.sandbox import sandbox_transports
 from mail_pipeline.integrations.printers.sandbox.base import SandboxTimeline
@@ -70,7 +89,11 @@ from mail_pipeline.integrations.renderer.sandbox import (
     sandbox_documents,
 )
 from mail_pipeline.integrations.sandbox.store import SandboxStore
-from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour, SandboxTransport
+from mail_pipeline.integrations.sandbox.transport import (
+    DECIDED_AT,
+    SandboxBehaviour,
+    SandboxTransport,
+)
 
 log = logging.getLogger("mail_pipeline.sandbox.server")
 
@@ -91,6 +114,9 @@ ORDERS = "orders"
 BEHAVIOUR_NAMES = (*VENDORS, *(f"{ORDERS}-{kind.value}" for kind in IntegrationKind))
 ALL = "*"
 HEALTH_PATH = "/healthz"
+STATS_PATH = "/_stats"
+#: The status recorded for a lost response (the vendor did the work, the answer never left).
+LOST = "lost"
 
 #: Not forwarded in either direction: they describe one hop, not the message.
 _HOP_HEADERS = frozenset(
@@ -131,13 +157,63 @@ class ServerConfig:
     faraday_ready_after: float = 120.0
     faraday_match_rate: float = 0.7
     pixelixe_documents: str = DEFAULT_PIXELIXE_DOCUMENTS
+    #: The rendering gateway answers a fixed pre-rendered pair instead of drawing each card.
+    prerendered: bool = False
+    #: Limits a sandbox enforces by itself (Klaviyo's per-endpoint windows); off: only
+    #: ``behaviours[...].rate_limit``.
+    builtin_limits: bool = True
 
     def behaviour(self, name: str) -> SandboxBehaviour:
         return self.behaviours.get(name) or self.behaviours.get(ALL) or SandboxBehaviour()
 
 
+def credential_label(headers: Sequence[tuple[str, str]]) -> str:
+    """Who is calling, without saying it: 8 hex digits of the ``Authorization`` header's hash
+    (``""`` without one). Limits that apply per key or token are measured per label."""
+    value = next((v for k, v in headers if k.lower() == "authorization"), "")
+    return hashlib.sha256(value.encode()).hexdigest()[:8] if value else ""
+
+
+class VendorStats:
+    """What one mounted vendor answered (``GET /_stats``): thread-safe and cheap."""
+
+    def __init__(self, rate_limit: tuple[int, float] | None) -> None:
+        self.rate_limit = rate_limit
+        self._lock = threading.Lock()
+        self._statuses: Counter[str] = Counter()
+        #: Per credential label: when each request not refused with 429 was taken in.
+        self._accepted_at: dict[str, array[float]] = {}
+
+    def record(self, status: str, at: float, credential: str = "") -> None:
+        """One answer; ``at``: when the vendor took the request in (epoch seconds)."""
+        with self._lock:
+            self._statuses[status] += 1
+            if status != "429":
+                times = self._accepted_at.get(credential)
+                if times is None:
+                    times = self._accepted_at[credential] = array("d")
+                times.append(at)
+
+    def snapshot(self, timestamps: bool = False) -> dict[str, Any]:
+        with self._lock:
+            statuses = dict(self._statuses)
+            accepted = {c: t.tolist() for c, t in self._accepted_at.items()} if timestamps else {}
+            credentials = len(self._accepted_at)
+        snapshot: dict[str, Any] = {
+            "requests": sum(statuses.values()),
+            "statuses": dict(sorted(statuses.items())),
+            "rate_limited": statuses.get("429", 0),
+            "rate_limit": list(self.rate_limit) if self.rate_limit else None,
+            "credentials": credentials,
+        }
+        if timestamps:
+            snapshot["accepted_at"] = accepted
+        return snapshot
+
+
 class SandboxVendors:
-    """The mounted transports over one store; finds the vendor a request path is for."""
+    """The mounted transports over one store; finds the vendor a request path is for, and
+    counts what each answered (:class:`VendorStats`)."""
 
     def __init__(self, config: ServerConfig, store: SandboxStore | None = None) -> None:
         self.config = config
@@ -150,12 +226,16 @@ class SandboxVendors:
         documents = parse_documents(config.pixelixe_documents)
         self.fixed: dict[str, SandboxTransport] = {
             **printers,
-            "klaviyo": KlaviyoSandbox(self.store, b("klaviyo")),
+            "klaviyo": KlaviyoSandbox(
+                self.store, b("klaviyo"), limits=KlaviyoLimits() if config.builtin_limits else None
+            ),
             "stripe": StripeSandbox(self.store, b("stripe")),
             "cloudflare": CloudflareImagesSandbox(
                 self.store, b("cloudflare"), storage_dir=Path(config.image_dir)
             ),
-            "renderer": RenderingGatewaySandbox(self.store, b("renderer")),
+            "renderer": RenderingGatewaySandbox(
+                self.store, b("renderer"), prerendered=config.prerendered
+            ),
             "pixelixe": PixelixeSandbox(
                 self.store,
                 b("pixelixe"),
@@ -173,6 +253,25 @@ class SandboxVendors:
             transport.mount_path = f"/{name}"
         self._accounts: dict[tuple[IntegrationKind, str], SandboxTransport] = {}
         self._lock = threading.Lock()
+        #: Per mount path without its leading ``/``.
+        self._stats: dict[str, VendorStats] = {}
+
+    def stats_for(self, transport: SandboxTransport) -> VendorStats:
+        name = transport.mount_path.lstrip("/")
+        stats = self._stats.get(name)
+        if stats is None:
+            with self._lock:
+                stats = self._stats.setdefault(name, VendorStats(transport.behaviour.rate_limit))
+        return stats
+
+    def stats(self, timestamps: bool = False) -> dict[str, Any]:
+        """``GET /_stats``: per vendor that answered anything, see :class:`VendorStats`."""
+        with self._lock:
+            stats = dict(self._stats)
+        return {
+            "now": time.time(),
+            "vendors": {name: s.snapshot(timestamps) for name, s in sorted(stats.items())},
+        }
 
     def resolve(self, path: str) -> tuple[SandboxTransport, IntegrationKind | None, str] | None:
         """The transport serving ``path``, the order source kind (or None) and the account."""
@@ -218,8 +317,18 @@ class SandboxVendors:
             url = f"https://{account}.myshopify.com{rest}"
             headers = [(k, v) for k, v in headers if k.lower() != "host"]
         request = httpx.Request(method, url, headers=headers, content=body)
-        response = transport.handle_request(request)
-        response.read()
+        stats, credential = self.stats_for(transport), credential_label(headers)
+        try:
+            response = transport.handle_request(request)
+            response.read()
+        except httpx.TimeoutException:
+            stats.record(LOST, request.extensions.get(DECIDED_AT) or time.time(), credential)
+            raise
+        except Exception:
+            stats.record("500", request.extensions.get(DECIDED_AT) or time.time(), credential)
+            raise
+        at = request.extensions.get(DECIDED_AT) or time.time()
+        stats.record(str(response.status_code), at, credential)
         return response
 
 
@@ -235,6 +344,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         if self.path == HEALTH_PATH:
             self._write(httpx.Response(200, text="ok\n"))
+            return
+        if self.path.split("?", 1)[0] == STATS_PATH and self.server.vendors is not None:
+            query = httpx.URL(self.path).params
+            stats = self.server.vendors.stats(timestamps=query.get("timestamps") == "1")
+            self._write(httpx.Response(200, json=stats))
             return
         body = self._read_body()
         if body is None:  # the client went away mid-request
@@ -401,6 +515,17 @@ def add_arguments(parser: argparse.ArgumentParser, default_store: str | None = N
     parser.add_argument("--returned-rate", type=float, default=0.02)
     parser.add_argument("--faraday-ready-after", type=float, default=120.0)
     parser.add_argument("--faraday-match-rate", type=float, default=0.7)
+    parser.add_argument(
+        "--prerendered",
+        action="store_true",
+        help="the rendering gateway answers a fixed pre-rendered pair of images (no drawing)",
+    )
+    parser.add_argument(
+        "--builtin-limits",
+        choices=("on", "off"),
+        default="on",
+        help="limits a sandbox enforces by itself (Klaviyo's per-endpoint windows)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request")
 
 
@@ -421,6 +546,8 @@ def config_from_args(args: argparse.Namespace, public_url: str) -> ServerConfig:
         ),
         faraday_ready_after=args.faraday_ready_after,
         faraday_match_rate=args.faraday_match_rate,
+        prerendered=args.prerendered,
+        builtin_limits=args.builtin_limits == "on",
     )
 
 

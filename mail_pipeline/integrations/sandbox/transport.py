@@ -44,6 +44,10 @@ class SandboxBehaviour:
 
 Handler = Callable[..., httpx.Response]
 
+#: ``request.extensions`` key: the time (``clock``) at which the vendor took the request in,
+#: after its latency - the moment its rate window counts the call.
+DECIDED_AT = "sandbox_decided_at"
+
 
 def atomic(handler: Handler) -> Handler:
     """Run a sandbox handler in one store transaction, as a vendor applies a request whole:
@@ -115,8 +119,11 @@ class SandboxTransport(httpx.BaseTransport):
         b = self.behaviour
         if b.latency_seconds:
             self.sleep(max(0.0, b.latency_seconds * (1 + b.latency_jitter * jitter)))
+        now = self.clock()
+        # When the vendor took the request in: the sandbox server's accounting reads it.
+        request.extensions[DECIDED_AT] = now
         if b.rate_limit is not None:
-            wait = self._take_rate_slot(*b.rate_limit)
+            wait = self._take_rate_slot(*b.rate_limit, now=now)
             if wait is not None:
                 return self.rate_limited(wait)
         if roll_fail < b.failure_rate:
@@ -144,8 +151,11 @@ class SandboxTransport(httpx.BaseTransport):
             return self.error(405, f"{request.method} is not allowed on {path}", "not_allowed")
         return self.error(404, f"no such endpoint: {request.method} {path}", "not_found")
 
-    def _take_rate_slot(self, max_calls: int, per_seconds: float) -> float | None:
-        now = self.clock()
+    def _take_rate_slot(
+        self, max_calls: int, per_seconds: float, now: float | None = None
+    ) -> float | None:
+        """Count a call in the sliding window; the seconds until a slot frees when full."""
+        now = self.clock() if now is None else now
         with self._lock:
             while self._window and now - self._window[0] >= per_seconds:
                 self._window.popleft()
