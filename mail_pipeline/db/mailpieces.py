@@ -14,13 +14,15 @@ same keys.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mail_pipeline.db.engine import dialect_insert
 from mail_pipeline.db.models import Mailpiece, SideEffect, utcnow
 from mail_pipeline.domain.campaigns import Postage
 from mail_pipeline.domain.ledger import SETTLED, SideEffectStatus
@@ -63,9 +65,166 @@ def side_effect_key(kind: str, recipient_id: int) -> str:
     return f"{kind}-recipient-{recipient_id}"
 
 
+@dataclass(frozen=True)
+class PieceRequest:
+    """A print attempt to write for one recipient (``MailpieceLedger.request_many``)."""
+
+    recipient_id: int
+    organization_id: int
+    campaign_id: int
+    printer: str
+    postage: Postage
+
+
 class MailpieceLedger:
     def __init__(self, session: Session) -> None:
         self.session = session
+
+    # -- many recipients at once (a mailing run's chunk: one statement each, not per recipient)
+    def current_many(self, recipient_ids: Collection[int]) -> dict[int, MailpieceRecord]:
+        """The latest print attempt of each of these recipients that has one."""
+        if not recipient_ids:
+            return {}
+        rows = self.session.scalars(
+            select(Mailpiece)
+            .where(Mailpiece.recipient_id.in_(sorted(recipient_ids)))
+            .order_by(Mailpiece.recipient_id, Mailpiece.attempt)
+        )
+        return {row.recipient_id: _record(row) for row in rows}
+
+    def request_many(
+        self, requests: Sequence[PieceRequest], current: Mapping[int, MailpieceRecord]
+    ) -> dict[int, MailpieceRecord]:
+        """What :meth:`request` does for each, in two statements: the rows of recipients with
+        no attempt (or a dead one, ``current``) are written, a row a concurrent attempt wrote
+        first is kept; returns every recipient's current row, ``new`` on those written now."""
+        rows = []
+        for r in requests:
+            existing = current.get(r.recipient_id)
+            if existing is not None and not existing.dead:
+                continue
+            attempt = 1 if existing is None else existing.attempt + 1
+            rows.append(
+                {
+                    "recipient_id": r.recipient_id,
+                    "organization_id": r.organization_id,
+                    "campaign_id": r.campaign_id,
+                    "printer": r.printer,
+                    "attempt": attempt,
+                    "idempotency_key": printer_key(r.recipient_id, attempt),
+                    "postage": r.postage,
+                    "status": MailpieceStatus.REQUESTED,
+                }
+            )
+        written: set[int] = set()
+        if rows:
+            written = set(
+                self.session.scalars(
+                    dialect_insert(self.session)(Mailpiece)
+                    .values(rows)
+                    .on_conflict_do_nothing()
+                    .returning(Mailpiece.recipient_id)
+                )
+            )
+        now = self.current_many([r.recipient_id for r in requests])
+        return {
+            rid: MailpieceRecord(**{**record.__dict__, "new": rid in written})
+            for rid, record in now.items()
+        }
+
+    def accepted_many(
+        self, pieces: Mapping[int, PrintedPiece], *, now: datetime | None = None
+    ) -> None:
+        """:meth:`accepted` for each ``mailpiece id -> piece``, as one executemany."""
+        if not pieces:
+            return
+        now = now or utcnow()
+        table = Mailpiece.__table__
+        self.session.connection().execute(
+            update(table)  # type: ignore[arg-type]
+            .where(table.c.id == bindparam("mailpiece_id"))
+            .values(
+                provider_piece_id=bindparam("piece_id"),
+                status=MailpieceStatus.CREATED,
+                accepted_at=now,
+                cost_minor=bindparam("cost"),
+                currency=bindparam("cur"),
+                expected_delivery_date=bindparam("expected"),
+                updated_at=now,
+            ),
+            [
+                {
+                    "mailpiece_id": mailpiece_id,
+                    "piece_id": piece.provider_piece_id,
+                    "cost": piece.cost_minor,
+                    "cur": piece.currency,
+                    "expected": piece.expected_delivery_date,
+                }
+                for mailpiece_id, piece in pieces.items()
+            ],
+        )
+
+    def side_effects_settled(
+        self, recipient_ids: Collection[int], kinds: Collection[str]
+    ) -> set[tuple[int, str]]:
+        """``(recipient, kind)`` of the follow-ups already done or failed for good."""
+        if not recipient_ids or not kinds:
+            return set()
+        rows = self.session.execute(
+            select(SideEffect.recipient_id, SideEffect.kind).where(
+                SideEffect.recipient_id.in_(sorted(recipient_ids)),
+                SideEffect.kind.in_(sorted(kinds)),
+                SideEffect.status.in_(sorted(SETTLED)),
+            )
+        )
+        return {(int(rid), str(kind)) for rid, kind in rows}
+
+    def begin_side_effects(self, pairs: Collection[tuple[int, str]]) -> dict[tuple[int, str], str]:
+        """:meth:`begin_side_effect` for each ``(recipient, kind)``: the rows with their keys
+        are written once (kept if there), attempts counted; returns the keys."""
+        if not pairs:
+            return {}
+        keys = {pair: side_effect_key(pair[1], pair[0]) for pair in pairs}
+        self.session.execute(
+            dialect_insert(self.session)(SideEffect)
+            .values(
+                [
+                    {"recipient_id": rid, "kind": kind, "idempotency_key": key}
+                    for (rid, kind), key in sorted(keys.items())
+                ]
+            )
+            .on_conflict_do_nothing()
+        )
+        self.session.execute(
+            update(SideEffect)
+            .where(SideEffect.idempotency_key.in_(sorted(keys.values())))
+            .values(attempts=SideEffect.attempts + 1),
+            execution_options={"synchronize_session": False},
+        )
+        return keys
+
+    def finish_side_effects(
+        self,
+        done: Collection[str],
+        *,
+        failed: Mapping[str, str] | None = None,
+        deferred: Mapping[str, str] | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        """Settle many follow-ups: ``done`` keys, ``failed`` (key -> a non-retryable error)
+        and ``deferred`` (key -> a retryable error, left pending for a resumed run)."""
+        now = now or utcnow()
+        if done:
+            self.session.execute(
+                update(SideEffect)
+                .where(SideEffect.idempotency_key.in_(sorted(done)))
+                .values(status=SideEffectStatus.DONE, last_error=None, completed_at=now),
+                execution_options={"synchronize_session": False},
+            )
+        for key, error in (failed or {}).items():
+            self.finish_side_effect(key, error=error, now=now)
+        for key, error in (deferred or {}).items():
+            self.side_effect_deferred(key, error)
 
     def request(
         self,
@@ -197,15 +356,19 @@ class MailpieceLedger:
         )
         if row is None:
             return None
-        return MailpieceRecord(
-            row.id,
-            row.recipient_id,
-            row.printer,
-            row.idempotency_key,
-            row.provider_piece_id,
-            row.status,
-            row.accepted_at,
-            new=False,
-            attempt=row.attempt,
-            postage=row.postage,
-        )
+        return _record(row)
+
+
+def _record(row: Mailpiece) -> MailpieceRecord:
+    return MailpieceRecord(
+        row.id,
+        row.recipient_id,
+        row.printer,
+        row.idempotency_key,
+        row.provider_piece_id,
+        row.status,
+        row.accepted_at,
+        new=False,
+        attempt=row.attempt,
+        postage=row.postage,
+    )

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, select, true, update
+from sqlalchemy import bindparam, exists, func, select, true, update
 from sqlalchemy.orm import Session
 
 from mail_pipeline.db.leases import BatchLeases
@@ -236,6 +236,53 @@ class RecipientGateway:
         )
         return sorted(self.session.scalars(stmt, execution_options={"synchronize_session": False}))
 
+    def transition_each(
+        self,
+        values_by_id: Mapping[int, Mapping[str, Any]],
+        from_status: RecipientStatus,
+        to_status: RecipientStatus,
+        *,
+        holder: str,
+        now: datetime | None = None,
+    ) -> list[int]:
+        """Move each recipient with values of its own (every mapping has the same keys) if
+        ``holder`` still holds it in ``from_status``: the holds are read (and on PostgreSQL
+        locked), then one statement runs for all of them (an executemany, not a statement
+        per recipient); returns those moved."""
+        require_transition(from_status, to_status)
+        columns = sorted({column for values in values_by_id.values() for column in values})
+        if any(set(values) != set(columns) for values in values_by_id.values()):
+            raise ValueError("transition_each needs the same columns for every recipient")
+        held = sorted(self.held(values_by_id, from_status, holder))
+        if not held:
+            return []
+        table = Recipient.__table__
+        stmt = (
+            update(table)  # type: ignore[arg-type]
+            .where(
+                table.c.id == bindparam("_recipient_id"),
+                table.c.status == from_status,
+                table.c.claimed_by_run == holder,
+            )
+            .values(
+                {
+                    **self._move_values(to_status, now or utcnow(), None),
+                    **{column: bindparam(f"_value_{column}") for column in columns},
+                }
+            )
+        )
+        self.session.connection().execute(
+            stmt,
+            [
+                {
+                    "_recipient_id": rid,
+                    **{f"_value_{c}": values_by_id[rid][c] for c in columns},
+                }
+                for rid in held
+            ],
+        )
+        return held
+
     def transition_campaign(
         self,
         campaign_id: int,
@@ -348,6 +395,26 @@ class RecipientGateway:
             is not None
         )
 
+    def held(self, recipient_ids: Iterable[int], status: RecipientStatus, holder: str) -> set[int]:
+        """Those of ``recipient_ids`` that ``holder`` still holds in ``status`` (:meth:`holds`
+        for many: on PostgreSQL the rows stay locked, in id order, until the transaction
+        ends)."""
+        ids = sorted(set(recipient_ids))
+        if not ids:
+            return set()
+        return set(
+            self.session.scalars(
+                select(Recipient.id)
+                .where(
+                    Recipient.id.in_(ids),
+                    Recipient.status == status,
+                    Recipient.claimed_by_run == holder,
+                )
+                .order_by(Recipient.id)
+                .with_for_update()
+            )
+        )
+
     def mark_error(
         self,
         recipient_id: int,
@@ -425,6 +492,34 @@ class RecipientGateway:
                 )
                 .distinct()
                 .order_by(Recipient.organization_id)
+            )
+        )
+
+    def changed_since(
+        self, organization_id: int, statuses: Collection[RecipientStatus], since: datetime
+    ) -> bool:
+        """Whether a recipient of the organization in one of ``statuses`` entered it at or
+        after ``since``."""
+        return (
+            self.session.scalar(
+                select(Recipient.id)
+                .where(
+                    Recipient.organization_id == organization_id,
+                    Recipient.status.in_(sorted(statuses)),
+                    Recipient.status_changed_at >= since,
+                )
+                .limit(1)
+            )
+            is not None
+        )
+
+    def organizations_in(self, statuses: Collection[RecipientStatus]) -> set[int]:
+        """Organizations with recipients in any of ``statuses``."""
+        return set(
+            self.session.scalars(
+                select(Recipient.organization_id)
+                .where(Recipient.status.in_(sorted(statuses)))
+                .distinct()
             )
         )
 

@@ -1,7 +1,13 @@
 """Proofing and mailing runs: each processes one claimed batch (hundreds of recipients) with
 bounded concurrency inside; per-run totals are metadata, never one event per recipient.
 
-The sensors launch them for batches they claimed. A person can ask for one campaign instead
+The sensors launch them for batches they claimed. A sensor's run then keeps claiming its
+organization's waiting recipients, batch after batch, for up to ``keep_claiming_seconds``
+(``services.staging.keep_claiming``: each batch with its own lease, processed whole before the
+next; it gives way when another organization waits and no run slot is free), so under load a
+run's start-up is paid once per minutes of work, and a quiet run waits ``idle_seconds`` for
+new recipients before it ends. Its log says how it goes every ``PROGRESS_EVERY`` seconds, and
+its metadata lists the batches it took. A person can ask for one campaign instead
 (``campaign_id``; who and why in the ``requested_by`` and ``reason`` tags): the run claims a
 batch of that campaign's waiting recipients itself, by the sensors' rules, and processes it:
 
@@ -10,11 +16,16 @@ batch of that campaign's waiting recipients itself, by the sensors' rules, and p
       --tags '{"mail_pipeline/requested_by": "ana@ops", "mail_pipeline/reason": "rush"}'
 """
 
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import dagster as dg
 
 from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.metadata import Metadata, link, reasons_table
-from mail_pipeline.jobs.runs import check_launch
+from mail_pipeline.jobs.runs import active_runs, check_launch
+from mail_pipeline.limits import MAILING_RUNS_IN_FLIGHT, PROOFING_RUNS_IN_FLIGHT
 from mail_pipeline.resources.billing import BillingResource
 from mail_pipeline.resources.cdp import CdpResource
 from mail_pipeline.resources.database import Database
@@ -22,9 +33,22 @@ from mail_pipeline.resources.images import ImageHostResource
 from mail_pipeline.resources.printing import PrintersResource
 from mail_pipeline.resources.queues import QueuesResource
 from mail_pipeline.resources.rendering import RenderingResource
-from mail_pipeline.services.mailing import MailingServices, mail_batch
-from mail_pipeline.services.proofing import proof_batch
-from mail_pipeline.services.staging import MAILING, PROOFING, Stage, claim_for_campaign
+from mail_pipeline.services.mailing import MailingResult, MailingServices, mail_batch
+from mail_pipeline.services.proofing import ProofingResult, proof_batch
+from mail_pipeline.services.staging import (
+    MAILING,
+    PROOFING,
+    Continuation,
+    Stage,
+    claim_for_campaign,
+    keep_claiming,
+)
+
+R = TypeVar("R", ProofingResult, MailingResult)
+#: A long run logs its progress at most this often (one event-log row), not per batch.
+PROGRESS_EVERY = 15.0
+#: The runs of each stage that may be in flight at once.
+RUNS_IN_FLIGHT = {PROOFING.name: PROOFING_RUNS_IN_FLIGHT, MAILING.name: MAILING_RUNS_IN_FLIGHT}
 
 
 class BatchConfig(dg.Config):
@@ -33,8 +57,13 @@ class BatchConfig(dg.Config):
     #: On demand: claim a batch of this campaign's waiting recipients (up to ``batch_size``).
     campaign_id: int | None = None
     batch_size: int = 200
-    #: Recipients processed at once inside the run.
-    concurrency: int = 16
+    #: Recipients processed at once inside the run (vendor calls in flight).
+    concurrency: int = 32
+    #: After a sensor's batch, keep claiming the organization's waiting recipients for up to
+    #: this many seconds (0: that batch only). On-demand runs take one batch.
+    keep_claiming_seconds: float = 240.0
+    #: With nothing waiting, look again every second for this long before ending.
+    idle_seconds: float = 20.0
 
 
 def _batch(
@@ -57,6 +86,64 @@ def _batch(
     return claim.batch_id
 
 
+def _all_batches(
+    context: dg.OpExecutionContext,
+    config: BatchConfig,
+    database: Database,
+    stage: Stage,
+    process: Callable[[str], R],
+) -> tuple[R, list[tuple[str, int]]]:
+    """Process the run's batch and, for a sensor's run, the batches it goes on to claim
+    (``keep_claiming``); returns the summed result and (batch id, recipients) of each."""
+    done: list[tuple[str, int]] = []
+    last_log = time.monotonic()
+    total: list[R] = []
+
+    def one(batch_id: str) -> R:
+        nonlocal last_log
+        result = process(batch_id)
+        done.append((batch_id, result.taken))
+        if total:
+            total[0].absorb(result)
+        else:
+            total.append(result)
+        if time.monotonic() - last_log >= PROGRESS_EVERY:
+            last_log = time.monotonic()
+            context.log.info(
+                "%s batches so far, %s recipients taken", len(done), sum(n for _b, n in done)
+            )
+        return result
+
+    organization = context.run.tags.get(tags.ORGANIZATION, "")
+    if config.campaign_id is not None or not organization.isdigit():
+        one(config.batch_id)
+    else:
+        keep_claiming(
+            database.session,
+            stage,
+            int(organization),
+            config.batch_id,
+            one,
+            rules=Continuation(
+                budget_seconds=config.keep_claiming_seconds,
+                idle_seconds=config.idle_seconds,
+                batch_size=config.batch_size,
+            ),
+            slot_free=lambda: (
+                active_runs(context.instance, job_name=context.job_name)
+                < RUNS_IN_FLIGHT[stage.name]
+            ),
+        )
+    return total[0], done
+
+
+def _batches_metadata(done: list[tuple[str, int]]) -> dict[str, Any]:
+    return {
+        "batches": len(done),
+        "batch_ids": dg.MetadataValue.json(dict(done[:100])),
+    }
+
+
 def _nothing_waiting(config: BatchConfig) -> dg.Output[None]:
     return dg.Output(None, metadata={"campaign_id": config.campaign_id, "recipients": 0})
 
@@ -74,14 +161,21 @@ def proof_recipients(
     if batch_id is None:
         return _nothing_waiting(config)
     config = config.model_copy(update={"batch_id": batch_id})
-    result = proof_batch(
-        database.session,
-        config.batch_id,
-        rendering.renderer(),
-        image_host.client(),
-        id_key=image_host.proof_id_key,
-        run_id=context.run_id,
-        concurrency=config.concurrency,
+    renderer, images = rendering.renderer(), image_host.client()
+    result, done = _all_batches(
+        context,
+        config,
+        database,
+        PROOFING,
+        lambda batch: proof_batch(
+            database.session,
+            batch,
+            renderer,
+            images,
+            id_key=image_host.proof_id_key,
+            run_id=context.run_id,
+            concurrency=config.concurrency,
+        ),
     )
     if not result.held:
         context.log.warning(
@@ -90,6 +184,7 @@ def proof_recipients(
         return dg.Output(None, metadata={"batch_id": config.batch_id, "recipients": 0})
     metadata: Metadata = {
         "batch_id": config.batch_id,
+        **_batches_metadata(done),
         "recipients": result.taken,
         "proofed": result.proofed,
         "no_longer_held": result.lost,
@@ -104,7 +199,8 @@ def proof_recipients(
         metadata[f"proof_{recipient_id}_front"] = link(front)
         metadata[f"proof_{recipient_id}_back"] = link(back)
     context.log.info(
-        "batch %s: %s of %s proofed, %s errors, %s released",
+        "%s batches from %s: %s of %s proofed, %s errors, %s released",
+        len(done),
         config.batch_id,
         result.proofed,
         result.taken,
@@ -116,7 +212,8 @@ def proof_recipients(
 
 @dg.job(
     tags={tags.STAGE: "proofing", tags.MAX_RUNTIME: 900},
-    description="Render and host the proofs of one claimed batch.",
+    description="Render and host the proofs of a claimed batch, then of the organization's "
+    "next batches while its time budget lasts.",
 )
 def proofing_job() -> None:
     proof_recipients()
@@ -144,12 +241,18 @@ def mail_recipients(
         image_deletions=queues.image_deletion_queue(),
         test_mode=printers.test_mode,
     )
-    result = mail_batch(
-        database.session,
-        config.batch_id,
-        services,
-        run_id=context.run_id,
-        concurrency=config.concurrency,
+    result, done = _all_batches(
+        context,
+        config,
+        database,
+        MAILING,
+        lambda batch: mail_batch(
+            database.session,
+            batch,
+            services,
+            run_id=context.run_id,
+            concurrency=config.concurrency,
+        ),
     )
     if not result.held:
         context.log.warning(
@@ -158,6 +261,7 @@ def mail_recipients(
         return dg.Output(None, metadata={"batch_id": config.batch_id, "recipients": 0})
     metadata: Metadata = {
         "batch_id": config.batch_id,
+        **_batches_metadata(done),
         "recipients": result.taken,
         "sent": result.sent,
         "no_longer_held": result.lost,
@@ -182,7 +286,8 @@ def mail_recipients(
             {k: "; ".join(v) for k, v in result.follow_up_failures.items()}
         )
     context.log.info(
-        "batch %s: %s of %s sent (%s created, %s reconciled), %s errors, %s deferred",
+        "%s batches from %s: %s of %s sent (%s created, %s reconciled), %s errors, %s deferred",
+        len(done),
         config.batch_id,
         result.sent,
         result.taken,
@@ -196,7 +301,8 @@ def mail_recipients(
 
 @dg.job(
     tags={tags.STAGE: "mailing", tags.MAX_RUNTIME: 900},
-    description="Print and mail the postcards of one claimed batch.",
+    description="Print and mail the postcards of a claimed batch, then of the organization's "
+    "next batches while its time budget lasts.",
 )
 def mailing_job() -> None:
     mail_recipients()

@@ -16,7 +16,7 @@ from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.pipeline import BatchConfig, mailing_job, proofing_job
 from mail_pipeline.jobs.queues import DrainConfig, image_cleanup_job, mail_status_job
 from mail_pipeline.jobs.runs import active_run_ids, active_runs, fail_run, queued_runs
-from mail_pipeline.limits import MAILING_RUNS_IN_FLIGHT
+from mail_pipeline.limits import MAILING_RUNS_IN_FLIGHT, PROOFING_RUNS_IN_FLIGHT
 from mail_pipeline.resources.database import Database
 from mail_pipeline.resources.queues import QueuesResource
 from mail_pipeline.services.recovery import recover_expired_claims
@@ -190,7 +190,7 @@ proofing_sensor = staging_sensor(
     proofing_job,
     "proof_recipients",
     batch_size=200,
-    max_runs_in_flight=2,
+    max_runs_in_flight=PROOFING_RUNS_IN_FLIGHT,
     interval_seconds=10,
 )
 #: Runs in flight share the printers' rate limits: the number is defined once in

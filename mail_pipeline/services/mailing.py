@@ -28,6 +28,16 @@ printer for anything. For each recipient, with bounded concurrency inside the ru
    still becomes ``Sent``, because the postcard is in the mail;
 5. ``Sending -> Sent``.
 
+The run takes its recipients through these steps a chunk at a time (``CHUNK_SIZE``, several
+chunks in flight): each step is one transaction for the whole chunk - the attempts written
+together before any printer of the chunk is asked, the printers' answers written together,
+the follow-ups' keys, then their results and ``Sent`` - and the vendor calls of a step run
+concurrently (the meter events of a chunk in one call). A chunk holds at most the run's
+``concurrency`` recipients, and at most ``CHUNKS_IN_FLIGHT`` chunks are past the gate at once:
+a pause that lands mid-run is honoured from the next chunk. A chunk
+that fails as a whole (a database error mid-step) is taken again recipient by recipient
+(``_mail_one``), which resumes from what the ledger holds, as a resumed run does.
+
 Recipients left in ``Sending`` (a retryable outage) are handed to recovery: the lease is
 handed back to expire ``LeasePolicy.deferred`` later, when a new mailing run resumes them with
 the same keys.
@@ -36,9 +46,10 @@ the same keys.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from enum import StrEnum
@@ -49,7 +60,7 @@ from sqlalchemy.orm import Session
 from mail_pipeline.db.campaigns import IntegrationRef
 from mail_pipeline.db.engine import SessionFactory
 from mail_pipeline.db.mailpiece_status import MailpieceStatusGateway
-from mail_pipeline.db.mailpieces import MailpieceLedger, MailpieceRecord
+from mail_pipeline.db.mailpieces import MailpieceLedger, MailpieceRecord, PieceRequest
 from mail_pipeline.db.models import Campaign, Organization, Recipient
 from mail_pipeline.db.models import utcnow as _utcnow
 from mail_pipeline.db.organizations import cdp_integrations
@@ -58,11 +69,11 @@ from mail_pipeline.db.sending import SendGate
 from mail_pipeline.domain.addresses import Address, InvalidAddress
 from mail_pipeline.domain.claims import DEFAULT_LEASES, LeasePolicy
 from mail_pipeline.domain.ledger import SideEffectKind, ledger_kind
-from mail_pipeline.domain.mailpieces import PrintedPiece
+from mail_pipeline.domain.mailpieces import MailpieceStatus, PrintedPiece
 from mail_pipeline.domain.metrics import day_of
 from mail_pipeline.domain.recipients import RecipientStatus
 from mail_pipeline.domain.sending import paused_reason
-from mail_pipeline.integrations.billing.stripe_meter import StripeMeter
+from mail_pipeline.integrations.billing import InvalidUsageEvents, StripeMeter, UsageEvent
 from mail_pipeline.integrations.errors import IntegrationError
 from mail_pipeline.integrations.klaviyo.client import KlaviyoClient
 from mail_pipeline.integrations.printers.base import PostcardRequest, Printer
@@ -74,6 +85,10 @@ from mail_pipeline.services.leases import BatchHold, holder_token
 log = logging.getLogger(__name__)
 S = RecipientStatus
 CDP_EVENT = "Postcard Sent"
+#: Recipients taken through each step together (one transaction per step per chunk).
+CHUNK_SIZE = 25
+#: Chunks in flight at once in a run; their vendor calls share the run's ``concurrency``.
+CHUNKS_IN_FLIGHT = 4
 
 
 class CdpClients(Protocol):
@@ -137,6 +152,21 @@ class MailingResult:
     #: False when the batch was not this run's to take (already returned or taken).
     held: bool = True
 
+    def absorb(self, other: MailingResult) -> None:
+        """Add a later batch's result of the same run to this one."""
+        self.taken += other.taken
+        self.sent += other.sent
+        self.deferred.update(other.deferred)
+        self.held_back.update(other.held_back)
+        self.suppressed.update(other.suppressed)
+        self.errors.update(other.errors)
+        self.printers.update(other.printers)
+        self.reconciled += other.reconciled
+        self.created += other.created
+        self.follow_up_failures.update(other.follow_up_failures)
+        self.lost += other.lost
+        self.held = self.held or other.held
+
 
 @dataclass(frozen=True)
 class _Context:
@@ -152,6 +182,7 @@ def mail_batch(
     *,
     run_id: str | None = None,
     concurrency: int = 16,
+    chunk_size: int = CHUNK_SIZE,
     clock: Callable[[], datetime] = _utcnow,
     leases: LeasePolicy = DEFAULT_LEASES,
 ) -> MailingResult:
@@ -164,13 +195,24 @@ def mail_batch(
         recipients = RecipientGateway(session).batch(batch_id, S.SENDING, holder=hold.holder)
         contexts = _contexts(session, recipients)
     result.taken = len(recipients)
-    with hold, ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        outcomes = list(
-            pool.map(
-                lambda r: _mail_safely(sessions, r, contexts[r.id], services, clock, hold),
-                recipients,
-            )
-        )
+    with (
+        hold,
+        _CachedCdp(services.cdp) as cdp,
+        ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="vendor") as calls,
+        ThreadPoolExecutor(
+            min(CHUNKS_IN_FLIGHT, concurrency), thread_name_prefix="chunk"
+        ) as chunks,
+    ):
+        work = _ChunkWork(sessions, replace(services, cdp=cdp), contexts, clock, hold, calls)
+        # A chunk's printer calls run at once: a chunk larger than the run's concurrency
+        # would only wait, and would take more recipients past the gate (a pause is honoured
+        # from the next chunk on).
+        size = max(1, min(chunk_size, concurrency))
+        outcomes = [
+            outcome
+            for part in chunks.map(work.mail, _chunked(recipients, size))
+            for outcome in part
+        ]
     for outcome in outcomes:
         if outcome.printer:
             result.printers[outcome.printer] += 1
@@ -255,7 +297,7 @@ def _mail_one(
             if not RecipientGateway(session).holds(rid, S.SENDING, holder):
                 return MailOutcome(rid, Result.LOST, "the batch was returned by recovery")
             if gated:
-                stopped = _gate(session, recipient, day, clock(), holder)
+                stopped = _gate(SendGate(session), recipient, day, clock(), holder)
                 if stopped is not None:
                     return stopped
             mailpiece = MailpieceLedger(session).request(
@@ -332,12 +374,11 @@ def _mail_one(
 
 
 def _gate(
-    session: Session, recipient: Recipient, day: date, now: datetime, holder: str
+    gate: SendGate, recipient: Recipient, day: date, now: datetime, holder: str
 ) -> MailOutcome | None:
     """The gate before a new postcard (``domain.suppressions``, ``domain.sending``): a
     suppression makes the recipient Skipped, a pause or a full cap sends it back to Proofed,
     each with the reason; ``None`` when it may be printed (its places under the caps taken)."""
-    gate = SendGate(session)
     suppressed = gate.suppression(recipient, now)
     held = None
     if suppressed is None:
@@ -347,7 +388,7 @@ def _gate(
     reason = suppressed or held
     if reason is None:
         return None
-    RecipientGateway(session).transition(
+    RecipientGateway(gate.session).transition(
         recipient.id,
         S.SENDING,
         S.SKIPPED if suppressed else S.PROOFED,
@@ -428,6 +469,37 @@ def _follow_ups(
     mailpiece: MailpieceRecord,
 ) -> tuple[str | None, tuple[str, ...]]:
     """Run the pending follow-ups; return (a retryable failure, permanent failures)."""
+    failures: list[str] = []
+    for effect, action in _follow_up_actions(recipient, context, services, mailpiece):
+        kind = ledger_kind(effect, mailpiece.attempt)
+        with sessions() as session:
+            ledger = MailpieceLedger(session)
+            if ledger.side_effect_done(recipient.id, kind):
+                continue
+            key = ledger.begin_side_effect(recipient.id, kind)
+        try:
+            action(key)
+        except IntegrationError as exc:
+            with sessions() as session:
+                if exc.retryable:
+                    MailpieceLedger(session).side_effect_deferred(key, str(exc))
+                    return f"{kind} will be retried: {exc}", tuple(failures)
+                MailpieceLedger(session).finish_side_effect(key, error=str(exc))
+            failures.append(f"{kind}: {exc}")
+            log.error("recipient %s: %s failed for good: %s", recipient.id, kind, exc)
+            continue
+        with sessions() as session:
+            MailpieceLedger(session).finish_side_effect(key)
+    return None, tuple(failures)
+
+
+def _follow_up_actions(
+    recipient: Recipient,
+    context: _Context,
+    services: MailingServices,
+    mailpiece: MailpieceRecord,
+) -> list[tuple[SideEffectKind, Callable[[str], object]]]:
+    """The follow-ups a mailed recipient has, in order, each a call taking its ledger key."""
     mailed_at = mailpiece.accepted_at or _utcnow()
     actions: list[tuple[SideEffectKind, Callable[[str], object]]] = []
     if context.organization.stripe_customer_id:
@@ -458,28 +530,7 @@ def _follow_ups(
                 lambda key: _enqueue_deletion(services.image_deletions, recipient.id, ids),
             )
         )
-    failures: list[str] = []
-    for effect, action in actions:
-        kind = ledger_kind(effect, mailpiece.attempt)
-        with sessions() as session:
-            ledger = MailpieceLedger(session)
-            if ledger.side_effect_done(recipient.id, kind):
-                continue
-            key = ledger.begin_side_effect(recipient.id, kind)
-        try:
-            action(key)
-        except IntegrationError as exc:
-            with sessions() as session:
-                if exc.retryable:
-                    MailpieceLedger(session).side_effect_deferred(key, str(exc))
-                    return f"{kind} will be retried: {exc}", tuple(failures)
-                MailpieceLedger(session).finish_side_effect(key, error=str(exc))
-            failures.append(f"{kind}: {exc}")
-            log.error("recipient %s: %s failed for good: %s", recipient.id, kind, exc)
-            continue
-        with sessions() as session:
-            MailpieceLedger(session).finish_side_effect(key)
-    return None, tuple(failures)
+    return actions
 
 
 def _cdp_event(
@@ -505,6 +556,24 @@ def _cdp_event(
         },
         time=mailed_at,
     )
+
+
+def _record_usage(meter: StripeMeter, events: list[UsageEvent]) -> dict[str, IntegrationError]:
+    """Record a chunk's meter events in one call; returns the events Stripe would drop (by
+    identifier, each with its reason as a permanent error) after sending the others."""
+    if not events:
+        return {}
+    try:
+        meter.record_usage_many(events)
+    except InvalidUsageEvents as exc:
+        refused: dict[str, IntegrationError] = {
+            key: InvalidUsageEvents({key: reason}, 1) for key, reason in exc.problems.items()
+        }
+        rest = [e for e in events if e.identifier not in refused]
+        if rest:
+            meter.record_usage_many(rest)
+        return refused
+    return {}
 
 
 def _enqueue_deletion(queue: MessageQueue, recipient_id: int, image_ids: list[str]) -> None:
@@ -544,3 +613,362 @@ def _error(
     if not marked:
         return MailOutcome(recipient_id, Result.LOST, "the batch was returned by recovery")
     return MailOutcome(recipient_id, Result.ERROR, reason)
+
+
+# -- the chunk path: each step once per chunk ---------------------------------------------
+
+
+def _chunked(recipients: Sequence[Recipient], size: int) -> Iterator[list[Recipient]]:
+    step = max(1, size)
+    for start in range(0, len(recipients), step):
+        yield list(recipients[start : start + step])
+
+
+class _CachedCdp:
+    """One CDP client per integration for the whole run (a client per event would build a
+    connection pool, and a TLS context, per postcard); closed when the run's batch is done."""
+
+    def __init__(self, inner: CdpClients) -> None:
+        self.inner = inner
+        self._clients: dict[tuple[int, str, str], KlaviyoClient] = {}
+        self._lock = threading.Lock()
+
+    def client_for(self, integration: IntegrationRef) -> KlaviyoClient:
+        key = (integration.organization_id, str(integration.kind), integration.secret_ref)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._clients[key] = self.inner.client_for(integration)
+            return client
+
+    def __enter__(self) -> _CachedCdp:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+
+@dataclass(frozen=True)
+class _Printing:
+    recipient: Recipient
+    request: PostcardRequest
+    printer: Printer
+    #: The recipient's latest attempt before this run wrote anything (None: none).
+    before: MailpieceRecord | None
+
+    @property
+    def gated(self) -> bool:
+        """A new postcard (no attempt yet, or a dead one) passes the gate first."""
+        return self.before is None or self.before.dead
+
+
+@dataclass(frozen=True)
+class _FollowUp:
+    recipient: Recipient
+    mailpiece: MailpieceRecord
+    created: bool
+    reconciled: bool
+
+
+class _ChunkWork:
+    """A chunk of a batch taken through the steps of mailing together (see the module's
+    docstring); every write carries the run's fencing token, as ``_mail_one``'s do."""
+
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        services: MailingServices,
+        contexts: Mapping[int, _Context],
+        clock: Callable[[], datetime],
+        hold: BatchHold,
+        calls: ThreadPoolExecutor,
+    ) -> None:
+        self.sessions = sessions
+        self.services = services
+        self.contexts = contexts
+        self.clock = clock
+        self.hold = hold
+        self.calls = calls
+
+    def mail(self, chunk: list[Recipient]) -> list[MailOutcome]:
+        if self.hold.lost.is_set():
+            return [_lost(r.id) for r in chunk]
+        try:
+            return self._mail(chunk)
+        except Exception:
+            # Whatever was committed is on the ledger; one by one resumes from it (the
+            # printer is asked for an attempt already written before it is asked to print).
+            log.exception("a chunk of %s recipients failed; mailing them one by one", len(chunk))
+            return [
+                _mail_safely(
+                    self.sessions, r, self.contexts[r.id], self.services, self.clock, self.hold
+                )
+                for r in chunk
+            ]
+
+    def _mail(self, chunk: list[Recipient]) -> list[MailOutcome]:
+        outcomes: dict[int, MailOutcome] = {}
+        with self.sessions() as session:
+            current = MailpieceLedger(session).current_many([r.id for r in chunk])
+        printing: dict[int, _Printing] = {}
+        unmailable: dict[int, str] = {}
+        follow: list[_FollowUp] = []
+        for recipient in chunk:
+            piece = current.get(recipient.id)
+            if piece is not None and piece.provider_piece_id is not None and not piece.dead:
+                follow.append(_FollowUp(recipient, piece, created=False, reconciled=False))
+                continue
+            resumable = None if piece is None or piece.dead else piece
+            try:
+                request, printer = _postcard(
+                    recipient, self.contexts[recipient.id], self.services, resumable
+                )
+            except (InvalidAddress, RoutingError) as exc:
+                unmailable[recipient.id] = f"cannot mail this recipient: {exc}"
+                continue
+            printing[recipient.id] = _Printing(recipient, request, printer, piece)
+        records = self._write_attempts(chunk, printing, unmailable, current, outcomes)
+        follow += self._print(printing, records, outcomes)
+        self._follow_up(follow, outcomes)
+        return [outcomes.get(r.id) or _lost(r.id) for r in chunk]
+
+    def _write_attempts(
+        self,
+        chunk: list[Recipient],
+        printing: dict[int, _Printing],
+        unmailable: dict[int, str],
+        current: Mapping[int, MailpieceRecord],
+        outcomes: dict[int, MailOutcome],
+    ) -> dict[int, MailpieceRecord]:
+        """One transaction: the unmailable in Error, the gate for new postcards, and the print
+        attempts written (committed before any printer of the chunk is asked)."""
+        by_id = {r.id: r for r in chunk}
+        now = self.clock()
+        day = day_of(now)
+        holder = self.hold.holder
+        with self.sessions() as session:
+            recipients = RecipientGateway(session)
+            held = recipients.held([*printing, *unmailable], S.SENDING, holder)
+            errors = {rid: reason for rid, reason in unmailable.items() if rid in held}
+            for rid in recipients.mark_errors(errors, S.SENDING, now=now, holder=holder):
+                outcomes[rid] = MailOutcome(rid, Result.ERROR, errors[rid])
+            gate = SendGate(session)
+            requests: list[PieceRequest] = []
+            for rid, job in list(printing.items()):
+                if rid not in held:
+                    del printing[rid]
+                    continue
+                if job.gated:
+                    stopped = _gate(gate, by_id[rid], day, now, holder)
+                    if stopped is not None:
+                        outcomes[rid] = stopped
+                        del printing[rid]
+                        continue
+                recipient = by_id[rid]
+                requests.append(
+                    PieceRequest(
+                        recipient_id=rid,
+                        organization_id=recipient.organization_id,
+                        campaign_id=recipient.campaign_id,
+                        printer=job.printer.name,
+                        postage=self.contexts[rid].campaign.postage,
+                    )
+                )
+            return MailpieceLedger(session).request_many(requests, current)
+
+    def _print(
+        self,
+        printing: dict[int, _Printing],
+        records: Mapping[int, MailpieceRecord],
+        outcomes: dict[int, MailOutcome],
+    ) -> list[_FollowUp]:
+        """Ask the printers (concurrently), then write every answer in one transaction."""
+        if not printing or self.hold.lost.is_set():
+            return []
+        futures = {
+            rid: self.calls.submit(
+                _print_once,
+                job.printer,
+                _with_key(job.request, records[rid].idempotency_key),
+                records[rid],
+            )
+            for rid, job in printing.items()
+        }
+        accepted: dict[int, tuple[PrintedPiece, bool]] = {}
+        refused: dict[int, IntegrationError] = {}
+        for rid, future in futures.items():
+            name = printing[rid].printer.name
+            try:
+                accepted[rid] = future.result()
+            except IntegrationError as exc:
+                if exc.retryable:
+                    outcomes[rid] = MailOutcome(rid, Result.DEFERRED, str(exc), printer=name)
+                else:
+                    refused[rid] = exc
+            except Exception as exc:
+                log.exception("recipient %s: unexpected failure while printing", rid)
+                outcomes[rid] = MailOutcome(
+                    rid, Result.DEFERRED, f"unexpected failure: {exc!r}", printer=name
+                )
+        now = self.clock()
+        day = day_of(now)
+        with self.sessions() as session:
+            ledger = MailpieceLedger(session)
+            # The printers' answers are facts worth keeping whoever holds the recipients now.
+            ledger.accepted_many({records[rid].id: piece for rid, (piece, _r) in accepted.items()})
+            gate = SendGate(session)
+            reasons: dict[int, str] = {}
+            for rid, refusal in refused.items():
+                ledger.rejected(records[rid].id, now=now)
+                job = printing[rid]
+                if job.gated:  # nothing was printed: its places under the caps are free again
+                    gate.release(job.request.campaign_id, day)
+                reasons[rid] = f"{job.printer.name} refused the postcard: {refusal}"
+            marked = set(
+                RecipientGateway(session).mark_errors(
+                    reasons, S.SENDING, now=now, holder=self.hold.holder
+                )
+            )
+        for rid, reason in reasons.items():
+            outcomes[rid] = MailOutcome(rid, Result.ERROR, reason) if rid in marked else _lost(rid)
+        follow: list[_FollowUp] = []
+        for rid, (piece, reconciled) in accepted.items():
+            record = replace(
+                records[rid],
+                provider_piece_id=piece.provider_piece_id,
+                status=MailpieceStatus.CREATED,
+                accepted_at=now,
+            )
+            follow.append(
+                _FollowUp(
+                    printing[rid].recipient, record, created=not reconciled, reconciled=reconciled
+                )
+            )
+        return follow
+
+    def _follow_up(self, follow: list[_FollowUp], outcomes: dict[int, MailOutcome]) -> None:
+        """The follow-ups' keys written, their calls made (concurrently), their results and
+        ``Sent`` written: two transactions for the chunk."""
+        if not follow:
+            return
+        holder = self.hold.holder
+        planned: dict[tuple[int, str], Callable[[str], object]] = {}
+        #: The chunk's meter events, sent in one call: (recipient, kind) -> (customer, time).
+        usage: dict[tuple[int, str], tuple[str, datetime]] = {}
+        with self.sessions() as session:
+            held = RecipientGateway(session).held(
+                [f.recipient.id for f in follow], S.SENDING, holder
+            )
+            for item in follow:
+                rid = item.recipient.id
+                if rid not in held:
+                    # Recovery returned the batch: the run that holds it now finishes them.
+                    outcomes[rid] = _lost(rid, item)
+                    continue
+                context = self.contexts[rid]
+                for effect, action in _follow_up_actions(
+                    item.recipient, context, self.services, item.mailpiece
+                ):
+                    pair = (rid, ledger_kind(effect, item.mailpiece.attempt))
+                    planned[pair] = action
+                    customer = context.organization.stripe_customer_id
+                    if effect is SideEffectKind.BILLING and customer:
+                        usage[pair] = (customer, item.mailpiece.accepted_at or _utcnow())
+            ledger = MailpieceLedger(session)
+            settled = ledger.side_effects_settled(
+                {rid for rid, _k in planned}, {k for _r, k in planned}
+            )
+            todo = {pair: action for pair, action in planned.items() if pair not in settled}
+            keys = ledger.begin_side_effects(list(todo))
+        events = {
+            pair: UsageEvent(customer, keys[pair], 1, mailed_at)
+            for pair, (customer, mailed_at) in usage.items()
+            if pair in todo
+        }
+        billed = self.calls.submit(_record_usage, self.services.billing, list(events.values()))
+        futures: dict[tuple[int, str], Future[Any]] = {
+            pair: self.calls.submit(action, keys[pair])
+            for pair, action in todo.items()
+            if pair not in events
+        }
+        for pair in events:
+            futures[pair] = billed
+        done: list[str] = []
+        failed: dict[str, str] = {}
+        deferred: dict[str, str] = {}
+        retry: dict[int, str] = {}
+        failures: dict[int, list[str]] = {}
+        for (rid, kind), future in futures.items():
+            key = keys[(rid, kind)]
+            try:
+                answer = future.result()
+                if future is billed and key in answer:
+                    raise answer[key]
+            except IntegrationError as exc:
+                if exc.retryable:
+                    deferred[key] = str(exc)
+                    retry.setdefault(rid, f"{kind} will be retried: {exc}")
+                else:
+                    failed[key] = str(exc)
+                    failures.setdefault(rid, []).append(f"{kind}: {exc}")
+                    log.error("recipient %s: %s failed for good: %s", rid, kind, exc)
+                continue
+            except Exception as exc:
+                log.exception("recipient %s: unexpected failure of %s", rid, kind)
+                deferred[key] = f"unexpected failure: {exc!r}"
+                retry.setdefault(rid, f"{kind}: unexpected failure: {exc!r}")
+                continue
+            done.append(key)
+        mailable = [f.recipient.id for f in follow if f.recipient.id in held]
+        now = self.clock()
+        with self.sessions() as session:
+            MailpieceLedger(session).finish_side_effects(
+                done, failed=failed, deferred=deferred, now=now
+            )
+            sent = set(
+                RecipientGateway(session).transition_many(
+                    [rid for rid in mailable if rid not in retry],
+                    S.SENDING,
+                    S.SENT,
+                    now=now,
+                    values={"sent_at": now, "status_reason": None},
+                    holder=holder,
+                )
+            )
+            # A delivery or failure webhook may have been applied while it was still Sending.
+            MailpieceStatusGateway(session).settle_sent(sorted(sent), now=now)
+        for item in follow:
+            rid = item.recipient.id
+            if rid not in held:
+                continue
+            if rid in retry:
+                result, reason = Result.DEFERRED, retry[rid]
+            elif rid in sent:
+                result, reason = Result.SENT, None
+            else:
+                result, reason = Result.LOST, "the batch was returned by recovery"
+            outcomes[rid] = MailOutcome(
+                rid,
+                result,
+                reason,
+                printer=item.mailpiece.printer,
+                reconciled=item.reconciled,
+                created=item.created,
+                follow_up_failures=tuple(failures.get(rid, ())),
+            )
+
+
+def _lost(recipient_id: int, item: _FollowUp | None = None) -> MailOutcome:
+    if item is None:
+        return MailOutcome(recipient_id, Result.LOST, "the batch was returned by recovery")
+    return MailOutcome(
+        recipient_id,
+        Result.LOST,
+        "the batch was returned by recovery",
+        printer=item.mailpiece.printer,
+        reconciled=item.reconciled,
+        created=item.created,
+    )

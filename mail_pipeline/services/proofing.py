@@ -86,6 +86,21 @@ class ProofingResult:
     #: Campaigns whose uploaded pool ran out in this run (their recipients got generated codes).
     pool_exhausted: list[int] = field(default_factory=list)
 
+    def absorb(self, other: ProofingResult) -> None:
+        """Add a later batch's result of the same run to this one."""
+        self.taken += other.taken
+        self.proofed += other.proofed
+        self.released += other.released
+        self.errors.update(other.errors)
+        self.renderers.update(other.renderers)
+        self.samples.extend(other.samples[: max(0, 5 - len(self.samples))])
+        self.lost += other.lost
+        self.held = self.held or other.held
+        self.codes_from_pool += other.codes_from_pool
+        self.codes_generated += other.codes_generated
+        self.codes_kept += other.codes_kept
+        self.pool_exhausted = sorted({*self.pool_exhausted, *other.pool_exhausted})
+
     def offer_code_metadata(self) -> dict[str, Any]:
         """The run's offer-code figures, for its metadata (no code is listed)."""
         return {
@@ -273,48 +288,43 @@ def _apply(
         return
     attempts = {r.id: r.attempts for r in recipients}
     now = clock()
+    proofed: dict[int, dict[str, Any]] = {}
+    released: dict[int, dict[str, Any]] = {}
+    errors: dict[int, str] = {}
+    for outcome in outcomes:
+        rid = outcome.recipient_id
+        if outcome.lost:
+            result.lost += 1
+        elif outcome.values is not None:
+            proofed[rid] = outcome.values
+        elif outcome.retryable and attempts.get(rid, 0) < max_attempts:
+            released[rid] = {"status_reason": f"will retry: {outcome.reason or 'proofing failed'}"}
+        elif outcome.retryable:
+            reason = outcome.reason or "proofing failed"
+            errors[rid] = f"gave up after {attempts.get(rid, 0)} attempts: {reason}"
+        else:
+            errors[rid] = outcome.reason or "proofing failed"
     with sessions() as session:
         gateway = RecipientGateway(session)
-        for outcome in outcomes:
-            rid = outcome.recipient_id
-            if outcome.lost:
-                result.lost += 1
-                continue
-            if outcome.values is not None:
-                if gateway.transition(
-                    rid, S.PROOFING, S.PROOFED, now=now, values=outcome.values, holder=holder
-                ):
-                    result.proofed += 1
-                    result.renderers[outcome.values["proof_renderer"]] += 1
-                    if len(result.samples) < 5:
-                        result.samples.append(
-                            (
-                                rid,
-                                outcome.values["proof_front_url"],
-                                outcome.values["proof_back_url"],
-                            )
-                        )
-                else:
-                    result.lost += 1
-                continue
-            reason = outcome.reason or "proofing failed"
-            if outcome.retryable and attempts.get(rid, 0) < max_attempts:
-                if gateway.transition(
-                    rid,
-                    S.PROOFING,
-                    S.PENDING,
-                    now=now,
-                    values={"status_reason": f"will retry: {reason}"},
-                    holder=holder,
-                ):
-                    result.released += 1
-                    log.warning("recipient %s released for retry: %s", rid, reason)
-                else:
-                    result.lost += 1
-                continue
-            if outcome.retryable:
-                reason = f"gave up after {attempts.get(rid, 0)} attempts: {reason}"
-            if gateway.mark_error(rid, S.PROOFING, reason, now=now, holder=holder):
-                result.errors[rid] = reason
-            else:
-                result.lost += 1
+        moved = set(gateway.transition_each(proofed, S.PROOFING, S.PROOFED, now=now, holder=holder))
+        back = set(gateway.transition_each(released, S.PROOFING, S.PENDING, now=now, holder=holder))
+        failed = set(gateway.mark_errors(errors, S.PROOFING, now=now, holder=holder))
+    for rid, values in proofed.items():
+        if rid not in moved:
+            result.lost += 1
+            continue
+        result.proofed += 1
+        result.renderers[values["proof_renderer"]] += 1
+        if len(result.samples) < 5:
+            result.samples.append((rid, values["proof_front_url"], values["proof_back_url"]))
+    for rid, values in released.items():
+        if rid in back:
+            result.released += 1
+            log.warning("recipient %s released for retry: %s", rid, values["status_reason"])
+        else:
+            result.lost += 1
+    for rid, reason in errors.items():
+        if rid in failed:
+            result.errors[rid] = reason
+        else:
+            result.lost += 1

@@ -9,9 +9,12 @@ workers that will process them.
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
+from typing import TypeVar
 
 from mail_pipeline.db.engine import SessionFactory
 from mail_pipeline.db.models import utcnow
@@ -21,6 +24,7 @@ from mail_pipeline.domain.metrics import day_of
 from mail_pipeline.domain.recipients import RecipientStatus
 
 S = RecipientStatus
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,11 @@ class Stage:
     name: str
     from_status: RecipientStatus
     to_status: RecipientStatus
+    #: The state a run moves a claimed batch into while it works on it.
+    working_status: RecipientStatus
+    #: States on the way to ``from_status``: a recipient that entered one of them recently
+    #: is work on its way to this stage (``keep_claiming`` waits for it).
+    upstream: frozenset[RecipientStatus]
     #: Campaign statuses whose recipients this stage takes.
     campaign_statuses: frozenset[CampaignStatus]
     #: Only campaigns the gate before the printer lets through today (``domain.sending``):
@@ -44,10 +53,18 @@ PROOFING = Stage(
     "proofing",
     S.PENDING,
     S.PROOFING_STAGED,
+    S.PROOFING,
+    frozenset({S.PENDING}),
     frozenset({CampaignStatus.PENDING, CampaignStatus.ACTIVE}),
 )
 MAILING = Stage(
-    "mailing", S.PROOFED, S.SENDING_STAGED, frozenset({CampaignStatus.ACTIVE}), gated=True
+    "mailing",
+    S.PROOFED,
+    S.SENDING_STAGED,
+    S.SENDING,
+    frozenset({S.PENDING, S.PROOFING_STAGED, S.PROOFING, S.PROOFED}),
+    frozenset({CampaignStatus.ACTIVE}),
+    gated=True,
 )
 
 
@@ -111,4 +128,100 @@ def claim_for_campaign(
             campaign_id=campaign_id,
             campaign_statuses=stage.campaign_statuses,
             gate_day=stage.gate_day(),
+        )
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """How long a stage run keeps claiming its organization's work after its first batch
+    (:func:`keep_claiming`)."""
+
+    #: Claim no new batch this long after the run started (0: the first batch only).
+    budget_seconds: float = 240.0
+    #: With nothing waiting but work on its way (a recipient of the organization entered an
+    #: upstream state this recently), look again every ``poll_seconds`` for this long.
+    idle_seconds: float = 20.0
+    poll_seconds: float = 1.0
+    batch_size: int = 200
+
+
+def keep_claiming(
+    sessions: SessionFactory,
+    stage: Stage,
+    organization_id: int,
+    first_batch: str,
+    process: Callable[[str], R],
+    *,
+    rules: Continuation,
+    slot_free: Callable[[], bool],
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[R]:
+    """Process ``first_batch``, then keep claiming batches of ``organization_id``'s waiting
+    recipients (by :func:`claim_for_campaign`'s rules, one organization per run) and process
+    each, so a run's start-up is paid once per minutes of work rather than once per batch.
+
+    Each batch is claimed with its own lease, exactly as a sensor's claim, and processed
+    whole before the next is claimed: a run that dies loses only its current batch to
+    recovery. The run stops claiming when its time budget ends, when nothing has waited for
+    ``idle_seconds``, or - so that one brand's backlog never starves another's - when
+    another organization has recipients waiting that no run is working on and no run slot
+    of the stage is free (``slot_free``: the sensor would serve it if one were).
+
+    With nothing to claim, a run whose organization has work on its way - a recipient that
+    entered a state upstream of the stage within ``idle_seconds`` (a trickle of new
+    recipients, a batch being proofed) - looks again every ``poll_seconds`` for up to
+    ``idle_seconds`` instead of ending, so a trickle is served by a warm run in about a
+    second rather than by a new run each time; with nothing on its way, it ends at once."""
+    started = clock()
+    results = [process(first_batch)]
+    idle_since: float | None = None
+    while clock() - started < rules.budget_seconds:
+        if _others_starve(sessions, stage, organization_id) and not slot_free():
+            break
+        with sessions() as session:
+            claim = RecipientGateway(session).claim_batch(
+                stage.from_status,
+                stage.to_status,
+                rules.batch_size,
+                organization_id=organization_id,
+                campaign_statuses=stage.campaign_statuses,
+                gate_day=stage.gate_day(),
+            )
+        if claim.ids:
+            idle_since = None
+            results.append(process(claim.batch_id))
+            continue
+        idle_since = clock() if idle_since is None else idle_since
+        if clock() - idle_since >= rules.idle_seconds or not _on_its_way(
+            sessions, stage, organization_id, rules.idle_seconds
+        ):
+            break
+        sleep(rules.poll_seconds)
+    return results
+
+
+def _others_starve(sessions: SessionFactory, stage: Stage, organization_id: int) -> bool:
+    """Whether another organization has recipients waiting for ``stage`` and none in it."""
+    with sessions() as session:
+        gateway = RecipientGateway(session)
+        waiting = set(
+            gateway.organizations_waiting(
+                stage.from_status, stage.campaign_statuses, stage.gate_day()
+            )
+        )
+        if not waiting - {organization_id}:
+            return False
+        served = gateway.organizations_in({stage.to_status, stage.working_status})
+    return bool(waiting - served - {organization_id})
+
+
+def _on_its_way(
+    sessions: SessionFactory, stage: Stage, organization_id: int, within_seconds: float
+) -> bool:
+    """Whether a recipient of the organization entered a state upstream of ``stage`` in the
+    last ``within_seconds``."""
+    with sessions() as session:
+        return RecipientGateway(session).changed_since(
+            organization_id, stage.upstream, utcnow() - timedelta(seconds=within_seconds)
         )

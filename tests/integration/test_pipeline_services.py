@@ -54,7 +54,13 @@ from mail_pipeline.resources.sandbox import shared_store
 from mail_pipeline.services.mailing import MailingServices, mail_batch
 from mail_pipeline.services.proofing import proof_batch
 from mail_pipeline.services.recovery import RecoveryResult, recover_expired_claims
-from mail_pipeline.services.staging import MAILING, PROOFING, stage_batches
+from mail_pipeline.services.staging import (
+    MAILING,
+    PROOFING,
+    Continuation,
+    keep_claiming,
+    stage_batches,
+)
 
 S = RecipientStatus
 C = CampaignStatus
@@ -651,3 +657,119 @@ def test_staging_takes_turns_between_organizations(shop: Shop) -> None:
     for claim_org, ids in last:
         assert len({shop.rows(ids)[i].batch_id for i in ids}) == 1
         assert {shop.rows(ids)[i].organization_id for i in ids} == {claim_org}
+
+
+# -- runs that keep claiming (services.staging.keep_claiming) --------------------------------
+
+LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class FakeTime:
+    now: float = 0.0
+    slept: list[float] = field(default_factory=list)
+    on_sleep: Any = None
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        if self.on_sleep is not None:
+            self.on_sleep()
+
+
+def _keep_claiming(
+    shop: Shop,
+    org: int,
+    *,
+    rules: Continuation,
+    slot_free: bool = True,
+    time: FakeTime | None = None,
+    per_batch_seconds: float = 0.0,
+) -> list[list[int]]:
+    """The batches a mailing run for ``org`` takes, first one claimed as the sensor would."""
+    time = time or FakeTime()
+    (first,) = stage_batches(shop.sessions, MAILING, free_slots=1, batch_size=rules.batch_size)
+    assert first.recipients[0].organization_id == org
+
+    def process(batch_id: str) -> list[int]:
+        time.now += per_batch_seconds
+        with shop.sessions() as session:
+            return [r.id for r in RecipientGateway(session).batch(batch_id, S.SENDING_STAGED)]
+
+    return keep_claiming(
+        shop.sessions,
+        MAILING,
+        org,
+        first.batch_id,
+        process,
+        rules=rules,
+        slot_free=lambda: slot_free,
+        clock=time,
+        sleep=time.sleep,
+    )
+
+
+def test_a_run_keeps_claiming_its_organizations_batches_until_none_waits(shop: Shop) -> None:
+    org = shop.organization()
+    ids = shop.recipients(shop.campaign(org), 5, S.PROOFED, status_changed_at=LONG_AGO)
+    time = FakeTime()
+
+    batches = _keep_claiming(shop, org, rules=Continuation(batch_size=2), time=time)
+
+    assert batches == [ids[0:2], ids[2:4], ids[4:5]]
+    assert time.slept == []  # nothing on its way: the run ends at once
+
+
+def test_a_run_stops_claiming_when_its_time_budget_ends(shop: Shop) -> None:
+    org = shop.organization()
+    ids = shop.recipients(shop.campaign(org), 6, S.PROOFED, status_changed_at=LONG_AGO)
+
+    batches = _keep_claiming(
+        shop, org, rules=Continuation(batch_size=2, budget_seconds=150), per_batch_seconds=100
+    )
+
+    # the first batch, then one claimed at 100 s; at 200 s the budget is spent
+    assert batches == [ids[0:2], ids[2:4]]
+    assert shop.status(ids[4:]) == dict.fromkeys(ids[4:], S.PROOFED)
+
+
+@pytest.mark.parametrize("slot_free", [False, True])
+def test_a_run_gives_way_to_a_starved_organization_when_no_slot_is_free(
+    shop: Shop, slot_free: bool
+) -> None:
+    busy, other = shop.organization(), shop.organization()
+    backlog = shop.recipients(shop.campaign(busy), 6, S.PROOFED, status_changed_at=LONG_AGO)
+    waiting = shop.recipients(shop.campaign(other), 2, S.PROOFED, status_changed_at=LONG_AGO)
+
+    batches = _keep_claiming(shop, busy, rules=Continuation(batch_size=2), slot_free=slot_free)
+
+    if slot_free:  # the sensor serves the other organization in the free slot
+        assert batches == [backlog[0:2], backlog[2:4], backlog[4:6]]
+    else:  # no slot would free up for it: this run ends so the sensor can serve it
+        assert batches == [backlog[0:2]]
+    assert shop.status(waiting) == dict.fromkeys(waiting, S.PROOFED)
+
+
+def test_a_run_waits_for_work_on_its_way_and_takes_it(shop: Shop) -> None:
+    org = shop.organization()
+    campaign = shop.campaign(org)
+    first = shop.recipients(campaign, 2, S.PROOFED, status_changed_at=LONG_AGO)
+    # a recipient that just became Pending is on its way to mailing
+    shop.recipients(campaign, 1, S.PENDING)
+    arrived: list[int] = []
+
+    def arrive() -> None:
+        if len(time.slept) == 3:  # proofed while the run waits
+            arrived.extend(shop.recipients(campaign, 1, S.PROOFED))
+
+    time = FakeTime(on_sleep=arrive)
+    batches = _keep_claiming(
+        shop, org, rules=Continuation(batch_size=2, idle_seconds=10, poll_seconds=1), time=time
+    )
+
+    assert batches == [first, arrived]
+    # after the last batch it waits out idle_seconds (work is still on its way), then ends
+    assert time.slept == [1.0] * 13
