@@ -221,8 +221,9 @@ def test_many_slots_are_reserved_in_one_statement(db_url: str) -> None:
     limiter = _limiter(db_url, limit_key("lob", "key-a"))
     dues = limiter.acquire_many(5)
     gaps = [b - a for a, b in pairwise(dues)]
-    # PostgreSQL reads its clock for the slot and for the reply microseconds apart.
-    assert gaps == pytest.approx([limiter.interval] * 4, abs=1e-4)
+    # PostgreSQL reads its clock for the slot and for the reply a little apart (up to a
+    # fraction of a millisecond on a busy machine); the interval is 53 ms.
+    assert gaps == pytest.approx([limiter.interval] * 4, abs=1e-3)
     [after] = limiter.acquire_many(1)
     assert after - dues[-1] == pytest.approx(limiter.interval, abs=0.01)
 
