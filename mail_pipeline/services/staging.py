@@ -138,6 +138,9 @@ class Continuation:
 
     #: Claim no new batch this long after the run started (0: the first batch only).
     budget_seconds: float = 240.0
+    #: A run gives way to a starved organization only after this long (its time slice), so
+    #: brands with backlogs take turns a minute at a time rather than a batch at a time.
+    slice_seconds: float = 60.0
     #: With nothing waiting but work on its way (a recipient of the organization entered an
     #: upstream state this recently), look again every ``poll_seconds`` for this long.
     idle_seconds: float = 20.0
@@ -164,9 +167,10 @@ def keep_claiming(
     Each batch is claimed with its own lease, exactly as a sensor's claim, and processed
     whole before the next is claimed: a run that dies loses only its current batch to
     recovery. The run stops claiming when its time budget ends, when nothing has waited for
-    ``idle_seconds``, or - so that one brand's backlog never starves another's - when
-    another organization has recipients waiting that no run is working on and no run slot
-    of the stage is free (``slot_free``: the sensor would serve it if one were).
+    ``idle_seconds``, or - so that one brand's backlog never starves another's - once it has
+    run ``slice_seconds``, when another organization has recipients waiting that no run is
+    working on and no run slot of the stage is free (``slot_free``: the sensor would serve
+    it if one were): brands with backlogs take turns a time slice at a time.
 
     With nothing to claim, a run whose organization has work on its way - a recipient that
     entered a state upstream of the stage within ``idle_seconds`` (a trickle of new
@@ -177,7 +181,11 @@ def keep_claiming(
     results = [process(first_batch)]
     idle_since: float | None = None
     while clock() - started < rules.budget_seconds:
-        if _others_starve(sessions, stage, organization_id) and not slot_free():
+        if (
+            clock() - started >= rules.slice_seconds
+            and _others_starve(sessions, stage, organization_id)
+            and not slot_free()
+        ):
             break
         with sessions() as session:
             claim = RecipientGateway(session).claim_batch(

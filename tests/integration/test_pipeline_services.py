@@ -744,12 +744,18 @@ def test_a_run_gives_way_to_a_starved_organization_when_no_slot_is_free(
     backlog = shop.recipients(shop.campaign(busy), 6, S.PROOFED, status_changed_at=LONG_AGO)
     waiting = shop.recipients(shop.campaign(other), 2, S.PROOFED, status_changed_at=LONG_AGO)
 
-    batches = _keep_claiming(shop, busy, rules=Continuation(batch_size=2), slot_free=slot_free)
+    batches = _keep_claiming(
+        shop,
+        busy,
+        rules=Continuation(batch_size=2, slice_seconds=15),
+        slot_free=slot_free,
+        per_batch_seconds=10,
+    )
 
     if slot_free:  # the sensor serves the other organization in the free slot
         assert batches == [backlog[0:2], backlog[2:4], backlog[4:6]]
-    else:  # no slot would free up for it: this run ends so the sensor can serve it
-        assert batches == [backlog[0:2]]
+    else:  # no slot would free up for it: after its slice, this run ends so it can be served
+        assert batches == [backlog[0:2], backlog[2:4]]
     assert shop.status(waiting) == dict.fromkeys(waiting, S.PROOFED)
 
 
