@@ -76,6 +76,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -473,6 +474,73 @@ def _proc_table() -> dict[int, tuple[int, int, float, int]]:
     return table
 
 
+def _own_cpu(pid: int) -> float | None:
+    """A process's own CPU seconds (utime + stime, without its reaped children)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _role(pid: int) -> str:
+    """What a process of the daemon's tree is, from its command line."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "gone"
+    if "dagster-daemon" in command:
+        return "daemon"
+    if "dagster api grpc" in command:
+        return "code server"
+    if "spawn_main" in command:
+        return "run worker"
+    return "helpers (log capture, resource tracker)"
+
+
+@dataclass
+class RoleCpu:
+    """Own CPU seconds of every process of the daemon's tree, by pid (the last reading: a
+    process's final second before it exits is missed), and each pid's role."""
+
+    cpu: dict[int, float] = field(default_factory=dict)
+    roles: dict[int, str] = field(default_factory=dict)
+
+    def sample(self, members: set[int]) -> None:
+        for pid in members:
+            cpu = _own_cpu(pid)
+            if cpu is None:
+                continue
+            if pid not in self.roles:
+                self.roles[pid] = _role(pid)
+            self.cpu[pid] = max(cpu, self.cpu.get(pid, 0.0))
+
+    def by_role(self, run_worker_jobs: dict[int, str]) -> dict[str, float]:
+        """CPU seconds per role; run workers by the job they ran (``run_worker_jobs``)."""
+        totals: dict[str, float] = {}
+        for pid, cpu in self.cpu.items():
+            role = self.roles.get(pid, "gone")
+            if role == "run worker":
+                role = f"run worker: {run_worker_jobs.get(pid, 'unknown job')}"
+            totals[role] = totals.get(role, 0.0) + cpu
+        return totals
+
+
+def tree_members(root: int, table: dict[int, tuple[int, int, float, int]]) -> set[int]:
+    """The pids of ``root``'s tree (parent chain or session)."""
+    members = {pid for pid, (_p, session, _c, _r) in table.items() if session == root}
+    members.add(root)
+    grew = True
+    while grew:
+        grew = False
+        for pid, (ppid, *_rest) in table.items():
+            if ppid in members and pid not in members:
+                members.add(pid)
+                grew = True
+    return members
+
+
 def tree_usage(root: int, table: dict[int, tuple[int, int, float, int]]) -> tuple[float, int, int]:
     """CPU seconds, RSS bytes and process count of ``root``'s tree (parent chain or session)."""
     members = {pid for pid, (_p, session, _c, _r) in table.items() if session == root}
@@ -509,6 +577,8 @@ class Observation:
     elapsed: float = 0.0
     #: Seconds after the daemon started when the trickle began (trickle mode).
     trickle_started: float | None = None
+    #: CPU of the daemon's tree by process, for the CPU-by-role table.
+    roles: RoleCpu = field(default_factory=RoleCpu)
 
 
 def counts_by_status(engine: sa.Engine) -> dict[str, int]:
@@ -559,6 +629,7 @@ def run_daemon(
             counts = counts_by_status(engine)
             table = _proc_table()
             cpu, rss, processes = tree_usage(daemon.pid, table)
+            seen.roles.sample(tree_members(daemon.pid, table))
             vendor_cpu, _rss, _n = tree_usage(server.pid, table)
             seen.samples.append(Sample(now, counts, cpu, rss, processes, vendor_cpu))
             if now - last_print >= 10:
@@ -712,6 +783,9 @@ def _aware(value: datetime | str) -> datetime:
 # -- figures: Dagster, exactly once, vendors -------------------------------------------------
 
 
+WORKER_PID = re.compile(r"(?:Executing steps in process|Capturing logs for process) \(pid: (\d+)\)")
+
+
 def dagster_figures(setup: Setup) -> dict[str, Any]:
     """Runs per job and status and per stage, and event-log rows, from the run's instance."""
     import dagster as dg
@@ -719,13 +793,19 @@ def dagster_figures(setup: Setup) -> dict[str, Any]:
     os.environ.update({k: v for k, v in setup.env.items() if k.startswith("DAGSTER_")})
     runs: Counter[tuple[str, str]] = Counter()
     stages: Counter[str] = Counter()
+    workers: dict[int, str] = {}
     events = 0
     with dg.DagsterInstance.get() as instance:
         for run in instance.get_runs():
             runs[(run.job_name, run.status.value)] += 1
             stages[run.tags.get("mail_pipeline/stage", "untagged")] += 1
-            events += len(instance.all_logs(run.run_id))
-    return {"runs": runs, "stages": stages, "event_rows": events}
+            logs = instance.all_logs(run.run_id)
+            events += len(logs)
+            for entry in logs:  # "Executing steps in process (pid: N)": the run worker
+                found = WORKER_PID.search(entry.user_message or "")
+                if found:
+                    workers[int(found.group(1))] = run.job_name
+    return {"runs": runs, "stages": stages, "event_rows": events, "workers": workers}
 
 
 def exactly_once(setup: Setup) -> dict[str, int]:
@@ -1028,6 +1108,14 @@ def details(r: RunResult) -> list[str]:
         f"- Dagster event-log rows {r.dag['event_rows']:,}; CPU {r.cpu:.0f} s in the daemon's "
         f"tree, {r.vendor_cpu:.0f} s in the sandbox server; peak "
         f"{max((s.processes for s in seen.samples), default=0)} processes",
+        "- CPU by process, own seconds (ms per mailed recipient): "
+        + "; ".join(
+            f"{role} {cpu:.0f} s ({cpu / r.mailed * 1000:.1f} ms)"
+            for role, cpu in sorted(
+                seen.roles.by_role(r.dag.get("workers", {})).items(), key=lambda kv: -kv[1]
+            )
+        )
+        + f"; sandbox server {r.vendor_cpu:.0f} s ({r.vendor_cpu / r.mailed * 1000:.1f} ms)",
         f"- exactly once: {o['mailed']:,} mailed; {o['pieces']:,} printer pieces "
         f"({o['mailed_without_piece']} mailed without, {o['mailed_with_two_pieces']} with two, "
         f"{o['pieces_of_sending']} of recipients still Sending, {o['pieces_unaccounted']} "
@@ -1253,7 +1341,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    """SIGTERM ends the benchmark as Ctrl-C does: the ``finally`` blocks stop the daemon's and
+    the sandbox server's process groups (their children would outlive a plain exit)."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
     args = parse_args(argv)
     if args.trickle_rate <= 0 or args.trickle_seconds <= 0:
         raise SystemExit("--trickle-rate and --trickle-seconds must be positive")

@@ -20,8 +20,11 @@ Raising it serves more organizations at once; a printer's throughput stays its r
 from __future__ import annotations
 
 #: Mailing runs that may be in flight at once (and so share one printer API key).
-MAILING_RUNS_IN_FLIGHT = 2
+MAILING_RUNS_IN_FLIGHT = 4
 
-#: Proofing runs that may be in flight at once (the proofing sensor's cap and the run
-#: queue's ``mail_pipeline/stage: proofing`` limit, compared by a test like the mailing one).
-PROOFING_RUNS_IN_FLIGHT = 2
+#: Proofing runs that may be in flight at once (the proofing sensor's cap, and the local run
+#: queue's ``mail_pipeline/stage: proofing`` limit; a test compares them). A stage run serves
+#: one organization and keeps claiming its work (``services.staging.keep_claiming``), so the
+#: number is also how many organizations are served by a warm run at once; four keeps a
+#: trickle's latency low without a run per batch.
+PROOFING_RUNS_IN_FLIGHT = 4

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from mail_pipeline.integrations.ratelimit import SlidingWindowLimiter
-from mail_pipeline.limits import MAILING_RUNS_IN_FLIGHT
+from mail_pipeline.limits import MAILING_RUNS_IN_FLIGHT, PROOFING_RUNS_IN_FLIGHT
 from mail_pipeline.resources.printing import PUBLISHED_RATE_LIMITS, SandboxPrinters
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +29,13 @@ def _stage_limits(path: Path) -> dict[str, int]:
 @pytest.mark.parametrize("instance", ["dagster.yaml", "deploy/dagster.production.yaml"])
 def test_the_run_queue_caps_mailing_runs_at_the_shared_limit(instance: str) -> None:
     assert _stage_limits(ROOT / instance)["mailing"] == MAILING_RUNS_IN_FLIGHT
+
+
+def test_the_local_run_queue_caps_proofing_runs_at_the_sensors_limit() -> None:
+    assert _stage_limits(ROOT / "dagster.yaml")["proofing"] == PROOFING_RUNS_IN_FLIGHT
+    # production may queue more (runs by hand, recovery), never fewer than the sensor starts
+    production = _stage_limits(ROOT / "deploy/dagster.production.yaml")["proofing"]
+    assert production >= PROOFING_RUNS_IN_FLIGHT
 
 
 def test_printers_without_the_shared_database_split_their_limit_among_that_many_runs(

@@ -46,6 +46,7 @@ from mail_pipeline.integrations.printers.base import PostcardRequest
 from mail_pipeline.integrations.printers.sandbox import sandbox_transports
 from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.pipeline import BatchConfig, proofing_job
+from mail_pipeline.limits import PROOFING_RUNS_IN_FLIGHT
 from mail_pipeline.resources.cdp import CdpResource
 from mail_pipeline.resources.printing import SandboxPrinters
 from mail_pipeline.resources.sandbox import shared_store
@@ -317,7 +318,8 @@ def test_the_proofing_sensor_says_why_it_skips_when_nothing_waits(env: Env) -> N
 def test_the_proofing_sensor_respects_runs_in_flight(env: Env) -> None:
     orgs = [env.organization() for _ in range(3)]
     ids = {org: env.recipients(env.campaign(org), 1) for org in orgs}
-    env.running("proofing_job", {tags.STAGE: "proofing"})
+    for _ in range(PROOFING_RUNS_IN_FLIGHT - 1):
+        env.running("proofing_job", {tags.STAGE: "proofing"})
 
     one_free = env.tick("proofing_sensor")
 
@@ -325,7 +327,8 @@ def test_the_proofing_sensor_respects_runs_in_flight(env: Env) -> None:
     env.running("proofing_job", {tags.STAGE: "proofing"})
     full = env.tick("proofing_sensor", one_free.cursor)
     assert full.run_requests == []
-    assert full.skip_message == "2 proofing runs in flight (limit 2)"
+    limit = PROOFING_RUNS_IN_FLIGHT
+    assert full.skip_message == f"{limit} proofing runs in flight (limit {limit})"
     assert env.status(ids[orgs[1]] + ids[orgs[2]]) == {
         ids[orgs[1]][0]: S.PENDING,
         ids[orgs[2]][0]: S.PENDING,
@@ -340,7 +343,10 @@ def test_the_proofing_sensor_respects_runs_in_flight(env: Env) -> None:
         interval_seconds=10,
     )
     data = env.tick(closed)
-    assert data.run_requests == [] and data.skip_message == "2 proofing runs in flight (limit 0)"
+    assert (
+        data.run_requests == []
+        and data.skip_message == f"{limit} proofing runs in flight (limit 0)"
+    )
 
 
 def test_the_staging_cursor_takes_turns_between_organizations(env: Env) -> None:
