@@ -46,8 +46,12 @@ Each run, in a fresh temporary folder:
 3. Pending recipients inserted in SQL across ``--organizations`` US organizations with
    ``--campaigns`` Active campaigns each (the demo's design, a Stripe customer and a Klaviyo
    CDP integration, so every postcard has its meter event and CDP event);
-4. ``dagster-daemon run -w workspace.yaml`` until every recipient is Sent, Received or Error
-   (or ``--timeout``); counts per status are read from the app database every second.
+4. the code location served by ``dagster code-server start`` over gRPC, as production serves
+   it (``--no-code-server``: the daemon starts its own from ``workspace.yaml`` and, reloading
+   its workspace every 60 s, replaces it every minute), and ``dagster-daemon run`` with a
+   workspace pointing at it, until every recipient is Sent, Received or Error (or
+   ``--timeout``); counts per status are read from the app database every second, and the
+   CPU of both process trees (the run workers are the code server's children).
 
 The figures: throughput between 10 % and 90 % sent; per-recipient latency (``sent_at`` minus
 the recipient's own ``created_at``: queueing time after a bulk seed, the latency proper in
@@ -79,6 +83,7 @@ import platform
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -492,7 +497,7 @@ def _role(pid: int) -> str:
         return "gone"
     if "dagster-daemon" in command:
         return "daemon"
-    if "dagster api grpc" in command:
+    if "dagster api grpc" in command or "dagster code-server" in command:
         return "code server"
     if "spawn_main" in command:
         return "run worker"
@@ -599,22 +604,27 @@ def run_daemon(
     total: int,
     timeout: float,
     trickle: Trickle | None = None,
+    *,
+    code_server: bool = True,
 ) -> Observation:
     """Sample until ``total`` recipients are done (with a trickle: until it has written them
     all and they are done), the timeout passes or the daemon exits."""
     engine = sa.create_engine(setup.app_url)
     log_path = setup.work / "daemon.log"
     log = log_path.open("ab")
+    server_process = start_code_server(setup) if code_server else None
+    workspace = setup.work / "workspace.yaml" if server_process else ROOT / "workspace.yaml"
     started_at = datetime.now(UTC)
     t0 = time.monotonic()
     daemon = subprocess.Popen(
-        [str(BIN / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
+        [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
         cwd=ROOT,
         env=setup.env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    roots = [daemon.pid] + ([server_process.pid] if server_process else [])
     seen = Observation(started_at)
     last_print = -10.0
     try:
@@ -628,8 +638,10 @@ def run_daemon(
                     print(f"  {now:6.0f} s  the trickle begins", flush=True)
             counts = counts_by_status(engine)
             table = _proc_table()
-            cpu, rss, processes = tree_usage(daemon.pid, table)
-            seen.roles.sample(tree_members(daemon.pid, table))
+            usage = [tree_usage(root, table) for root in roots]
+            cpu = sum(u[0] for u in usage)
+            rss, processes = sum(u[1] for u in usage), sum(u[2] for u in usage)
+            seen.roles.sample(set().union(*(tree_members(root, table) for root in roots)))
             vendor_cpu, _rss, _n = tree_usage(server.pid, table)
             seen.samples.append(Sample(now, counts, cpu, rss, processes, vendor_cpu))
             if now - last_print >= 10:
@@ -653,8 +665,53 @@ def run_daemon(
             if trickle.is_alive():
                 trickle.join(timeout=30)
         stop_group(daemon, grace=30)
+        if server_process is not None:
+            stop_group(server_process, grace=30)
         engine.dispose()
     return seen
+
+
+def start_code_server(setup: Setup) -> subprocess.Popen[bytes]:
+    """The code location served by ``dagster code-server start`` over gRPC (production's
+    layout), and a workspace file pointing at it. With a ``python_module`` workspace the
+    daemon starts a code server of its own and replaces it every minute (it reloads its
+    workspace every 60 s), paying the definitions' import each time."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (setup.work / "workspace.yaml").write_text(
+        "load_from:\n  - grpc_server:\n      host: 127.0.0.1\n"
+        f"      port: {port}\n      location_name: mail_pipeline\n"
+    )
+    server = subprocess.Popen(
+        [
+            str(BIN / "dagster"),
+            "code-server",
+            "start",
+            "-m",
+            "mail_pipeline.definitions",
+            "--location-name",
+            "mail_pipeline",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=setup.env,
+        stdout=(setup.work / "code_server.log").open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return server
+        if server.poll() is not None:
+            break
+        time.sleep(0.5)
+    stop_group(server, grace=5)
+    raise RuntimeError(f"the code server did not start: see {setup.work / 'code_server.log'}")
 
 
 def stop_group(process: subprocess.Popen[bytes], grace: float) -> None:
@@ -1253,7 +1310,14 @@ def run_one(spec: RunSpec, args: argparse.Namespace, plot: Path | None) -> RunRe
             else:
                 seed_recipients(setup.app_url, campaigns, spec.recipients)
                 print(f"seeded {spec.recipients:,} Pending; sandbox server at {url}", flush=True)
-            seen = run_daemon(setup, server, spec.recipients, timeout or 1200, trickle)
+            seen = run_daemon(
+                setup,
+                server,
+                spec.recipients,
+                timeout or 1200,
+                trickle,
+                code_server=args.code_server,
+            )
             if trickle is not None and trickle.error is not None:
                 print(f"the trickle failed: {trickle.error!r}", flush=True)
             stats = sandbox_stats(url)
@@ -1330,6 +1394,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="seconds per run (default: 1200; trickle: its seconds + 480)",
     )
     parser.add_argument("--latency", default=LATENCY, help="the sandbox server's --latency")
+    parser.add_argument(
+        "--code-server",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve the code location with `dagster code-server start` (production's layout; "
+        "default) or let the daemon start its own from workspace.yaml",
+    )
     parser.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     parser.add_argument(
         "--plot",
