@@ -495,24 +495,6 @@ class RecipientGateway:
             )
         )
 
-    def changed_since(
-        self, organization_id: int, statuses: Collection[RecipientStatus], since: datetime
-    ) -> bool:
-        """Whether a recipient of the organization in one of ``statuses`` entered it at or
-        after ``since``."""
-        return (
-            self.session.scalar(
-                select(Recipient.id)
-                .where(
-                    Recipient.organization_id == organization_id,
-                    Recipient.status.in_(sorted(statuses)),
-                    Recipient.status_changed_at >= since,
-                )
-                .limit(1)
-            )
-            is not None
-        )
-
     def organizations_in(self, statuses: Collection[RecipientStatus]) -> set[int]:
         """Organizations with recipients in any of ``statuses``."""
         return set(

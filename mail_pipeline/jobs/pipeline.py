@@ -1,15 +1,16 @@
-"""Proofing and mailing runs: each processes one claimed batch (hundreds of recipients) with
-bounded concurrency inside; per-run totals are metadata, never one event per recipient.
+"""Proofing and mailing runs: each processes claimed batches (hundreds of recipients each)
+with bounded concurrency inside; per-run totals are metadata, never one event per recipient.
 
 The sensors launch them for batches they claimed. A sensor's run then keeps claiming its
 organization's waiting recipients, batch after batch, for up to ``keep_claiming_seconds``
 (``services.staging.keep_claiming``: each batch with its own lease, processed whole before the
-next; it gives way when another organization waits and no run slot is free), so under load a
-run's start-up is paid once per minutes of work, and a quiet run waits ``idle_seconds`` for
-new recipients before it ends. Its log says how it goes every ``PROGRESS_EVERY`` seconds, and
-its metadata lists the batches it took. A person can ask for one campaign instead
-(``campaign_id``; who and why in the ``requested_by`` and ``reason`` tags): the run claims a
-batch of that campaign's waiting recipients itself, by the sensors' rules, and processes it:
+next; after a 60 s slice it gives way when another organization waits and no run slot is
+free), so under load a run's start-up is paid once per minutes of work; once caught up, a
+sensor's run waits ``idle_seconds`` for new recipients before it ends (a trickle is served by
+a warm run). Its log says how it goes every ``PROGRESS_EVERY`` seconds, and its metadata
+lists the batches it took. A person can ask for one campaign instead (``campaign_id``; who
+and why in the ``requested_by`` and ``reason`` tags): the run claims a batch of that
+campaign's waiting recipients itself, by the sensors' rules, and processes it:
 
     dagster job launch -w workspace.yaml -j mailing_job \
       --config-json '{"ops": {"mail_recipients": {"config": {"campaign_id": 12}}}}' \
@@ -62,8 +63,9 @@ class BatchConfig(dg.Config):
     #: After a sensor's batch, keep claiming the organization's waiting recipients for up to
     #: this many seconds (0: that batch only). On-demand runs take one batch.
     keep_claiming_seconds: float = 240.0
-    #: With nothing waiting, look again every second for this long before ending.
-    idle_seconds: float = 20.0
+    #: With nothing waiting, look again every second for this long before ending (the
+    #: sensors ask for ``sensors.pipeline.IDLE_SECONDS``; a run by hand or by recovery ends).
+    idle_seconds: float = 0.0
 
 
 def _batch(

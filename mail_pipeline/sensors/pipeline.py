@@ -23,6 +23,9 @@ from mail_pipeline.services.recovery import recover_expired_claims
 from mail_pipeline.services.staging import MAILING, PROOFING, Stage, stage_batches
 
 RUNNING = dg.DefaultSensorStatus.RUNNING
+#: A stage run the sensors launch waits this long for new recipients once it has caught up
+#: (``BatchConfig.idle_seconds``): a trickle is served by a warm run within about a second.
+IDLE_SECONDS = 20.0
 
 
 def staging_sensor(
@@ -33,9 +36,11 @@ def staging_sensor(
     batch_size: int,
     max_runs_in_flight: int,
     interval_seconds: int,
+    idle_seconds: float = IDLE_SECONDS,
 ) -> dg.SensorDefinition:
     """Claim recipients into batches (one organization each) and launch one run per batch,
-    never more runs in flight than ``max_runs_in_flight``."""
+    never more runs in flight than ``max_runs_in_flight``; each run keeps claiming its
+    organization's work and waits ``idle_seconds`` for more once it has caught up."""
 
     @dg.sensor(
         name=f"{stage.name}_sensor",
@@ -71,7 +76,9 @@ def staging_sensor(
         requests = [
             dg.RunRequest(
                 run_key=claim.batch_id,
-                run_config=dg.RunConfig(ops={op_name: BatchConfig(batch_id=claim.batch_id)}),
+                run_config=dg.RunConfig(
+                    ops={op_name: BatchConfig(batch_id=claim.batch_id, idle_seconds=idle_seconds)}
+                ),
                 tags=tags.batch_tags(
                     stage.name, claim.recipients[0].organization_id, claim.batch_id
                 ),

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import TypeVar
 
 from mail_pipeline.db.engine import SessionFactory
@@ -34,9 +34,6 @@ class Stage:
     to_status: RecipientStatus
     #: The state a run moves a claimed batch into while it works on it.
     working_status: RecipientStatus
-    #: States on the way to ``from_status``: a recipient that entered one of them recently
-    #: is work on its way to this stage (``keep_claiming`` waits for it).
-    upstream: frozenset[RecipientStatus]
     #: Campaign statuses whose recipients this stage takes.
     campaign_statuses: frozenset[CampaignStatus]
     #: Only campaigns the gate before the printer lets through today (``domain.sending``):
@@ -54,7 +51,6 @@ PROOFING = Stage(
     S.PENDING,
     S.PROOFING_STAGED,
     S.PROOFING,
-    frozenset({S.PENDING}),
     frozenset({CampaignStatus.PENDING, CampaignStatus.ACTIVE}),
 )
 MAILING = Stage(
@@ -62,7 +58,6 @@ MAILING = Stage(
     S.PROOFED,
     S.SENDING_STAGED,
     S.SENDING,
-    frozenset({S.PENDING, S.PROOFING_STAGED, S.PROOFING, S.PROOFED}),
     frozenset({CampaignStatus.ACTIVE}),
     gated=True,
 )
@@ -141,9 +136,9 @@ class Continuation:
     #: A run gives way to a starved organization only after this long (its time slice), so
     #: brands with backlogs take turns a minute at a time rather than a batch at a time.
     slice_seconds: float = 60.0
-    #: With nothing waiting but work on its way (a recipient of the organization entered an
-    #: upstream state this recently), look again every ``poll_seconds`` for this long.
-    idle_seconds: float = 20.0
+    #: With nothing waiting, look again every ``poll_seconds`` for this long before ending
+    #: (0: end at once).
+    idle_seconds: float = 0.0
     poll_seconds: float = 1.0
     batch_size: int = 200
 
@@ -172,11 +167,9 @@ def keep_claiming(
     working on and no run slot of the stage is free (``slot_free``: the sensor would serve
     it if one were): brands with backlogs take turns a time slice at a time.
 
-    With nothing to claim, a run whose organization has work on its way - a recipient that
-    entered a state upstream of the stage within ``idle_seconds`` (a trickle of new
-    recipients, a batch being proofed) - looks again every ``poll_seconds`` for up to
-    ``idle_seconds`` instead of ending, so a trickle is served by a warm run in about a
-    second rather than by a new run each time; with nothing on its way, it ends at once."""
+    With nothing to claim, the run looks again every ``poll_seconds`` for up to
+    ``idle_seconds`` (reset by every batch) before it ends, so a trickle of new recipients is
+    served by a warm run within about a second rather than by a new run each time."""
     started = clock()
     results = [process(first_batch)]
     idle_since: float | None = None
@@ -201,9 +194,7 @@ def keep_claiming(
             results.append(process(claim.batch_id))
             continue
         idle_since = clock() if idle_since is None else idle_since
-        if clock() - idle_since >= rules.idle_seconds or not _on_its_way(
-            sessions, stage, organization_id, rules.idle_seconds
-        ):
+        if clock() - idle_since >= rules.idle_seconds:
             break
         sleep(rules.poll_seconds)
     return results
@@ -222,14 +213,3 @@ def _others_starve(sessions: SessionFactory, stage: Stage, organization_id: int)
             return False
         served = gateway.organizations_in({stage.to_status, stage.working_status})
     return bool(waiting - served - {organization_id})
-
-
-def _on_its_way(
-    sessions: SessionFactory, stage: Stage, organization_id: int, within_seconds: float
-) -> bool:
-    """Whether a recipient of the organization entered a state upstream of ``stage`` in the
-    last ``within_seconds``."""
-    with sessions() as session:
-        return RecipientGateway(session).changed_since(
-            organization_id, stage.upstream, utcnow() - timedelta(seconds=within_seconds)
-        )

@@ -54,6 +54,7 @@ from mail_pipeline.sensors.pipeline import staging_sensor
 from mail_pipeline.services.manual_sync import request_sync
 from mail_pipeline.services.staging import PROOFING
 from mail_pipeline.settings import Environment, Settings
+from tests.dagster.flow import without_idling
 
 S = RecipientStatus
 C = CampaignStatus
@@ -119,7 +120,7 @@ class Env:
 
     def execute(self, request: dg.RunRequest, job_name: str) -> dg.ExecuteInProcessResult:
         return self.job(request.job_name or job_name).execute_in_process(
-            run_config=request.run_config,
+            run_config=without_idling(request.run_config),
             tags=request.tags,
             resources=self.resources,
             instance=self.instance,

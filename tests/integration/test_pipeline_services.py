@@ -720,7 +720,7 @@ def test_a_run_keeps_claiming_its_organizations_batches_until_none_waits(shop: S
     batches = _keep_claiming(shop, org, rules=Continuation(batch_size=2), time=time)
 
     assert batches == [ids[0:2], ids[2:4], ids[4:5]]
-    assert time.slept == []  # nothing on its way: the run ends at once
+    assert time.slept == []  # idle_seconds 0 (a run by hand or by recovery): it ends at once
 
 
 def test_a_run_stops_claiming_when_its_time_budget_ends(shop: Shop) -> None:
@@ -759,12 +759,10 @@ def test_a_run_gives_way_to_a_starved_organization_when_no_slot_is_free(
     assert shop.status(waiting) == dict.fromkeys(waiting, S.PROOFED)
 
 
-def test_a_run_waits_for_work_on_its_way_and_takes_it(shop: Shop) -> None:
+def test_a_caught_up_run_waits_for_new_recipients_and_takes_them(shop: Shop) -> None:
     org = shop.organization()
     campaign = shop.campaign(org)
     first = shop.recipients(campaign, 2, S.PROOFED, status_changed_at=LONG_AGO)
-    # a recipient that just became Pending is on its way to mailing
-    shop.recipients(campaign, 1, S.PENDING)
     arrived: list[int] = []
 
     def arrive() -> None:
@@ -777,5 +775,5 @@ def test_a_run_waits_for_work_on_its_way_and_takes_it(shop: Shop) -> None:
     )
 
     assert batches == [first, arrived]
-    # after the last batch it waits out idle_seconds (work is still on its way), then ends
+    # it waited 3 s for the newcomer, then idle_seconds after it, looking once a second
     assert time.slept == [1.0] * 13
