@@ -25,7 +25,7 @@ import dagster as dg
 
 from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.metadata import Metadata, link, reasons_table
-from mail_pipeline.jobs.runs import active_runs, check_launch
+from mail_pipeline.jobs.runs import active_run_tag_values, active_runs, check_launch
 from mail_pipeline.limits import MAILING_RUNS_IN_FLIGHT, PROOFING_RUNS_IN_FLIGHT
 from mail_pipeline.resources.billing import BillingResource
 from mail_pipeline.resources.cdp import CdpResource
@@ -135,6 +135,13 @@ def _all_batches(
                 active_runs(context.instance, job_name=context.job_name)
                 < RUNS_IN_FLIGHT[stage.name]
             ),
+            served=lambda: {
+                int(value)
+                for value in active_run_tag_values(
+                    context.instance, job_name=context.job_name, tag=tags.ORGANIZATION
+                )
+                if value.isdigit()
+            },
         )
     return total[0], done
 

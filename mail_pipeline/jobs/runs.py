@@ -20,6 +20,13 @@ def active_runs(
     )
 
 
+def active_run_tag_values(instance: dg.DagsterInstance, *, job_name: str, tag: str) -> set[str]:
+    """The values of ``tag`` on the runs of ``job_name`` that are queued, starting or
+    running."""
+    runs = instance.get_runs(dg.RunsFilter(job_name=job_name, statuses=ACTIVE))
+    return {run.tags[tag] for run in runs if tag in run.tags}
+
+
 def active_run_ids(instance: dg.DagsterInstance, *, tags: dict[str, str]) -> list[str]:
     """Ids of the runs with these tags that are queued, starting or running."""
     return [run.run_id for run in instance.get_runs(dg.RunsFilter(tags=tags, statuses=ACTIVE))]

@@ -152,6 +152,7 @@ def keep_claiming(
     *,
     rules: Continuation,
     slot_free: Callable[[], bool],
+    served: Callable[[], set[int]] = set,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[R]:
@@ -164,7 +165,8 @@ def keep_claiming(
     recovery. The run stops claiming when its time budget ends, when nothing has waited for
     ``idle_seconds``, or - so that one brand's backlog never starves another's - once it has
     run ``slice_seconds``, when another organization has recipients waiting that no run is
-    working on and no run slot of the stage is free (``slot_free``: the sensor would serve
+    working on or serving (``served``: the organizations of the stage's runs in flight) and
+    no run slot of the stage is free (``slot_free``: the sensor would serve
     it if one were): brands with backlogs take turns a time slice at a time.
 
     With nothing to claim, the run looks again every ``poll_seconds`` for up to
@@ -176,7 +178,7 @@ def keep_claiming(
     while clock() - started < rules.budget_seconds:
         if (
             clock() - started >= rules.slice_seconds
-            and _others_starve(sessions, stage, organization_id)
+            and _others_starve(sessions, stage, organization_id, served())
             and not slot_free()
         ):
             break
@@ -200,8 +202,11 @@ def keep_claiming(
     return results
 
 
-def _others_starve(sessions: SessionFactory, stage: Stage, organization_id: int) -> bool:
-    """Whether another organization has recipients waiting for ``stage`` and none in it."""
+def _others_starve(
+    sessions: SessionFactory, stage: Stage, organization_id: int, served: set[int]
+) -> bool:
+    """Whether another organization has recipients waiting for ``stage``, none in it, and no
+    run serving it (``served``: a caught-up run waiting for newcomers has none in it)."""
     with sessions() as session:
         gateway = RecipientGateway(session)
         waiting = set(
@@ -211,5 +216,5 @@ def _others_starve(sessions: SessionFactory, stage: Stage, organization_id: int)
         )
         if not waiting - {organization_id}:
             return False
-        served = gateway.organizations_in({stage.to_status, stage.working_status})
-    return bool(waiting - served - {organization_id})
+        in_stage = gateway.organizations_in({stage.to_status, stage.working_status})
+    return bool(waiting - in_stage - served - {organization_id})

@@ -686,6 +686,7 @@ def _keep_claiming(
     *,
     rules: Continuation,
     slot_free: bool = True,
+    served: frozenset[int] = frozenset(),
     time: FakeTime | None = None,
     per_batch_seconds: float = 0.0,
 ) -> list[list[int]]:
@@ -707,6 +708,7 @@ def _keep_claiming(
         process,
         rules=rules,
         slot_free=lambda: slot_free,
+        served=lambda: set(served),
         clock=time,
         sleep=time.sleep,
     )
@@ -757,6 +759,25 @@ def test_a_run_gives_way_to_a_starved_organization_when_no_slot_is_free(
     else:  # no slot would free up for it: after its slice, this run ends so it can be served
         assert batches == [backlog[0:2], backlog[2:4]]
     assert shop.status(waiting) == dict.fromkeys(waiting, S.PROOFED)
+
+
+def test_a_run_does_not_give_way_to_an_organization_another_run_serves(shop: Shop) -> None:
+    """A caught-up run waiting for newcomers has no recipient in the stage; its organization
+    is served all the same (a trickle: every organization's warm run stays)."""
+    busy, other = shop.organization(), shop.organization()
+    backlog = shop.recipients(shop.campaign(busy), 6, S.PROOFED, status_changed_at=LONG_AGO)
+    shop.recipients(shop.campaign(other), 2, S.PROOFED, status_changed_at=LONG_AGO)
+
+    batches = _keep_claiming(
+        shop,
+        busy,
+        rules=Continuation(batch_size=2, slice_seconds=15),
+        slot_free=False,
+        served=frozenset({other}),
+        per_batch_seconds=10,
+    )
+
+    assert batches == [backlog[0:2], backlog[2:4], backlog[4:6]]
 
 
 def test_a_caught_up_run_waits_for_new_recipients_and_takes_them(shop: Shop) -> None:
