@@ -16,6 +16,7 @@ from mail_pipeline.resources.database import Database
 from mail_pipeline.resources.images import ImageHostResource
 from mail_pipeline.resources.printing import PrintersResource
 from mail_pipeline.resources.queues import QueuesResource
+from mail_pipeline.services.draining import repeat_passes
 from mail_pipeline.services.image_cleanup import process_image_deletions
 from mail_pipeline.services.status_tracking import process_status_queue
 
@@ -25,6 +26,9 @@ class DrainConfig(dg.Config):
     #: queue is empty). The seed's Celery task read 5 x 10 per 15 s tick, but a Dagster run
     #: costs seconds to start, so one run drains up to 5,000 messages.
     max_receives: int = 500
+    #: Once the queue is empty, look again every second for this long before ending (the
+    #: queue sensors ask for ``sensors.pipeline.IDLE_SECONDS``; a run by hand ends at once).
+    idle_seconds: float = 0.0
 
 
 @dg.op
@@ -39,14 +43,18 @@ def apply_mail_statuses(
     to the dead-letter queue alone): mailpieces move forward, Sent -> Received on delivery,
     Sent -> Error when the printer reports the piece failed or cancelled."""
     check_launch(context)
-    result = process_status_queue(
-        database.session,
-        queues.status_queue(),
-        printers.printers(),
-        max_receives=config.max_receives,
-        visibility_timeout=queues.visibility_timeout,
-        max_receive_count=queues.max_receive_count,
-        log=context.log,
+    queue, known = queues.status_queue(), printers.printers()
+    result = repeat_passes(
+        lambda: process_status_queue(
+            database.session,
+            queue,
+            known,
+            max_receives=config.max_receives,
+            visibility_timeout=queues.visibility_timeout,
+            max_receive_count=queues.max_receive_count,
+            log=context.log,
+        ),
+        idle_seconds=config.idle_seconds,
     )
     return dg.Output(None, metadata=counts_metadata(result))
 
@@ -68,12 +76,16 @@ def delete_hosted_images(
 ) -> dg.Output[None]:
     """Delete proof images that were mailed (Cloudflare deletions from the queue)."""
     check_launch(context)
-    result = process_image_deletions(
-        queues.image_deletion_queue(),
-        image_host.client(),
-        max_receives=config.max_receives,
-        visibility_timeout=queues.visibility_timeout,
-        log=context.log,
+    queue, images = queues.image_deletion_queue(), image_host.client()
+    result = repeat_passes(
+        lambda: process_image_deletions(
+            queue,
+            images,
+            max_receives=config.max_receives,
+            visibility_timeout=queues.visibility_timeout,
+            log=context.log,
+        ),
+        idle_seconds=config.idle_seconds,
     )
     return dg.Output(None, metadata=counts_metadata(result))
 

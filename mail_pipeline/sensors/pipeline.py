@@ -23,8 +23,9 @@ from mail_pipeline.services.recovery import recover_expired_claims
 from mail_pipeline.services.staging import MAILING, PROOFING, Stage, stage_batches
 
 RUNNING = dg.DefaultSensorStatus.RUNNING
-#: A stage run the sensors launch waits this long for new recipients once it has caught up
-#: (``BatchConfig.idle_seconds``): a trickle is served by a warm run within about a second.
+#: A run the sensors launch waits this long for new work once it has caught up (a stage
+#: run for recipients, ``BatchConfig.idle_seconds``; a queue's run for messages,
+#: ``DrainConfig.idle_seconds``): a trickle is served by a warm run within about a second.
 IDLE_SECONDS = 20.0
 
 
@@ -126,7 +127,7 @@ def queue_sensor(
         return dg.SensorResult(
             run_requests=[
                 dg.RunRequest(
-                    run_config=dg.RunConfig(ops={op_name: DrainConfig()}),
+                    run_config=dg.RunConfig(ops={op_name: DrainConfig(idle_seconds=IDLE_SECONDS)}),
                     tags={tags.STAGE: job.tags[tags.STAGE]},
                 )
             ]

@@ -11,11 +11,16 @@ so the move to the DLQ cannot fail on it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from mail_pipeline.integrations.errors import IntegrationError
 from mail_pipeline.integrations.queues.base import MAX_RECEIVE, MessageQueue, QueueMessage
+
+R = TypeVar("R")
 
 
 def receive_pages(
@@ -58,3 +63,49 @@ def delete_processed(
     for failure in failures:
         log.warning("%s message not deleted (%s): %s", what, failure.code, failure.message)
     return len(failures)
+
+
+def repeat_passes(
+    one_pass: Callable[[], R],
+    *,
+    idle_seconds: float,
+    budget_seconds: float = 240.0,
+    poll_seconds: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> R:
+    """Run passes over a queue until one receives nothing and the queue has stayed empty
+    for ``idle_seconds`` (0: after the first empty pass), or ``budget_seconds`` after the
+    first pass began; returns the passes' results added up (their ``int`` fields summed,
+    their tuples joined). A run that waits for messages is cheaper than a run per trickle
+    of them: a run costs seconds of CPU to start."""
+    started = clock()
+    total = one_pass()
+    idle_since: float | None = None if _received(total) else clock()
+    while clock() - started < budget_seconds:
+        if idle_since is not None and clock() - idle_since >= idle_seconds:
+            break
+        if idle_since is not None:
+            sleep(poll_seconds)
+        result = one_pass()
+        total = _added(total, result)
+        if _received(result):
+            idle_since = None
+        elif idle_since is None:
+            idle_since = clock()
+    return total
+
+
+def _received(result: Any) -> bool:
+    return bool(getattr(result, "received", 0))
+
+
+def _added(total: R, more: R) -> R:
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(total):  # type: ignore[arg-type]
+        a, b = getattr(total, f.name), getattr(more, f.name)
+        if isinstance(a, bool) or not isinstance(a, int | tuple):
+            values[f.name] = b
+        else:
+            values[f.name] = a + b
+    return dataclasses.replace(total, **values)  # type: ignore[type-var]
