@@ -548,16 +548,7 @@ def tree_members(root: int, table: dict[int, tuple[int, int, float, int]]) -> se
 
 def tree_usage(root: int, table: dict[int, tuple[int, int, float, int]]) -> tuple[float, int, int]:
     """CPU seconds, RSS bytes and process count of ``root``'s tree (parent chain or session)."""
-    members = {pid for pid, (_p, session, _c, _r) in table.items() if session == root}
-    members.add(root)
-    grew = True
-    while grew:
-        grew = False
-        for pid, (ppid, *_rest) in table.items():
-            if ppid in members and pid not in members:
-                members.add(pid)
-                grew = True
-    live = [table[p] for p in members if p in table]
+    live = [table[p] for p in tree_members(root, table) if p in table]
     return sum(t[2] for t in live), sum(t[3] for t in live), len(live)
 
 

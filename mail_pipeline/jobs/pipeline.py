@@ -99,16 +99,11 @@ def _all_batches(
     (``keep_claiming``); returns the summed result and (batch id, recipients) of each."""
     done: list[tuple[str, int]] = []
     last_log = time.monotonic()
-    total: list[R] = []
 
     def one(batch_id: str) -> R:
         nonlocal last_log
         result = process(batch_id)
         done.append((batch_id, result.taken))
-        if total:
-            total[0].absorb(result)
-        else:
-            total.append(result)
         if time.monotonic() - last_log >= PROGRESS_EVERY:
             last_log = time.monotonic()
             context.log.info(
@@ -118,9 +113,9 @@ def _all_batches(
 
     organization = context.run.tags.get(tags.ORGANIZATION, "")
     if config.campaign_id is not None or not organization.isdigit():
-        one(config.batch_id)
+        results = [one(config.batch_id)]
     else:
-        keep_claiming(
+        results = keep_claiming(
             database.session,
             stage,
             int(organization),
@@ -143,7 +138,10 @@ def _all_batches(
                 if value.isdigit()
             },
         )
-    return total[0], done
+    total = results[0]
+    for result in results[1:]:
+        total.absorb(result)
+    return total, done
 
 
 def _batches_metadata(done: list[tuple[str, int]]) -> dict[str, Any]:

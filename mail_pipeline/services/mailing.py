@@ -673,25 +673,17 @@ class _FollowUp:
     reconciled: bool
 
 
+@dataclass(frozen=True)
 class _ChunkWork:
     """A chunk of a batch taken through the steps of mailing together (see the module's
     docstring); every write carries the run's fencing token, as ``_mail_one``'s do."""
 
-    def __init__(
-        self,
-        sessions: SessionFactory,
-        services: MailingServices,
-        contexts: Mapping[int, _Context],
-        clock: Callable[[], datetime],
-        hold: BatchHold,
-        calls: ThreadPoolExecutor,
-    ) -> None:
-        self.sessions = sessions
-        self.services = services
-        self.contexts = contexts
-        self.clock = clock
-        self.hold = hold
-        self.calls = calls
+    sessions: SessionFactory
+    services: MailingServices
+    contexts: Mapping[int, _Context]
+    clock: Callable[[], datetime]
+    hold: BatchHold
+    calls: ThreadPoolExecutor
 
     def mail(self, chunk: list[Recipient]) -> list[MailOutcome]:
         if self.hold.lost.is_set():
