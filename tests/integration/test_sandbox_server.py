@@ -425,7 +425,11 @@ def test_stats_count_each_vendors_answers_and_when_it_took_them_in(tmp_path: Pat
     try:
         with httpx.Client(base_url=running.url) as client:
             sent_at = time.time()
-            statuses = [client.post("/stannp/v1/postcards/create").status_code for _ in range(3)]
+            statuses, took = [], []
+            for _ in range(3):
+                started = time.monotonic()
+                statuses.append(client.post("/stannp/v1/postcards/create").status_code)
+                took.append(time.monotonic() - started)
             keyed = client.post("/stannp/v1/postcards/create", headers={"Authorization": "k"})
             with pytest.raises(httpx.TransportError):
                 client.post("/pixelixe/api/graphic/automation/v2", json={})
@@ -449,7 +453,10 @@ def test_stats_count_each_vendors_answers_and_when_it_took_them_in(tmp_path: Pat
     accepted = timed["vendors"]["stannp"]["accepted_at"]
     assert list(accepted) == [""], "accepted calls per credential; these had none"
     first, second = accepted[""]
-    assert sent_at + 0.2 <= first < second <= sent_at + 5, "taken in after the latency"
+    # Counted when it arrived, before its 0.2 s of latency; the next one came after it.
+    assert sent_at <= first < sent_at + 0.2 <= second <= sent_at + 5, "taken in on arrival"
+    assert took[0] >= 0.2 and took[1] >= 0.2, "an accepted call takes the latency"
+    assert took[2] < 0.2, "a 429 is answered at once"
     assert len(timed["vendors"]["pixelixe"]["accepted_at"][""]) == 1
 
 

@@ -80,6 +80,18 @@ def test_vendor_shares_are_per_credential_and_of_the_binding_window(bench: Modul
     assert bench.binding_vendor(list(figures.values())).vendor == "lob"
 
 
+def test_the_sustained_share_leaves_out_the_ramps(bench: ModuleType) -> None:
+    lob = bench.Window(150, 5.0)
+    # A slow start (10 calls over 10 s), then a steady 28.5 per second, then a slow tail.
+    steady = [10.0 + i / 28.5 for i in range(1000)]
+    times = [float(i) for i in range(10)] + steady + [steady[-1] + 1 + i for i in range(10)]
+    assert bench.sustained_share(times, lob) == pytest.approx(0.95, abs=0.001)
+    # A stream at the full limit with one 2 s gap in the middle loses that share.
+    gapped = [i / 30 for i in range(600)] + [22.0 + i / 30 for i in range(600)]
+    assert bench.sustained_share(gapped, lob) < 0.95
+    assert bench.sustained_share([1.0, 2.0], lob) is None, "too few calls to tell"
+
+
 def test_the_seeds_pacing_is_50_per_15_seconds(bench: ModuleType) -> None:
     latency = bench.parse_latency(bench.LATENCY)
 

@@ -45,7 +45,7 @@ class SandboxBehaviour:
 Handler = Callable[..., httpx.Response]
 
 #: ``request.extensions`` key: the time (``clock``) at which the vendor took the request in,
-#: after its latency - the moment its rate window counts the call.
+#: before its latency - the moment its rate window counts the call.
 DECIDED_AT = "sandbox_decided_at"
 
 
@@ -117,15 +117,17 @@ class SandboxTransport(httpx.BaseTransport):
             roll_lost = self._random.random()
             jitter = self._random.uniform(-1, 1)
         b = self.behaviour
-        if b.latency_seconds:
-            self.sleep(max(0.0, b.latency_seconds * (1 + b.latency_jitter * jitter)))
+        # A vendor's rate window counts a request when it arrives, and refuses one over the
+        # limit at once (a 429 costs the vendor no processing); the latency is the time an
+        # accepted request then takes. The sandbox server's accounting reads the moment.
         now = self.clock()
-        # When the vendor took the request in: the sandbox server's accounting reads it.
         request.extensions[DECIDED_AT] = now
         if b.rate_limit is not None:
             wait = self._take_rate_slot(*b.rate_limit, now=now)
             if wait is not None:
                 return self.rate_limited(wait)
+        if b.latency_seconds:
+            self.sleep(max(0.0, b.latency_seconds * (1 + b.latency_jitter * jitter)))
         if roll_fail < b.failure_rate:
             return self.error(503, "service temporarily unavailable", "service_unavailable")
         denied = self.authenticate(request)
