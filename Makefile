@@ -9,7 +9,7 @@ PORT ?= 3000
 IMAGES_PORT ?= 3001
 
 .PHONY: run test install lint typecheck pytest format dagster-home webserver daemon demo \
-        validate clean-data
+        validate clean-data production-like
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,12 @@ daemon: install dagster-home
 
 validate: install
 	$(BIN)/dagster definitions validate -w workspace.yaml
+
+## make production-like: production's processes and bindings on this machine's PostgreSQL,
+## a moto server and the sandbox server, run through the demo and checked in the UI
+## (deploy/production_like.py; screenshots in artifacts/production-like)
+production-like: install
+	$(BIN)/python deploy/production_like.py
 
 ## Forget local state: app database, sandbox vendors, queues, images, Dagster runs
 clean-data:

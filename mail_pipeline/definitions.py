@@ -203,8 +203,13 @@ def production_resources(settings: Settings) -> dict[str, Any]:
             intelliprint_api_key=_optional(intelliprint.api_key),
             intelliprint_webhook_secret=_optional(intelliprint.webhook_secret),
             test_mode=vendors.printers_test_mode,
+            # staging on a sandbox server only (settings.production_problems)
+            api_base_url=settings.sandbox_url,
         ),
-        "billing": StripeBilling(api_key=dg.EnvVar(vendors.stripe_api_key.name)),
+        "billing": StripeBilling(
+            api_key=dg.EnvVar(vendors.stripe_api_key.name),
+            api_base=f"{settings.sandbox_url}/stripe" if settings.sandbox_url else None,
+        ),
         "address_enrichment": FaradayAddressEnrichment(
             api_key=dg.EnvVar(vendors.faraday_api_key.name)
         ),
@@ -233,6 +238,26 @@ def production_resources(settings: Settings) -> dict[str, Any]:
             bucket=vendors.uploads_bucket or "",
             prefix=vendors.uploads_prefix,
         ),
+    }
+
+
+#: A staging deployment on a sandbox server keeps these live resources, pointed at the
+#: server (or, for the queues, SES and S3, at ``AWS_ENDPOINT_URL``, which boto3 reads itself);
+#: every other vendor is the server's sandbox.
+LIVE_ON_SANDBOX_SERVER = ("database", "printers", "billing", "queues", "report_email", "uploads")
+
+
+def staging_on_sandbox_resources(settings: Settings) -> dict[str, Any]:
+    """A staging deployment whose vendors are a sandbox server (``MAIL_PIPELINE_SANDBOX_URL``,
+    the production-like mode of ``docs/operations.md``): the production bindings, with the
+    real printer clients and the Stripe SDK pointed at the server's printers and Stripe;
+    the CDP, renderer, image host, address enrichment and order sources are the server's
+    sandboxes; run-failure alerts go to the data dir's outbox, as locally."""
+    live = production_resources(settings)
+    sandboxes = sandbox_resources(settings)
+    return {
+        **{k: v for k, v in sandboxes.items() if k not in LIVE_ON_SANDBOX_SERVER},
+        **{k: v for k, v in live.items() if k in LIVE_ON_SANDBOX_SERVER},
     }
 
 
@@ -343,7 +368,11 @@ def _production_definitions(settings: Settings) -> dg.Definitions:
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,
-        resources=production_resources(settings),
+        resources=(
+            staging_on_sandbox_resources(settings)
+            if settings.sandbox_url
+            else production_resources(settings)
+        ),
         executor=EXECUTOR,
     )
 

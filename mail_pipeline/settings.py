@@ -300,9 +300,11 @@ class Settings:
     staging: bool = False
     #: The deployment's name in the organizations' secret paths (see ``domain.secrets``).
     deployment: str = "local"
-    #: Local and test only: the sandbox server (``integrations.sandbox.server``) the sandbox
-    #: resources talk to over the network (``MAIL_PIPELINE_SANDBOX_URL``); None: the
-    #: sandboxes run inside each process.
+    #: The sandbox server (``integrations.sandbox.server``) the vendors are served by, over
+    #: the network (``MAIL_PIPELINE_SANDBOX_URL``). Local and test: the sandbox resources
+    #: talk to it; None: the sandboxes run inside each process. Production, staging only
+    #: (the production-like mode, ``docs/operations.md``): the live printers and Stripe are
+    #: pointed at it, the other vendors are its sandboxes.
     sandbox_url: str | None = None
     vendors: VendorSettings = field(default_factory=VendorSettings)
     #: ``MAIL_PIPELINE_RATE_LIMITS``: a vendor's contract limit, or None for no client-side
@@ -423,6 +425,10 @@ def production_problems(settings: Settings) -> list[str]:
         problems.append(f"no printer is configured: set at least one of {names}")
     if vendors.printers_test_mode and not settings.staging:
         problems.append(f"{PRINTERS_TEST_MODE_VAR} is on{staging_hint}")
+    if settings.sandbox_url and not settings.staging:
+        problems.append(
+            f"{SANDBOX_URL_VAR} is set: the vendors would be a sandbox server{staging_hint}"
+        )
 
     if not vendors.stripe_api_key.is_set:
         problems.append(f"{vendors.stripe_api_key.name} is not set")
@@ -455,7 +461,9 @@ def production_problems(settings: Settings) -> list[str]:
             "REPORT_RECIPIENT_TEMPLATE must be an email address with {slug} in it "
             "(e.g. csm+{slug}@example.com)"
         )
-    problems.extend(vendors.alerts.problems())
+    if not (settings.staging and settings.sandbox_url):
+        # A staging deployment on a sandbox server keeps its alerts in the data dir's outbox.
+        problems.extend(vendors.alerts.problems())
     if not vendors.uploads_bucket:
         problems.append("MAIL_PIPELINE_UPLOADS_BUCKET is not set (where CSV lists arrive)")
 

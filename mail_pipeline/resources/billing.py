@@ -29,8 +29,16 @@ class BillingResource(dg.ConfigurableResource):
 
 class StripeBilling(BillingResource):
     api_key: str
+    #: Staging on a sandbox server only: Stripe's API and meter-events hosts both at this
+    #: base (e.g. ``http://127.0.0.1:8700/stripe``); None: Stripe's own hosts.
+    api_base: str | None = None
 
     def build(self) -> StripeMeter:
+        if self.api_base:
+            base = self.api_base.rstrip("/")
+            return StripeMeter(
+                self.api_key, event_name=self.event_name, api_base=base, meter_events_base=base
+            )
         return StripeMeter(self.api_key, event_name=self.event_name)
 
 

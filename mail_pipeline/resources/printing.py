@@ -26,17 +26,22 @@ from mail_pipeline.db.ratelimit import SharedRateLimiter, limit_key
 from mail_pipeline.integrations.printers.base import Printer
 from mail_pipeline.integrations.printers.common import DEFAULT_LIMIT_FRACTION
 from mail_pipeline.integrations.printers.intelliprint import (
+    INTELLIPRINT_BASE_URL,
     INTELLIPRINT_RATE_LIMIT,
     IntelliPrintPrinter,
 )
-from mail_pipeline.integrations.printers.lob import LOB_RATE_LIMIT, LobPrinter
+from mail_pipeline.integrations.printers.lob import LOB_BASE_URL, LOB_RATE_LIMIT, LobPrinter
 from mail_pipeline.integrations.printers.sandbox import (
     emit_due_webhooks,
     sandbox_printers,
     sandbox_printers_at,
 )
 from mail_pipeline.integrations.printers.sandbox.base import SandboxTimeline
-from mail_pipeline.integrations.printers.stannp import STANNP_RATE_LIMIT, StannpPrinter
+from mail_pipeline.integrations.printers.stannp import (
+    STANNP_BASE_URLS,
+    STANNP_RATE_LIMIT,
+    StannpPrinter,
+)
 from mail_pipeline.integrations.printers.strategy import DEFAULT_ROUTES, PrinterStrategy
 from mail_pipeline.integrations.ratelimit import Limiter, SlidingWindowLimiter
 from mail_pipeline.integrations.sandbox.transport import SandboxBehaviour
@@ -129,6 +134,15 @@ class LivePrinters(PrintersResource):
     stannp_webhook_secret: str | None = None
     intelliprint_api_key: str | None = None
     intelliprint_webhook_secret: str | None = None
+    #: Staging on a sandbox server only: every printer's API under this URL (``/lob/v1``,
+    #: ``/stannp/v1``, ``/intelliprint/v1``, as ``integrations.sandbox.server`` mounts them);
+    #: None: the printers' own hosts.
+    api_base_url: str | None = None
+
+    def _base_url(self, printer: str, default: str) -> str:
+        if not self.api_base_url:
+            return default
+        return f"{self.api_base_url.rstrip('/')}/{printer}/v1"
 
     def build_printers(self) -> dict[str, Printer]:
         unsigned = [
@@ -152,6 +166,7 @@ class LivePrinters(PrintersResource):
                 webhook_secret=self.lob_webhook_secret,
                 rate_limit=None,
                 limiter=self.limiter("lob", self.lob_api_key),
+                base_url=self._base_url("lob", LOB_BASE_URL),
             )
         if self.stannp_api_key:
             printers["stannp"] = StannpPrinter(
@@ -160,6 +175,7 @@ class LivePrinters(PrintersResource):
                 webhook_secret=self.stannp_webhook_secret,
                 rate_limit=None,
                 limiter=self.limiter("stannp", self.stannp_api_key),
+                base_url=self._base_url("stannp", STANNP_BASE_URLS[self.stannp_platform]),
             )
         if self.intelliprint_api_key:
             printers["intelliprint"] = IntelliPrintPrinter(
@@ -167,6 +183,7 @@ class LivePrinters(PrintersResource):
                 webhook_secret=self.intelliprint_webhook_secret,
                 rate_limit=None,
                 limiter=self.limiter("intelliprint", self.intelliprint_api_key),
+                base_url=self._base_url("intelliprint", INTELLIPRINT_BASE_URL),
             )
         return printers
 

@@ -20,7 +20,11 @@ from mail_pipeline.definitions import (
     defs,
     staging_job,
 )
+from mail_pipeline.resources.billing import StripeBilling
+from mail_pipeline.resources.cdp import SandboxCdp
 from mail_pipeline.resources.notifications import OutboxNotifications, SlackNotifications
+from mail_pipeline.resources.printing import LivePrinters
+from mail_pipeline.resources.queues import SqsQueues
 from mail_pipeline.settings import ProductionConfigError, load_settings
 from tests.environments import PRODUCTION, TEST_SETTINGS
 
@@ -98,6 +102,50 @@ def test_a_staging_deployment_says_so_on_every_job() -> None:
 
     live = build_definitions(load_settings(PRODUCTION)).get_repository_def()
     assert all(DEPLOYMENT_TAG not in job.tags for job in live.get_all_jobs())
+
+
+def test_a_staging_deployment_on_a_sandbox_server_keeps_the_live_clients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    environ = {
+        **PRODUCTION,
+        **TEST_SETTINGS,
+        "MAIL_PIPELINE_STAGING": "1",
+        "MAIL_PIPELINE_SANDBOX_URL": "http://127.0.0.1:8700/",
+    }
+    for name in [n for n in environ if "SLACK" in n or "ALERT_EMAIL" in n]:
+        del environ[name]  # its alerts go to the outbox: no channel needed
+    staging = build_definitions(load_settings(environ))
+    dg.Definitions.validate_loadable(staging)
+    resources = staging.resources or {}
+    assert isinstance(resources["printers"], LivePrinters)
+    assert resources["printers"].api_base_url == "http://127.0.0.1:8700"
+    lob = resources["printers"].model_copy(update={"database_url": None}).printers()["lob"]
+    assert lob._postcards.base_url == "http://127.0.0.1:8700/lob/v1"  # type: ignore[attr-defined]
+    assert isinstance(resources["billing"], StripeBilling)
+    assert resources["billing"].api_base == "http://127.0.0.1:8700/stripe"
+    assert isinstance(resources["queues"], SqsQueues)
+    assert isinstance(resources["cdp"], SandboxCdp)
+    assert resources["cdp"].sandbox_url == "http://127.0.0.1:8700"
+    assert isinstance(resources["notifications"], OutboxNotifications)
+    # As a run worker builds them, from the job's resource definitions and the environment.
+    _set_environment(monkeypatch, environ)
+    mailing = staging.get_repository_def().get_job("mailing_job")
+    with dg.build_resources(
+        {k: mailing.resource_defs[k] for k in ("printers", "billing")}
+    ) as built:
+        assert built.printers.api_base_url == "http://127.0.0.1:8700"
+        assert built.billing.api_base == "http://127.0.0.1:8700/stripe"
+
+
+def test_a_sandbox_server_is_refused_outside_staging() -> None:
+    environ = {**PRODUCTION, "MAIL_PIPELINE_SANDBOX_URL": "http://127.0.0.1:8700"}
+    with pytest.raises(ProductionConfigError) as refused:
+        build_definitions(load_settings(environ))
+    assert refused.value.problems == [
+        "MAIL_PIPELINE_SANDBOX_URL is set: the vendors would be a sandbox server (allowed "
+        "only with MAIL_PIPELINE_STAGING=1)"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ resources in URL mode, talk to it over the network; what they did is in the shar
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from decimal import Decimal
 from io import BytesIO
 from pathlib import Path
 
+import boto3
 import httpx
 import pytest
 from PIL import Image
@@ -47,7 +49,7 @@ LATENCY = 0.4  # intelliprint's, set on the command line below
 
 
 class Server:
-    def __init__(self, tmp: Path, *args: str) -> None:
+    def __init__(self, tmp: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.store_path = str(tmp / "sandbox.sqlite")
         self.image_dir = str(tmp / "images")
         self.process = subprocess.Popen(
@@ -66,6 +68,7 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, **(env or {})},
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()  # "sandbox server listening on <url>"
@@ -499,3 +502,65 @@ def test_prerendered_proofs_are_one_fixed_pair_at_the_print_size(limited: Server
     assert proofs[0].front_png != proofs[0].back_png
     with Image.open(BytesIO(proofs[0].front_png)) as front:
         assert front.size == (proofs[0].width, proofs[0].height) == PRINT_SIZES["4x6"]
+
+
+def test_the_server_delivers_status_webhooks_to_an_sqs_queue(tmp_path: Path) -> None:
+    """``--webhooks-to-sqs``: the server itself puts the printers' due webhooks on the status
+    queue (the production-like mode), signed as the printer signs them, found by boto3's
+    ``AWS_ENDPOINT_URL`` (a moto server here)."""
+    from moto.server import ThreadedMotoServer
+
+    from mail_pipeline.integrations.printers.webhooks import parse_envelope
+
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    moto.start()
+    try:
+        host, port = moto.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        queue_url = sqs.create_queue(QueueName="mail-status")["QueueUrl"]
+        env = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        running = Server(
+            tmp_path,
+            "--webhooks-to-sqs",
+            queue_url,
+            "--webhook-interval",
+            "0.2",
+            "--in-transit-after",
+            "0.3",
+            "--delivered-after",
+            "0.6",
+            "--returned-rate",
+            "0",
+            env=env,
+        )
+        try:
+            lob = SandboxPrinters(sandbox_path=running.store_path, sandbox_url=running.url)
+            piece = lob.printers()["lob"].create_postcard(postcard("to-sqs"))
+            bodies: list[str] = []
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not any("delivered" in b for b in bodies):
+                answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
+                bodies += [m["Body"] for m in answer.get("Messages", [])]
+        finally:
+            running.stop()
+    finally:
+        moto.stop()
+
+    # Verified with the printer's own webhook secret, as the status consumer does.
+    printers = SandboxPrinters(sandbox_path=running.store_path, sandbox_url=running.url)
+    updates = [u for b in bodies for u in parse_envelope(b, printers.printers())]
+    assert {u.provider_piece_id for u in updates} == {piece.provider_piece_id}
+    assert "delivered" in [u.status for u in updates], "the piece's whole timeline arrived"
+    assert LobSandbox(SandboxStore(running.store_path)).pending_webhooks() == 0

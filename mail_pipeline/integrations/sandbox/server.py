@@ -37,8 +37,8 @@ connection only. SIGTERM (or SIGINT) stops accepting, lets the server loop finis
 requests it answered, the answers by status (``"lost"``: a lost response), the 429s, the rate
 limit it enforces and how many credentials called it; ``?timestamps=1`` adds ``accepted_at``:
 per credential (a hash of its ``Authorization`` header, see :func:`credential_label`), the
-epoch seconds at which each request that was not refused with 429 was taken in (after its
-latency: the moment the vendor's rate window counted it), so a benchmark can compute the
+epoch seconds at which each request that was not refused with 429 was taken in (on arrival,
+before its latency: the moment the vendor's rate window counted it), so a benchmark can compute the
 share of a per-key or per-token limit it used. The counting costs a lock, a counter and an
 append per request.
 
@@ -46,6 +46,9 @@ append per request.
 print size after its latency, instead of drawing each postcard: a remote renderer's CPU is not
 the pipeline's. ``--builtin-limits off`` switches off the limits a sandbox enforces by itself
 (Klaviyo's per-endpoint burst and steady windows), leaving only ``--rate-limit``.
+``--webhooks-to-sqs QUEUE_URL`` makes the server deliver the printers' status webhooks to an
+SQS queue itself, as the webhook ingress does in production (the production-like mode);
+without it the code location's sandbox sensor delivers them from the shared store.
 
 ``python -m mail_pipeline.integrations.sandbox.server --store data/sandbox.sqlite --port 8700
 --latency lob=0.3,renderer=0.2`` (``--help`` lists the rest; ``*`` in a per-vendor option
@@ -79,8 +82,9 @@ from mail_pipeline.integrations.enrichment.sandbox import FaradaySandbox
 from mail_pipeline.integrations.images.sandbox import CloudflareImagesSandbox
 from mail_pipeline.integrations.klaviyo.sandbox import KlaviyoLimits, KlaviyoSandbox
 from mail_pipeline.integrations.orders.sandbox import sandbox_transport
-from mail_pipeline.integrations.printers.sandbox import sandbox_transports
+from mail_pipeline.integrations.printers.sandbox import emit_due_webhooks, sandbox_transports
 from mail_pipeline.integrations.printers.sandbox.base import SandboxTimeline
+from mail_pipeline.integrations.queues.sqs import SqsQueue
 from mail_pipeline.integrations.renderer.pixelixe import parse_documents
 from mail_pipeline.integrations.renderer.sandbox import (
     DEFAULT_PIXELIXE_DOCUMENTS,
@@ -416,6 +420,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 class SandboxHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    #: The listen backlog. The standard library's 5 overflows when a few dozen clients
+    #: connect at once (the kernel then answers with SYN cookies and connections wait a
+    #: retransmit); a vendor's load balancer takes them all.
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], vendors: SandboxVendors | None = None) -> None:
         """``vendors`` may be set after binding (their public URL names the bound port);
@@ -526,6 +534,16 @@ def add_arguments(parser: argparse.ArgumentParser, default_store: str | None = N
         default="on",
         help="limits a sandbox enforces by itself (Klaviyo's per-endpoint windows)",
     )
+    parser.add_argument(
+        "--webhooks-to-sqs",
+        metavar="QUEUE_URL",
+        default=None,
+        help="deliver the printers' due status webhooks to this SQS queue every "
+        "--webhook-interval seconds (what the webhook ingress does in production; boto3's "
+        "usual settings, AWS_ENDPOINT_URL included, pick the endpoint); default: the "
+        "code location's sandbox sensor delivers them from the store",
+    )
+    parser.add_argument("--webhook-interval", type=float, default=2.0)
     parser.add_argument("--verbose", action="store_true", help="log every request")
 
 
@@ -574,6 +592,14 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     loop = threading.Thread(target=server.serve_forever, name="sandbox-server", daemon=True)
     loop.start()
+    if args.webhooks_to_sqs:
+        threading.Thread(
+            target=deliver_webhooks,
+            args=(server.vendors.store, SqsQueue(args.webhooks_to_sqs), args.webhook_interval),
+            kwargs={"stop": stop},
+            name="sandbox-webhooks",
+            daemon=True,
+        ).start()
     print(f"sandbox server listening on {server.url}", flush=True)
     log.info("vendors: %s; orders under /%s/<kind>/<account>", json.dumps(VENDORS), ORDERS)
     while not stop.wait(0.5):
@@ -583,6 +609,26 @@ def serve(args: argparse.Namespace) -> int:
     loop.join(timeout=5)
     log.info("stopped")
     return 0
+
+
+def deliver_webhooks(
+    store: SandboxStore, queue: SqsQueue, interval: float, *, stop: threading.Event
+) -> None:
+    """Every ``interval`` seconds, send the printers' due status webhooks to ``queue`` until
+    ``stop``. A failed send leaves what was not sent owed again later
+    (:func:`emit_due_webhooks`); the loop logs it and goes on."""
+
+    def send(body: str) -> None:
+        queue.send(body)
+
+    while not stop.wait(interval):
+        try:
+            sent = emit_due_webhooks(store, send)
+        except Exception:
+            log.exception("delivering status webhooks to %s failed; retrying", queue.name)
+            continue
+        if sent:
+            log.info("delivered %d status webhooks to %s", sent, queue.name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
