@@ -33,8 +33,8 @@ run: install dagster-home demo
 test: install lint typecheck pytest
 
 lint:
-	$(BIN)/ruff check mail_pipeline tests benchmarks
-	$(BIN)/ruff format --check mail_pipeline tests benchmarks
+	$(BIN)/ruff check mail_pipeline tests benchmarks deploy
+	$(BIN)/ruff format --check mail_pipeline tests benchmarks deploy
 	$(BIN)/lint-imports
 
 typecheck:
@@ -44,8 +44,8 @@ pytest:
 	$(BIN)/pytest -n auto
 
 format: install
-	$(BIN)/ruff check --fix mail_pipeline tests benchmarks
-	$(BIN)/ruff format mail_pipeline tests benchmarks
+	$(BIN)/ruff check --fix mail_pipeline tests benchmarks deploy
+	$(BIN)/ruff format mail_pipeline tests benchmarks deploy
 
 dagster-home:
 	@mkdir -p $(DAGSTER_HOME)

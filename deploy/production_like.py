@@ -476,6 +476,7 @@ def run_stack(stack: Stack, args: argparse.Namespace, artifacts: Path) -> bool:
             "--out",
             str(artifacts),
             "--expect-running",
+            "--browser-optional",
             "--expect-success",
             ",".join(STAGE_JOBS),
         ],
