@@ -59,7 +59,7 @@ webserver: install dagster-home
 	$(BIN)/dagster-webserver -w workspace.yaml -h 0.0.0.0 -p $(PORT)
 
 daemon: install dagster-home
-	$(BIN)/dagster-daemon run -w workspace.yaml
+	$(BIN)/mail-pipeline daemon -w workspace.yaml
 
 validate: install
 	$(BIN)/dagster definitions validate -w workspace.yaml

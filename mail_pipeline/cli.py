@@ -3,6 +3,7 @@
 mail-pipeline migrate        apply database migrations; stamp a new database with this
                              process's environment (MAIL_PIPELINE_ENV)
 mail-pipeline demo           migrate, then seed the demo brands, campaigns and profiles
+                             (local, test, and a staging deployment on a sandbox server)
 mail-pipeline status         recipients by status (a quick look without the UI)
 mail-pipeline offer-codes ORG FILE [--campaign ID]
                              add an organization's offer codes (one a line, or a CSV's first
@@ -25,9 +26,24 @@ mail-pipeline sandbox-server [--port 8700] [--latency lob=0.3,...] [--store FILE
                              serve every sandbox vendor over HTTP from this process (local
                              and test only; store: the data dir's sandbox.sqlite); point the
                              code location at it with MAIL_PIPELINE_SANDBOX_URL
+mail-pipeline daemon [-w WORKSPACE] [--log-format json]
+                             run dagster-daemon while holding the Dagster instance's lock
+                             (PostgreSQL advisory lock, or a lock file in DAGSTER_HOME): a
+                             second one refuses to start (exit status 3); see
+                             docs/supervision.md
+mail-pipeline daemon-check [--window 65]
+                             watch the instance's daemon heartbeats: exit status 0 when one
+                             daemon is alive, 1 when none, 3 when several
+mail-pipeline purge-runs --older-than-days N [--dry-run]
+                             delete finished Dagster runs (success, failure, canceled) created
+                             more than N days ago, with their event logs (the instance of
+                             DAGSTER_HOME); queued and running runs are never touched
+mail-pipeline supervisor-health --server-url URL --check PROGRAM=CHECK ...
+                             supervisord's health-check event listener (deploy/supervisord.conf)
 
-Every command refuses a database that serves another kind of environment (a production
-database from a local or test process, a local or test database from production).
+Every command that uses the app database refuses one that serves another kind of environment
+(a production database from a local or test process, a local or test database from
+production); daemon, daemon-check, supervisor-health and purge-runs use none.
 """
 
 from __future__ import annotations
@@ -36,6 +52,7 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -56,6 +73,14 @@ from mail_pipeline.settings import (
     ProductionConfigError,
     Settings,
     load_settings,
+)
+from mail_pipeline.supervision import (
+    add_daemon_arguments,
+    add_daemon_check_arguments,
+    add_supervisor_health_arguments,
+    check_daemon,
+    run_daemon,
+    supervisor_health,
 )
 
 
@@ -115,10 +140,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     sandbox_server = sub.add_parser(
         "sandbox-server", help="serve the sandbox vendors over HTTP (local/test only)"
     )
+    add_daemon_arguments(
+        sub.add_parser(
+            "daemon",
+            help="run dagster-daemon under the instance's lock (a second one refuses, exit "
+            "status 3)",
+        )
+    )
+    add_daemon_check_arguments(
+        sub.add_parser(
+            "daemon-check",
+            help="count the instance's live daemons from their heartbeats (exit status 0: one, "
+            "1: none, 3: several)",
+        )
+    )
+    add_supervisor_health_arguments(
+        sub.add_parser("supervisor-health", help="supervisord's health-check event listener")
+    )
+    purge = sub.add_parser(
+        "purge-runs",
+        help="delete finished Dagster runs older than N days with their event logs",
+    )
+    purge.add_argument("--older-than-days", type=int, required=True, metavar="N")
+    purge.add_argument("--dry-run", action="store_true", help="list them, delete nothing")
     settings = load_settings()
     add_sandbox_server_arguments(sandbox_server, default_store=str(settings.sandbox_path))
     args = parser.parse_args(argv)
 
+    # The Dagster processes' commands use no app database.
+    if args.command == "daemon":
+        return run_daemon(args)
+    if args.command == "daemon-check":
+        return check_daemon(args)
+    if args.command == "supervisor-health":
+        return supervisor_health(args)
+    if args.command == "purge-runs":
+        return _purge_runs(args.older_than_days, dry_run=args.dry_run)
     if args.command == "sandbox-server":
         if settings.environment is Environment.PRODUCTION:
             print("refusing to serve sandbox vendors in production", file=sys.stderr)
@@ -142,8 +199,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "migrate":
         print(f"database migrated ({settings.environment})")
     elif args.command == "demo":
-        if settings.environment is Environment.PRODUCTION:
-            print("refusing to seed demo data in production", file=sys.stderr)
+        if settings.environment is Environment.PRODUCTION and not (
+            settings.staging and settings.sandbox_url
+        ):
+            print(
+                "refusing to seed demo data in production (only a staging deployment on a "
+                "sandbox server may have it)",
+                file=sys.stderr,
+            )
             return 2
         from mail_pipeline.integrations.sandbox.store import SandboxStore
         from mail_pipeline.services.demo import demo_upload, request_demo_syncs, seed_demo
@@ -321,3 +384,21 @@ def _audits(url: str, key: str, show: int | None, limit: int) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _purge_runs(older_than_days: int, *, dry_run: bool) -> int:
+    import dagster as dg
+
+    from mail_pipeline.jobs.runs import purge_finished_runs
+
+    if older_than_days < 1:
+        print("--older-than-days must be at least 1", file=sys.stderr)
+        return 2
+    before = datetime.now(UTC) - timedelta(days=older_than_days)
+    with dg.DagsterInstance.get() as instance:
+        run_ids = purge_finished_runs(instance, created_before=before, dry_run=dry_run)
+    for run_id in run_ids:
+        print(run_id)
+    verb = "would delete" if dry_run else "deleted"
+    print(f"{verb} {len(run_ids)} finished runs created before {before:%Y-%m-%d %H:%M} UTC")
+    return 0

@@ -1,4 +1,7 @@
-"""What the Dagster instance says about runs in flight (used by sensors for backpressure)."""
+"""What the Dagster instance says about runs in flight (used by sensors for backpressure),
+and the purge of old finished runs."""
+
+from datetime import datetime
 
 import dagster as dg
 
@@ -69,3 +72,41 @@ def check_named_job_launch(context: dg.AssetExecutionContext) -> None:
     so they are not refused."""
     if not context.run.job_name.startswith("__"):
         check_launch(context)
+
+
+#: Runs that ended: the ones a purge may delete (a queued or running run never is).
+FINISHED = [
+    dg.DagsterRunStatus.SUCCESS,
+    dg.DagsterRunStatus.FAILURE,
+    dg.DagsterRunStatus.CANCELED,
+]
+
+
+def purge_finished_runs(
+    instance: dg.DagsterInstance,
+    *,
+    created_before: datetime,
+    dry_run: bool = False,
+    page: int = 100,
+) -> list[str]:
+    """Delete the finished runs created before ``created_before`` with their event logs (the
+    instance's ``delete_run``), oldest first, ``page`` at a time; return their ids. With
+    ``dry_run`` nothing is deleted. Runs still queued or in progress are never touched. The
+    app's own history (recipients, mailpieces) is not Dagster's and is kept."""
+    found: list[str] = []
+    cursor: str | None = None
+    filters = dg.RunsFilter(statuses=FINISHED, created_before=created_before)
+    while True:
+        records = instance.get_run_records(
+            filters=filters, limit=page, ascending=True, cursor=cursor if dry_run else None
+        )
+        if not records:
+            return found
+        for record in records:
+            run_id = record.dagster_run.run_id
+            if not dry_run:
+                instance.delete_run(run_id)
+            found.append(run_id)
+        cursor = records[-1].dagster_run.run_id
+        if len(records) < page:
+            return found
