@@ -122,7 +122,7 @@ def attributions_inside_window(database: Database) -> dg.AssetCheckResult:
 attribution_job = dg.define_asset_job(
     "attribution_job",
     selection=dg.AssetSelection.assets(attributions),
-    tags={tags.STAGE: "attribution"},
+    tags=tags.job_tags("attribution", max_runtime=1800),
     description="Credit new and changed orders to mailed recipients, match them to holdout "
     "recipients, and check the result.",
 )

@@ -233,7 +233,7 @@ daily_metrics_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(
         daily_order_metrics, daily_recipient_metrics, campaign_results
     ),
-    tags={tags.STAGE: STAGE},
+    tags=tags.job_tags(STAGE, max_runtime=3600),
     description="Refresh the daily metrics of a range of days (one run) and the campaign results.",
 )
 

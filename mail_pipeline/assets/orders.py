@@ -179,7 +179,7 @@ def orders_are_fresh(database: Database) -> dg.AssetCheckResult:
 orders_job = dg.define_asset_job(
     "orders_job",
     selection=dg.AssetSelection.assets(orders),
-    tags={tags.STAGE: "orders"},
+    tags=tags.job_tags("orders", max_runtime=3600),
     description="Sync orders (one run for every organization, or the ones the config names).",
 )
 

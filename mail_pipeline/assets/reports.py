@@ -206,13 +206,13 @@ def bfcm_reports(
 weekly_reports_job = dg.define_asset_job(
     "weekly_reports_job",
     selection=[weekly_reports],
-    tags={tags.STAGE: STAGE},
+    tags=tags.job_tags(STAGE, max_runtime=3600, retries=2),
     description="Generate and send the weekly reports of one week (a partition).",
 )
 bfcm_reports_job = dg.define_asset_job(
     "bfcm_reports_job",
     selection=[bfcm_reports],
-    tags={tags.STAGE: STAGE},
+    tags=tags.job_tags(STAGE, max_runtime=3600, retries=2),
     description="Generate and send the BFCM reports of one day (a partition).",
 )
 

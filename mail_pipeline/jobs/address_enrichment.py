@@ -125,7 +125,7 @@ def delete_expired_enrichment_cache(
 
 
 @dg.job(
-    tags={tags.STAGE: STAGE, tags.MAX_RUNTIME: 3600},
+    tags=tags.job_tags(STAGE, max_runtime=3600, retries=2),
     description="Claim AddressEnrichable recipients into batches (per organization) and "
     "submit them to Faraday (01:00, 07:00, 13:00, 19:00 New York).",
 )
@@ -134,7 +134,7 @@ def address_enrichment_job() -> None:
 
 
 @dg.job(
-    tags={tags.STAGE: STAGE, tags.MAX_RUNTIME: 1800},
+    tags=tags.job_tags(STAGE, max_runtime=1800),
     description="Poll the open address-enrichment batches and apply the ready ones.",
 )
 def enrichment_results_job() -> None:
@@ -142,7 +142,7 @@ def enrichment_results_job() -> None:
 
 
 @dg.job(
-    tags={tags.STAGE: MAINTENANCE, tags.MAX_RUNTIME: 900},
+    tags=tags.job_tags(MAINTENANCE, max_runtime=900, retries=2),
     description="Delete cached address-enrichment answers older than 90 days (daily).",
 )
 def enrichment_cache_cleanup_job() -> None:

@@ -71,7 +71,7 @@ def run_audits(
 
 
 @dg.job(
-    tags={tags.STAGE: "maintenance", tags.MAX_RUNTIME: 1800},
+    tags=tags.job_tags("maintenance", max_runtime=1800),
     description="Audit organizations on request (the audit queue): integrations, segments, "
     "campaigns, stuck recipients, billing; each report is stored in audits.",
 )

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from mail_pipeline.jobs import tags
 from mail_pipeline.resources.database import Database
 from mail_pipeline.resources.sandbox import SandboxState
 from mail_pipeline.services.demo import seed_demo
@@ -30,7 +31,7 @@ def seed_demo_data(
 
 
 @dg.job(
-    tags={"stage": "maintenance"},
+    tags=tags.job_tags("maintenance", max_runtime=900),
     description="Migrate the app database and seed the demo brands (local/test only).",
 )
 def demo_data_job() -> None:

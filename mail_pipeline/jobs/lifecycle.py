@@ -126,7 +126,7 @@ def complete_finished_campaigns(
 
 
 @dg.job(
-    tags={tags.STAGE: STAGE, tags.MAX_RUNTIME: 900},
+    tags=tags.job_tags(STAGE, max_runtime=900),
     description="Start the campaigns whose start date has come, then complete those with "
     "nothing left to process (hourly).",
 )
@@ -214,7 +214,7 @@ scheduled_campaign_switchoffs = _step_op(
 
 
 @dg.job(
-    tags={tags.STAGE: STAGE, tags.MAX_RUNTIME: 1800},
+    tags=tags.job_tags(STAGE, max_runtime=1800, retries=2),
     description="The nightly steps in their order: postage downgrades (2:00), CSM cadence "
     "(3:00), scheduled campaign switch-offs (3:30); each done once per night.",
 )
@@ -281,7 +281,7 @@ def disable_churned(
 
 
 @dg.job(
-    tags={tags.STAGE: STAGE, tags.MAX_RUNTIME: 600},
+    tags=tags.job_tags(STAGE, max_runtime=600),
     description="Disable organizations churned for 180 days (every 10 minutes).",
 )
 def organization_status_job() -> None:

@@ -218,7 +218,7 @@ def proof_recipients(
 
 
 @dg.job(
-    tags={tags.STAGE: "proofing", tags.MAX_RUNTIME: 900},
+    tags=tags.job_tags("proofing", max_runtime=900),
     description="Render and host the proofs of a claimed batch, then of the organization's "
     "next batches while its time budget lasts.",
 )
@@ -307,7 +307,7 @@ def mail_recipients(
 
 
 @dg.job(
-    tags={tags.STAGE: "mailing", tags.MAX_RUNTIME: 900},
+    tags=tags.job_tags("mailing", max_runtime=900),
     description="Print and mail the postcards of a claimed batch, then of the organization's "
     "next batches while its time budget lasts.",
 )

@@ -150,7 +150,7 @@ def summarize_profile_enrichment(
 
 
 @dg.job(
-    tags={tags.STAGE: STAGE, tags.MAX_RUNTIME: 600},
+    tags=tags.job_tags(STAGE, max_runtime=600),
     description="Fetch the CDP properties designs print for recipients not yet proofed, "
     "per organization (every 10 minutes).",
 )

@@ -60,7 +60,7 @@ def apply_mail_statuses(
 
 
 @dg.job(
-    tags={tags.STAGE: "status", tags.MAX_RUNTIME: 600},
+    tags=tags.job_tags("status", max_runtime=600),
     description="Apply printer status webhooks from the status queue.",
 )
 def mail_status_job() -> None:
@@ -91,7 +91,7 @@ def delete_hosted_images(
 
 
 @dg.job(
-    tags={tags.STAGE: "maintenance", tags.MAX_RUNTIME: 600},
+    tags=tags.job_tags("maintenance", max_runtime=600),
     description="Delete hosted proof images queued for deletion.",
 )
 def image_cleanup_job() -> None:

@@ -148,7 +148,7 @@ def summarize_reporting_sync(context: dg.OpExecutionContext, outcomes: list[Outc
 
 
 @dg.job(
-    tags={tags.STAGE: STAGE, tags.MAX_RUNTIME: 900},
+    tags=tags.job_tags(STAGE, max_runtime=900),
     description="Refresh each organization's reporting store (the brand's dashboard) from "
     "the daily metrics and campaign results: the last 35 New York days and the campaign "
     "totals (every 7.5 minutes).",

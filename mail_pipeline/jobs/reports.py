@@ -43,7 +43,7 @@ def apply_report_email_events(
 
 
 @dg.job(
-    tags={tags.STAGE: "status", tags.MAX_RUNTIME: 600},
+    tags=tags.job_tags("status", max_runtime=600),
     description="Apply report email delivery events (SES) from their queue.",
 )
 def report_email_events_job() -> None:

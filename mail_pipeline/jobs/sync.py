@@ -91,7 +91,7 @@ def sync_recipients(
 
 
 @dg.job(
-    tags={tags.STAGE: "sync", tags.MAX_RUNTIME: 1800},
+    tags=tags.job_tags("sync", max_runtime=1800),
     description="Sync CDP segment profiles into recipients for one organization.",
 )
 def sync_organization_job() -> None:

@@ -1,6 +1,15 @@
-"""Run tags, the same names everywhere: dagster.yaml limits, sensors, the UI's run filters."""
+"""Run tags, the same names everywhere: dagster.yaml limits, sensors, the UI's run filters.
 
+Every job is tagged by :func:`job_tags`: its stage (the run queue's limits), its maximum
+runtime, the size of its run's task or pod (:data:`RUN_SIZES`, one per stage) and, for the few
+jobs whose re-execution is safe and useful, automatic retries when the run's worker was lost
+(``docs/deployment.md`` lists them and says why).
+"""
+
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 
 STAGE = "mail_pipeline/stage"
 ORGANIZATION = "mail_pipeline/organization"
@@ -11,6 +20,15 @@ REQUESTED_BY = "mail_pipeline/requested_by"
 REASON = "mail_pipeline/reason"
 #: Stops a run whose process hung; run monitoring enforces it.
 MAX_RUNTIME = "dagster/max_runtime"
+#: How many times the daemon launches a failed run again (``run_retries`` in the instance).
+MAX_RETRIES = "dagster/max_retries"
+#: ``false``: a run is retried only when it failed without an op failing (its worker was lost).
+RETRY_ON_OP_FAILURE = "dagster/retry_on_asset_or_op_failure"
+#: The run's Fargate task size on ECS (CPU units, MiB), read by dagster-aws's EcsRunLauncher.
+ECS_CPU = "ecs/cpu"
+ECS_MEMORY = "ecs/memory"
+#: The run pod's container config on Kubernetes, read by dagster-k8s's K8sRunLauncher.
+K8S_CONFIG = "dagster-k8s/config"
 #: The New York night a nightly run is for.
 NIGHT = "mail_pipeline/night"
 #: Dagster's own tags on runs launched by the daemon (a schedule, a sensor, a backfill).
@@ -53,3 +71,58 @@ def sync_tags(organization_id: int, requested_by: str, reason: str = "") -> dict
 
 def tag(tags: Mapping[str, str], key: str) -> str | None:
     return tags.get(key)
+
+
+@dataclass(frozen=True)
+class RunSize:
+    """What one run gets: ``cpu`` in ECS CPU units (1024 = one vCPU) and ``memory`` in MiB, a
+    Fargate CPU/memory pair. On Kubernetes the same numbers are the pod's requests, and the
+    memory its limit (no CPU limit: a run may use an idle core rather than be throttled)."""
+
+    cpu: int
+    memory: int
+
+    def tags(self) -> dict[str, str]:
+        millicores = self.cpu * 1000 // 1024
+        memory = f"{self.memory}Mi"
+        resources = {
+            "requests": {"cpu": f"{millicores}m", "memory": memory},
+            "limits": {"memory": memory},
+        }
+        return {
+            ECS_CPU: str(self.cpu),
+            ECS_MEMORY: str(self.memory),
+            K8S_CONFIG: json.dumps({"container_config": {"resources": resources}}),
+        }
+
+
+#: The size of a run, by stage. Runs that wait on vendors (sync, proofing, mailing, queues,
+#: lifecycle) are small; runs that hold frames, files or charts in memory (uploads,
+#: attribution, the daily metrics and reports) get a core and 4 GiB.
+RUN_SIZES: Mapping[str, RunSize] = MappingProxyType(
+    {
+        "sync": RunSize(cpu=512, memory=2048),
+        "proofing": RunSize(cpu=512, memory=2048),
+        "mailing": RunSize(cpu=512, memory=1024),
+        "status": RunSize(cpu=256, memory=1024),
+        "maintenance": RunSize(cpu=256, memory=1024),
+        "lifecycle": RunSize(cpu=256, memory=1024),
+        "orders": RunSize(cpu=512, memory=2048),
+        "uploads": RunSize(cpu=1024, memory=4096),
+        "attribution": RunSize(cpu=1024, memory=4096),
+        "analytics": RunSize(cpu=1024, memory=4096),
+    }
+)
+
+
+def job_tags(stage: str, *, max_runtime: int, retries: int = 0) -> dict[str, str]:
+    """The tags of a job of ``stage``: the stage, the maximum runtime in seconds, the run's
+    size, and, with ``retries``, how many times a run that failed without an op failing (its
+    task or pod stopped, its host went away, it never started) is launched again. A failure
+    an op reported (a vendor refused, an organization failed) is never retried: the next
+    tick, or a person, decides."""
+    job = {STAGE: stage, MAX_RUNTIME: str(max_runtime), **RUN_SIZES[stage].tags()}
+    if retries:
+        job[MAX_RETRIES] = str(retries)
+        job[RETRY_ON_OP_FAILURE] = "false"
+    return job

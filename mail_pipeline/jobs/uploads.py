@@ -79,7 +79,7 @@ def ingest_upload_file(
 
 
 @dg.job(
-    tags={tags.STAGE: STAGE, tags.MAX_RUNTIME: 900},
+    tags=tags.job_tags(STAGE, max_runtime=900, retries=2),
     description="Judge one uploaded CSV list: commit it, reject it or hold it for approval.",
 )
 def upload_ingest_job() -> None:
@@ -113,7 +113,7 @@ def decide_upload_batch(
 
 
 @dg.job(
-    tags={tags.STAGE: STAGE, tags.MAX_RUNTIME: 900},
+    tags=tags.job_tags(STAGE, max_runtime=900, retries=2),
     description="Approve or reject an upload batch awaiting approval (tags: requested_by, reason).",
 )
 def upload_decision_job() -> None:
