@@ -25,7 +25,12 @@ import dagster as dg
 
 from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.metadata import Metadata, link, reasons_table
-from mail_pipeline.jobs.runs import active_run_tag_values, active_runs, check_launch
+from mail_pipeline.jobs.runs import (
+    active_run_tag_values,
+    active_runs,
+    check_launch,
+    longest_running_run,
+)
 from mail_pipeline.limits import MAILING_RUNS_IN_FLIGHT, PROOFING_RUNS_IN_FLIGHT
 from mail_pipeline.resources.billing import BillingResource
 from mail_pipeline.resources.cdp import CdpResource
@@ -137,6 +142,9 @@ def _all_batches(
                 )
                 if value.isdigit()
             },
+            longest_running=lambda: (
+                longest_running_run(context.instance, job_name=context.job_name) == context.run_id
+            ),
         )
     total = results[0]
     for result in results[1:]:

@@ -35,6 +35,15 @@ def active_run_ids(instance: dg.DagsterInstance, *, tags: dict[str, str]) -> lis
     return [run.run_id for run in instance.get_runs(dg.RunsFilter(tags=tags, statuses=ACTIVE))]
 
 
+def longest_running_run(instance: dg.DagsterInstance, *, job_name: str) -> str | None:
+    """The id of the run of ``job_name`` that started first among those running now."""
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name=job_name, statuses=[dg.DagsterRunStatus.STARTED])
+    )
+    started = [(r.start_time, r.dagster_run.run_id) for r in records if r.start_time]
+    return min(started)[1] if started else None
+
+
 WAITING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
 
 

@@ -25,8 +25,11 @@ from mail_pipeline.services.staging import MAILING, PROOFING, Stage, stage_batch
 RUNNING = dg.DefaultSensorStatus.RUNNING
 #: A run the sensors launch waits this long for new work once it has caught up (a stage
 #: run for recipients, ``BatchConfig.idle_seconds``; a queue's run for messages,
-#: ``DrainConfig.idle_seconds``): a trickle is served by a warm run within about a second.
-IDLE_SECONDS = 20.0
+#: ``DrainConfig.idle_seconds``): a trickle is served by a warm run within about a second,
+#: and under load a mailing run outlasts the gap until its organization's next proofed batch
+#: (a proofing batch of 200 takes 20-40 s). A waiting run gives its slot up at once to an
+#: organization that waits unserved (``services.staging.keep_claiming``).
+IDLE_SECONDS = 45.0
 
 
 def staging_sensor(

@@ -153,6 +153,7 @@ def keep_claiming(
     rules: Continuation,
     slot_free: Callable[[], bool],
     served: Callable[[], set[int]] = set,
+    longest_running: Callable[[], bool] = lambda: True,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[R]:
@@ -167,7 +168,11 @@ def keep_claiming(
     run ``slice_seconds``, when another organization has recipients waiting that no run is
     working on or serving (``served``: the organizations of the stage's runs in flight) and
     no run slot of the stage is free (``slot_free``: the sensor would serve
-    it if one were): brands with backlogs take turns a time slice at a time.
+    it if one were): brands with backlogs take turns a time slice at a time. Only the
+    stage's longest-running run gives way (``longest_running``), so the runs hand their
+    slots over one at a time instead of all ending at the same check and leaving the
+    printers idle while new runs start. A run that has caught up and waits for newcomers
+    gives way at once: it holds a slot for nothing.
 
     With nothing to claim, the run looks again every ``poll_seconds`` for up to
     ``idle_seconds`` (reset by every batch) before it ends, so a trickle of new recipients is
@@ -176,8 +181,11 @@ def keep_claiming(
     results = [process(first_batch)]
     idle_since: float | None = None
     while clock() - started < rules.budget_seconds:
+        # A caught-up run (waiting for newcomers) gives way at once; a busy one after its
+        # slice, and only the stage's longest-running.
+        caught_up = idle_since is not None
         if (
-            clock() - started >= rules.slice_seconds
+            (caught_up or (clock() - started >= rules.slice_seconds and longest_running()))
             and _others_starve(sessions, stage, organization_id, served())
             and not slot_free()
         ):

@@ -687,6 +687,7 @@ def _keep_claiming(
     rules: Continuation,
     slot_free: bool = True,
     served: frozenset[int] = frozenset(),
+    longest_running: bool = True,
     time: FakeTime | None = None,
     per_batch_seconds: float = 0.0,
 ) -> list[list[int]]:
@@ -709,6 +710,7 @@ def _keep_claiming(
         rules=rules,
         slot_free=lambda: slot_free,
         served=lambda: set(served),
+        longest_running=lambda: longest_running,
         clock=time,
         sleep=time.sleep,
     )
@@ -759,6 +761,50 @@ def test_a_run_gives_way_to_a_starved_organization_when_no_slot_is_free(
     else:  # no slot would free up for it: after its slice, this run ends so it can be served
         assert batches == [backlog[0:2], backlog[2:4]]
     assert shop.status(waiting) == dict.fromkeys(waiting, S.PROOFED)
+
+
+def test_only_the_longest_running_run_gives_way(shop: Shop) -> None:
+    """Runs hand their slots over one at a time: a younger run whose slice ended keeps on
+    while the oldest gives way, so the stage never has every run ending at once."""
+    busy, other = shop.organization(), shop.organization()
+    backlog = shop.recipients(shop.campaign(busy), 6, S.PROOFED, status_changed_at=LONG_AGO)
+    shop.recipients(shop.campaign(other), 2, S.PROOFED, status_changed_at=LONG_AGO)
+
+    batches = _keep_claiming(
+        shop,
+        busy,
+        rules=Continuation(batch_size=2, slice_seconds=15),
+        slot_free=False,
+        longest_running=False,
+        per_batch_seconds=10,
+    )
+
+    assert batches == [backlog[0:2], backlog[2:4], backlog[4:6]]
+
+
+@pytest.mark.parametrize("slot_free", [False, True])
+def test_a_caught_up_run_gives_way_at_once_to_a_starved_organization(
+    shop: Shop, slot_free: bool
+) -> None:
+    busy, other = shop.organization(), shop.organization()
+    mine = shop.recipients(shop.campaign(busy), 2, S.PROOFED, status_changed_at=LONG_AGO)
+    shop.recipients(shop.campaign(other), 2, S.PROOFED, status_changed_at=LONG_AGO)
+    time = FakeTime()
+
+    batches = _keep_claiming(
+        shop,
+        busy,
+        rules=Continuation(batch_size=2, slice_seconds=60, idle_seconds=30, poll_seconds=1),
+        slot_free=slot_free,
+        longest_running=False,
+        time=time,
+    )
+
+    assert batches == [mine]
+    if slot_free:  # the sensor serves the other in the free slot: it waits for newcomers
+        assert sum(time.slept) == pytest.approx(30)
+    else:  # it holds a slot for nothing: it ends at its first look, long before its slice
+        assert time.slept == [1]
 
 
 def test_a_run_does_not_give_way_to_an_organization_another_run_serves(shop: Shop) -> None:
