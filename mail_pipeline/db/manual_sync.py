@@ -65,6 +65,32 @@ class ManualSyncTriggers:
             for t in rows
         ]
 
+    def running(self) -> list[tuple[int, str | None]]:
+        """``(request id, its run's id)`` of every request marked running."""
+        rows = self.session.execute(
+            select(ManualSyncTrigger.id, ManualSyncTrigger.run_id)
+            .where(ManualSyncTrigger.status == ManualSyncStatus.RUNNING.value)
+            .order_by(ManualSyncTrigger.id)
+        )
+        return [(int(i), run_id) for i, run_id in rows]
+
+    def abandon(self, trigger_id: int, error: str, *, now: datetime | None = None) -> bool:
+        """Fail a request whose run ended without saying how the sync went, if it is still
+        open (pending or running); whether it was."""
+        result = self.session.execute(
+            update(ManualSyncTrigger)
+            .where(
+                ManualSyncTrigger.id == trigger_id,
+                ManualSyncTrigger.status.in_([s.value for s in OPEN_STATUSES]),
+            )
+            .values(
+                status=ManualSyncStatus.FAILED.value,
+                error=error,
+                completed_at=now or utcnow(),
+            )
+        )
+        return bool(getattr(result, "rowcount", 0))
+
     def has_open_request(self, campaign_id: int) -> bool:
         """Whether a request for the campaign is pending or running."""
         found = self.session.scalar(

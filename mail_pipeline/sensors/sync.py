@@ -8,8 +8,11 @@ from mail_pipeline.jobs.runs import active_runs
 from mail_pipeline.jobs.sync import SyncConfig, sync_organization_job
 from mail_pipeline.partitions import BUSINESS_TIMEZONE
 from mail_pipeline.resources.database import Database
-from mail_pipeline.services.manual_sync import pending_triggers
+from mail_pipeline.services.manual_sync import RUN_GONE, pending_triggers, settle_abandoned
 from mail_pipeline.services.sync import sync_candidates
+
+#: The tag Dagster puts on a run a sensor launched with a run key.
+RUN_KEY_TAG = "dagster/run_key"
 
 
 @dg.schedule(
@@ -63,8 +66,20 @@ def manual_sync_sensor(context: dg.SensorEvaluationContext, database: Database) 
     """Every pending request is asked for each tick; the run key (one per request) makes
     Dagster launch it once. No id cursor: on PostgreSQL a request can commit after one with
     a higher id, and a cursor would skip it for ever. A request leaves 'pending' when its
-    run starts."""
+    run starts. A request whose run ended without finishing it (its worker was lost, so the
+    run could not say how it went) is failed with the reason instead of staying open for
+    ever (``services.manual_sync.settle_abandoned``)."""
     triggers = pending_triggers(database.session)
+    settled = settle_abandoned(
+        database.session,
+        triggers,
+        run_of_pending=lambda trigger_id: _run_of(context.instance, f"manual-sync-{trigger_id}"),
+        run_status=lambda run_id: _status_of(context.instance, run_id),
+    )
+    for trigger_id, reason in settled:
+        context.log.warning(f"manual sync request {trigger_id} failed: {reason}")
+    gone = {trigger_id for trigger_id, _ in settled}
+    triggers = [t for t in triggers if t.id not in gone]
     if not triggers:
         return dg.SensorResult(skip_reason=dg.SkipReason("no pending manual sync request"))
     requests = [
@@ -84,3 +99,14 @@ def manual_sync_sensor(context: dg.SensorEvaluationContext, database: Database) 
         for t in triggers
     ]
     return dg.SensorResult(run_requests=requests)
+
+
+def _run_of(instance: dg.DagsterInstance, run_key: str) -> tuple[str, str] | None:
+    """The id and status of the run this sensor launched under ``run_key``, if any."""
+    runs = instance.get_runs(dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1)
+    return (runs[0].run_id, runs[0].status.value) if runs else None
+
+
+def _status_of(instance: dg.DagsterInstance, run_id: str) -> str:
+    run = instance.get_run_by_id(run_id)
+    return run.status.value if run is not None else RUN_GONE

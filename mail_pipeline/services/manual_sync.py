@@ -8,6 +8,8 @@ number of recipients created. The campaign's sync lock is shared with scheduled 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mail_pipeline.db.engine import SessionFactory
 from mail_pipeline.db.manual_sync import ManualSyncTriggers, PendingTrigger
 from mail_pipeline.services.sync import (
@@ -80,3 +82,62 @@ def finish_trigger(
 ) -> None:
     with sessions() as session:
         ManualSyncTriggers(session).finish(trigger_id, synced=synced, error=error)
+
+
+#: What a request's run can have become, as far as the request is concerned.
+RUN_GONE = "gone"
+
+
+def settle_abandoned(
+    sessions: SessionFactory,
+    pending: list[PendingTrigger],
+    run_of_pending: Callable[[int], tuple[str, str] | None],
+    run_status: Callable[[str], str],
+) -> list[tuple[int, str]]:
+    """Fail, with a reason the requester can read, every open request whose run ended
+    without finishing it - its worker was lost (killed, out of memory, its host gone), so
+    neither ``completed`` nor ``failed`` was written - instead of leaving it open for ever.
+
+    - a *running* request whose run (``run_status`` of its id: a Dagster status name, or
+      :data:`RUN_GONE`) is no longer queued, starting or started;
+    - a *pending* request whose run was launched (``run_of_pending``: its run's id and
+      status, or None when none was launched) and ended before it could mark the request
+      running. Its run key stops the sensor from launching another, so only a person can
+      ask again (``mail-pipeline request-sync``), and the reason says so.
+
+    Returns ``(request id, reason)`` of each request failed."""
+    failed: list[tuple[int, str]] = []
+    with sessions() as session:
+        running = ManualSyncTriggers(session).running()
+    for trigger_id, run_id in running:
+        status = run_status(run_id) if run_id else RUN_GONE
+        if status in RUN_IN_FLIGHT:
+            continue
+        failed.append(
+            (
+                trigger_id,
+                f"its sync run {run_id} ended ({status.lower()}) without recording how the "
+                "sync went (its worker was lost); ask again with mail-pipeline request-sync",
+            )
+        )
+    for trigger in pending:
+        launched = run_of_pending(trigger.id)
+        if launched is None or launched[1] in RUN_IN_FLIGHT:
+            continue
+        failed.append(
+            (
+                trigger.id,
+                f"its sync run {launched[0]} ended ({launched[1].lower()}) before it started "
+                "the sync; ask again with mail-pipeline request-sync",
+            )
+        )
+    settled = []
+    for trigger_id, reason in failed:
+        with sessions() as session:
+            if ManualSyncTriggers(session).abandon(trigger_id, reason):
+                settled.append((trigger_id, reason))
+    return settled
+
+
+#: Dagster run statuses of a run that may still start or finish the request.
+RUN_IN_FLIGHT = frozenset({"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"})

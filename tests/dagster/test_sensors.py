@@ -51,7 +51,7 @@ from mail_pipeline.resources.cdp import CdpResource
 from mail_pipeline.resources.printing import SandboxPrinters
 from mail_pipeline.resources.sandbox import shared_store
 from mail_pipeline.sensors.pipeline import staging_sensor
-from mail_pipeline.services.manual_sync import request_sync
+from mail_pipeline.services.manual_sync import request_sync, start_trigger
 from mail_pipeline.services.staging import PROOFING
 from mail_pipeline.settings import Environment, Settings
 from tests.dagster.flow import without_idling
@@ -707,6 +707,55 @@ def test_a_manual_sync_of_a_misconfigured_campaign_fails_the_run_and_the_request
         row = session.get_one(ManualSyncTrigger, trigger)
         assert row.status == "failed" and row.synced_count == 0
         assert "has no provider_segment_id" in (row.error or "")
+
+
+def _request_row(env: Env, trigger: int) -> ManualSyncTrigger:
+    with unit_of_work(env.db_url) as session:
+        row = session.get_one(ManualSyncTrigger, trigger)
+        session.expunge(row)
+        return row
+
+
+def test_a_request_whose_run_lost_its_worker_is_failed_with_the_reason(env: Env) -> None:
+    """The run marked the request running, then its worker died (no 'completed' or 'failed'
+    could be written); run monitoring failed the run. The request must not stay running."""
+    org = env.organization()
+    lost = request_sync(env.sessions, env.campaign(org, segment="SEG"), "ana@ops")
+    alive = request_sync(env.sessions, env.campaign(org, segment="SEG-2"), "bo@ops")
+    dead_run = env.running("sync_organization_job", {}, dg.DagsterRunStatus.FAILURE)
+    live_run = env.running("sync_organization_job", {})
+    start_trigger(env.sessions, lost, dead_run.run_id)
+    start_trigger(env.sessions, alive, live_run.run_id)
+
+    assert env.tick("manual_sync_sensor").skip_message == "no pending manual sync request"
+
+    row = _request_row(env, lost)
+    assert row.status == "failed" and row.completed_at is not None
+    assert f"its sync run {dead_run.run_id} ended (failure)" in (row.error or "")
+    assert "mail-pipeline request-sync" in (row.error or "")
+    assert _request_row(env, alive).status == "running", "its run is still going"
+
+
+def test_a_request_whose_run_died_before_starting_it_is_failed_not_left_pending(
+    env: Env,
+) -> None:
+    org = env.organization()
+    campaign = env.campaign(org, segment="SEG")
+    trigger = request_sync(env.sessions, campaign, "ana@ops")
+    (request,) = env.tick("manual_sync_sensor").run_requests
+    # The daemon launched it under its run key; the run died before its op began.
+    run_key_tags = {"dagster/run_key": request.run_key}
+    queued = env.running("sync_organization_job", run_key_tags, dg.DagsterRunStatus.NOT_STARTED)
+
+    again = env.tick("manual_sync_sensor")
+    assert [r.run_key for r in again.run_requests] == [request.run_key], "still on its way"
+    assert _request_row(env, trigger).status == "pending"
+
+    env.instance.report_run_failed(queued)
+    assert env.tick("manual_sync_sensor").skip_message == "no pending manual sync request"
+    row = _request_row(env, trigger)
+    assert row.status == "failed"
+    assert "ended (failure) before it started the sync" in (row.error or "")
 
 
 @pytest.mark.parametrize("sync_org_tag", [None, "other"])
