@@ -86,6 +86,8 @@ def finish_trigger(
 
 #: What a request's run can have become, as far as the request is concerned.
 RUN_GONE = "gone"
+#: Dagster run statuses of a run that may still start or finish the request.
+RUN_IN_FLIGHT = frozenset({"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"})
 
 
 def settle_abandoned(
@@ -137,7 +139,3 @@ def settle_abandoned(
             if ManualSyncTriggers(session).abandon(trigger_id, reason):
                 settled.append((trigger_id, reason))
     return settled
-
-
-#: Dagster run statuses of a run that may still start or finish the request.
-RUN_IN_FLIGHT = frozenset({"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"})
