@@ -204,11 +204,12 @@ def aws_setup(endpoint: str, bucket: str, logs_bucket: str) -> dict[str, str]:
 
 def instance_yaml(logs_bucket: str, endpoint: str) -> str:
     """``deploy/dagster.production.yaml`` as this machine runs it: runs launched as local
-    processes instead of on ECS, compute logs in the moto bucket. Everything else - the
-    PostgreSQL storage, the run queue and its limits, run monitoring and retries, the
-    sensor and schedule threads, retention - is production's own."""
+    processes instead of on ECS (with the embedded default's launcher, whose run workers'
+    health the run monitoring checks on this machine), compute logs in the moto bucket.
+    Everything else - the PostgreSQL storage, the run queue and its limits, run monitoring
+    and retries, the sensor and schedule threads, retention - is production's own."""
     config: dict[str, Any] = yaml.safe_load(PRODUCTION_YAML.read_text())
-    config.pop("run_launcher", None)
+    config["run_launcher"] = {"module": "mail_pipeline.run_launcher", "class": "LocalRunLauncher"}
     config["compute_logs"] = {
         "module": "dagster_aws.s3.compute_log_manager",
         "class": "S3ComputeLogManager",

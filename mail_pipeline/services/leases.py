@@ -31,6 +31,7 @@ from mail_pipeline.db.models import utcnow
 from mail_pipeline.db.recipients import RecipientGateway
 from mail_pipeline.domain.claims import DEFAULT_LEASES, LeasePolicy
 from mail_pipeline.domain.recipients import RecipientStatus
+from mail_pipeline.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class BatchHold:
                 self.holder,
             )
             return None
+        failpoint("batch.taken")
         return [r.id for r in held]
 
     def finish(self, *, unfinished: int = 0) -> None:

@@ -73,6 +73,7 @@ from mail_pipeline.domain.mailpieces import MailpieceStatus, PrintedPiece
 from mail_pipeline.domain.metrics import day_of
 from mail_pipeline.domain.recipients import RecipientStatus
 from mail_pipeline.domain.sending import paused_reason
+from mail_pipeline.failpoints import failpoint
 from mail_pipeline.integrations.billing import InvalidUsageEvents, StripeMeter, UsageEvent
 from mail_pipeline.integrations.errors import IntegrationError
 from mail_pipeline.integrations.klaviyo.client import KlaviyoClient
@@ -769,7 +770,9 @@ class _ChunkWork:
                         postage=self.contexts[rid].campaign.postage,
                     )
                 )
-            return MailpieceLedger(session).request_many(requests, current)
+            written = MailpieceLedger(session).request_many(requests, current)
+        failpoint("mailing.attempts_written")
+        return written
 
     def _print(
         self,
@@ -805,6 +808,8 @@ class _ChunkWork:
                 outcomes[rid] = MailOutcome(
                     rid, Result.DEFERRED, f"unexpected failure: {exc!r}", printer=name
                 )
+        if accepted:
+            failpoint("mailing.printed")
         now = self.clock()
         day = day_of(now)
         with self.sessions() as session:
@@ -875,6 +880,7 @@ class _ChunkWork:
             )
             todo = {pair: action for pair, action in planned.items() if pair not in settled}
             keys = ledger.begin_side_effects(list(todo))
+        failpoint("mailing.follow_ups_begun")
         events = {
             pair: UsageEvent(customer, keys[pair], 1, mailed_at)
             for pair, (customer, mailed_at) in usage.items()
@@ -914,6 +920,8 @@ class _ChunkWork:
                 retry.setdefault(rid, f"{kind}: unexpected failure: {exc!r}")
                 continue
             done.append(key)
+        if done:
+            failpoint("mailing.follow_ups_called")
         mailable = [f.recipient.id for f in follow if f.recipient.id in held]
         now = self.clock()
         with self.sessions() as session:

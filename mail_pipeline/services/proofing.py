@@ -36,6 +36,7 @@ from mail_pipeline.db.models import Campaign, Recipient, utcnow
 from mail_pipeline.db.recipients import RecipientGateway, campaigns_by_id
 from mail_pipeline.domain.claims import DEFAULT_LEASES, LeasePolicy
 from mail_pipeline.domain.recipients import RecipientStatus
+from mail_pipeline.failpoints import failpoint
 from mail_pipeline.integrations.errors import IntegrationError
 from mail_pipeline.integrations.images.cloudflare import CloudflareImages, proof_image_id
 from mail_pipeline.integrations.renderer.chain import FallbackRenderer
@@ -217,6 +218,7 @@ def _proof_one(
             )
         outcome = renderer.render_with_report(request)
         proof = outcome.proof
+        failpoint("proofing.rendered")
         fingerprint = request.fingerprint()
         hosted = {}
         for side, png in (("front", proof.front_png), ("back", proof.back_png)):
@@ -226,6 +228,7 @@ def _proof_one(
                 png,
                 {"recipient_id": recipient.id, "campaign_id": campaign.id, "side": side},
             )
+        failpoint("proofing.uploaded")
     except InvalidProofRequest as exc:
         return ProofOutcome(recipient.id, reason=f"cannot proof this recipient: {exc}")
     except IntegrationError as exc:

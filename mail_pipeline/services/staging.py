@@ -22,6 +22,7 @@ from mail_pipeline.db.recipients import Claim, RecipientGateway
 from mail_pipeline.domain.campaigns import CampaignStatus
 from mail_pipeline.domain.metrics import day_of
 from mail_pipeline.domain.recipients import RecipientStatus
+from mail_pipeline.failpoints import failpoint
 
 S = RecipientStatus
 R = TypeVar("R")
@@ -103,6 +104,7 @@ def stage_batches(
             )
         if claim.ids:
             claims.append(claim)
+            failpoint("staging.claimed")
         if len(claim.ids) == batch_size:  # a full batch: it may have more waiting
             turns.append(organization_id)
     return claims

@@ -90,6 +90,7 @@ from mail_pipeline.domain.mailpieces import (
     advances,
     failure_reason,
 )
+from mail_pipeline.failpoints import failpoint
 from mail_pipeline.integrations.printers.base import MalformedWebhook, Printer, StatusUpdate
 from mail_pipeline.integrations.printers.webhooks import parse_envelope
 from mail_pipeline.integrations.queues.base import MAX_RECEIVE_COUNT, MessageQueue, QueueMessage
@@ -201,6 +202,8 @@ def process_status_queue(
             message.receive_count,
             ", ".join(f"{printer}:{piece}" for printer, piece in unknown[:MAX_NAMED_PIECES]),
         )
+    if done:
+        failpoint("status.applied")
     delete_failures = delete_processed(queue, done, log, "status")
 
     result = StatusRunResult(
@@ -311,6 +314,8 @@ def apply_status_updates(
             totals.add(outcome)
             if pieces is not None:
                 pieces.update(outcome.pieces_after)
+        if totals.recorded:
+            failpoint("status.applying")
     return AppliedUpdates(
         events_recorded=totals.recorded,
         events_duplicated=totals.duplicated,

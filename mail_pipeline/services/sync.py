@@ -54,6 +54,7 @@ from mail_pipeline.domain.campaigns import CampaignMode, is_sync_candidate
 from mail_pipeline.domain.profiles import Destination, judge_profile
 from mail_pipeline.domain.recipients import RecipientStatus
 from mail_pipeline.domain.sync import Decision, ProfileFacts, SyncDecider
+from mail_pipeline.failpoints import failpoint
 from mail_pipeline.integrations.errors import IntegrationError
 from mail_pipeline.integrations.klaviyo.models import ProfilePage
 
@@ -193,6 +194,7 @@ def _sync(
         result.outcome = Outcome.LOCKED
         result.detail = "another sync of this campaign holds its lock; it will be synced there"
         return
+    failpoint("sync.locked")
     try:
         try:
             pages = list(cdp.segment_pages(campaign.cdp, campaign.segment_id))
@@ -202,6 +204,7 @@ def _sync(
         with sessions() as session:
             CampaignLocks(session).verify(lease, now=settings.clock())
             _write_recipients(session, campaign, pages, result, settings.clock())
+        failpoint("sync.written")
     except LockLost as exc:
         _fail(result, str(exc))
     except SQLAlchemyError as exc:
