@@ -9,7 +9,7 @@ PORT ?= 3000
 IMAGES_PORT ?= 3001
 
 .PHONY: run test install lint typecheck pytest format dagster-home webserver daemon demo \
-        validate clean-data production-like
+        validate clean-data production-like chaos
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -69,6 +69,14 @@ validate: install
 ## (deploy/production_like.py; screenshots in artifacts/production-like)
 production-like: install
 	$(BIN)/python deploy/production_like.py
+
+## make chaos: crash injection on this machine's PostgreSQL - SIGKILLs of run workers, the
+## daemon and the code server at named crash points and random moments, every recipient
+## judged by the sandbox vendors' ledgers (benchmarks/chaos.py, docs/reliability.md);
+## .ci/run runs 10 trials, TRIALS=100 is the full proof (about an hour)
+TRIALS ?= 10
+chaos: install
+	$(BIN)/python benchmarks/chaos.py --trials $(TRIALS)
 
 ## Forget local state: app database, sandbox vendors, queues, images, Dagster runs
 clean-data:
