@@ -56,6 +56,12 @@ Rules the seed leaves open, decided here:
   by the mailing run when it marks it Sent
   (:meth:`~mail_pipeline.db.mailpiece_status.MailpieceStatusGateway.settle_sent`).
 - A returned piece leaves its recipient in Sent (it was mailed; see docs/decisions.md).
+- A message bound for the dead-letter queue leaves the status queue only by its move there.
+  While the DLQ cannot take it (SQS refusing the send after the client's retries, the local
+  queue's file locked past its busy timeout) it is not deleted: it stays, an error is logged
+  with the cause, ``dead_letter_failures`` counts it, and it comes back after the visibility
+  timeout, to be moved once the DLQ is back (or by the redrive policy after
+  ``max_receive_count`` deliveries). The rest of the pass is applied and deleted as usual.
 
 Idempotency: every step is safe to repeat. If the transaction fails nothing is deleted and
 every message comes back; if a delete fails the message comes back and re-applying it

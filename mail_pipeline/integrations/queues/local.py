@@ -12,6 +12,11 @@ runs against either:
   handle succeeds, as on SQS.
 - ``wait_seconds`` long-polls: it checks again every ``poll_interval`` until a message is
   visible or the wait is over.
+- The file being unusable - write-locked by another process for longer than the busy timeout,
+  unreadable, full - raises :class:`~mail_pipeline.integrations.errors.VendorUnavailable`, as
+  SQS's 5xx does after the client's retries (the busy timeout is the local queue's retry). So
+  a consumer treats both queues' outages alike: a message it could not delete or move to the
+  DLQ stays in the queue and comes back, instead of the pass failing half-way.
 
 Messages live in an SQLite file shared by all processes (see
 :mod:`~mail_pipeline.integrations.queues.local_db`); the DLQ is another queue in the same
@@ -26,11 +31,12 @@ import secrets
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mail_pipeline.integrations.errors import RequestRejected
+from mail_pipeline.integrations.errors import RequestRejected, VendorUnavailable
 from mail_pipeline.integrations.queues.base import (
     MAX_RECEIVE,
     MAX_RECEIVE_COUNT,
@@ -130,13 +136,30 @@ class LocalQueue(MessageQueue):
             )
         return self._dlq
 
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on the queue file (see the module on an unusable file)."""
+        try:
+            with self.database.transaction() as conn:
+                yield conn
+        except sqlite3.OperationalError as exc:
+            raise VendorUnavailable(VENDOR, f"queue {self.name} is unavailable: {exc}") from exc
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with self.database.reading() as conn:
+                yield conn
+        except sqlite3.OperationalError as exc:
+            raise VendorUnavailable(VENDOR, f"queue {self.name} is unavailable: {exc}") from exc
+
     # -- sending -------------------------------------------------------------------------
 
     def send(self, body: str, *, attributes: Mapping[str, str] | None = None) -> str:
         attrs = check_user_attributes(attributes)
         check_message(VENDOR, body, attrs)
         message_id = str(uuid.uuid4())
-        with self.database.transaction() as conn:
+        with self._writing() as conn:
             self._insert(conn, message_id, body, attrs)
         return message_id
 
@@ -146,7 +169,7 @@ class LocalQueue(MessageQueue):
         for body in bodies:
             check_message(VENDOR, body, {})
         ids = [str(uuid.uuid4()) for _ in bodies]
-        with self.database.transaction() as conn:
+        with self._writing() as conn:
             for message_id, body in zip(ids, bodies, strict=True):
                 self._insert(conn, message_id, body, {})
         return ids
@@ -187,7 +210,7 @@ class LocalQueue(MessageQueue):
 
     def _receive_once(self, limit: int, hide_for: int) -> list[QueueMessage]:
         taken: list[QueueMessage] = []
-        with self.database.transaction() as conn:
+        with self._writing() as conn:
             now = self._clock()
             after = 0
             while len(taken) < limit:
@@ -254,7 +277,7 @@ class LocalQueue(MessageQueue):
     def delete(self, receipt_handles: Sequence[str]) -> list[DeleteFailure]:
         """Delete by latest receipt handle; report every other handle as a failure."""
         failures: list[DeleteFailure] = []
-        with self.database.transaction() as conn:
+        with self._writing() as conn:
             now = self._clock()
             conn.execute(
                 "DELETE FROM queue_deleted_receipts WHERE deleted_at < ?",
@@ -291,7 +314,7 @@ class LocalQueue(MessageQueue):
     def change_visibility(self, receipt_handle: str, seconds: int) -> None:
         """Hide a received message for ``seconds`` from now (0 makes it visible at once)."""
         check_visibility(seconds)
-        with self.database.transaction() as conn:
+        with self._writing() as conn:
             now = self._clock()
             row = self._row_for_handle(conn, receipt_handle)
             if row["visible_at"] <= now:
@@ -327,7 +350,7 @@ class LocalQueue(MessageQueue):
         and moves nothing.
         """
         dlq = self.dlq().name
-        with self.database.transaction() as conn:
+        with self._writing() as conn:
             now = self._clock()
             row = self._row_for_handle(conn, message.receipt_handle)
             attrs = dead_letter_attributes(
@@ -358,7 +381,7 @@ class LocalQueue(MessageQueue):
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The messages in this queue's DLQ, oldest first, without receiving them."""
         dlq = self.dlq().name
-        with self.database.reading() as conn:
+        with self._reading() as conn:
             rows = conn.execute(
                 "SELECT * FROM queue_messages WHERE queue = ? ORDER BY seq LIMIT ?", (dlq, limit)
             ).fetchall()
@@ -383,7 +406,7 @@ class LocalQueue(MessageQueue):
         messages that came from this queue move; returns how many did.
         """
         dlq = self.dlq().name
-        with self.database.transaction() as conn:
+        with self._writing() as conn:
             now = self._clock()
             rows = conn.execute(
                 "SELECT seq, message_id, attributes, dead_letter_original_id "
@@ -414,7 +437,7 @@ class LocalQueue(MessageQueue):
 
     def approximate_depth(self) -> int:
         """Visible messages (exact here; SQS's is approximate)."""
-        with self.database.reading() as conn:
+        with self._reading() as conn:
             row = conn.execute(
                 "SELECT COUNT(*) FROM queue_messages WHERE queue = ? AND visible_at <= ?",
                 (self.name, self._clock()),
@@ -423,7 +446,7 @@ class LocalQueue(MessageQueue):
 
     def purge(self) -> int:
         """Delete every message of this queue (not of its DLQ); return how many."""
-        with self.database.transaction() as conn:
+        with self._writing() as conn:
             return conn.execute("DELETE FROM queue_messages WHERE queue = ?", (self.name,)).rowcount
 
     def close(self) -> None:
