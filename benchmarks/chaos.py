@@ -626,17 +626,15 @@ def run(args: argparse.Namespace, system: System) -> tuple[list[Trial], dict[str
             system.supervise()
             active = [t for t in trials if t.finished_at is None]
             armed = {t.point for t in active if t.is_point and t.faulted_at is None}
+            number = len(trials) + 1
+            # One trial per armed point at a time: a trial whose point is armed waits.
+            fault = faults[number - 1] if number <= args.trials else ""
             if (
-                len(trials) < args.trials
+                fault
                 and len(active) < args.lanes
                 and now - last_start >= args.spacing
+                and fault.removeprefix("point ") not in armed
             ):
-                number = len(trials) + 1
-                fault = faults[number - 1]
-                if fault.removeprefix("point ") in armed:  # one trial per armed point
-                    fault = next(
-                        f for f in faults[number:] + faults if f.removeprefix("point ") not in armed
-                    )
                 organization = organizations[number % len(organizations)]
                 campaign_id, profiles = new_work(system, number, organization)
                 trial = Trial(number, fault, organization, campaign_id, profiles, now)
@@ -795,8 +793,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _stop(signum: int, _frame: object) -> None:
+    raise SystemExit(f"stopped by signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # A SIGTERM (timeout, CI) unwinds like Ctrl-C, so the processes and databases go too.
+    signal.signal(signal.SIGTERM, _stop)
     started = time.monotonic()
     system = System(args)
     try:
