@@ -87,6 +87,20 @@ def dispose_engine(url: str) -> None:
         engine.dispose()
 
 
+#: libpq settings every PostgreSQL connection gets unless its URL says otherwise: a server
+#: that does not answer fails a connection attempt after 10 s, and TCP keepalives find a
+#: connection whose server vanished without a word (a network partition, a host gone)
+#: within about a minute, instead of leaving a run or a lease renewal waiting on it for
+#: hours (the kernel's default).
+PG_CONNECT_DEFAULTS: dict[str, int] = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
 def _create_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -102,7 +116,12 @@ def _create_engine(url: str) -> Engine:
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
     engine = create_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        hide_parameters=True,
+        connect_args={k: v for k, v in PG_CONNECT_DEFAULTS.items() if k not in parsed.query},
     )
     event.listen(engine, "handle_error", _without_row_detail)
     return engine

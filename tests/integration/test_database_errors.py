@@ -44,3 +44,20 @@ def test_a_failing_insert_does_not_show_the_rows_values(
         assert EMAIL not in text and ADDRESS not in text and "Ada" not in text
     assert "recipients" in str(failed.value)  # still says which table failed
     assert "parameters hidden" in str(failed.value)
+
+
+@pytest.mark.postgres
+def test_postgresql_connections_time_out_and_keep_alive_unless_the_url_says_otherwise(
+    db_url: str,
+) -> None:
+    from mail_pipeline.db.engine import PG_CONNECT_DEFAULTS, dispose_engine, engine_for
+
+    url = db_url + ("&" if "?" in db_url else "?") + "connect_timeout=7"
+    try:
+        with engine_for(url).connect() as conn:
+            params = conn.connection.dbapi_connection.info.get_parameters()  # type: ignore[union-attr]
+    finally:
+        dispose_engine(url)
+    assert params["connect_timeout"] == "7", "the URL's own setting wins"
+    for key in ("keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count"):
+        assert params[key] == str(PG_CONNECT_DEFAULTS[key])
