@@ -192,6 +192,17 @@ def add_recipients(db_url: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(autouse=True)
+def _own_circuits() -> Iterator[None]:
+    """Each test starts with every vendor's circuit closed: circuit breakers are per process
+    (``integrations.circuit``), and a test that drives a vendor down must not leave its
+    circuit open for the next test in the same worker."""
+    from mail_pipeline.integrations.circuit import isolated_registry
+
+    with isolated_registry():
+        yield
+
+
+@pytest.fixture(autouse=True)
 def _no_leftover_defs_state_storage() -> Iterator[None]:
     """Dagster 1.13's ``DagsterInstance.__enter__`` makes the instance's definitions-state
     storage current (a context variable) and its ``__exit__`` never resets it: after a test

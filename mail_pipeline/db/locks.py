@@ -6,10 +6,18 @@ transaction that writes its recipients, that its token is still current
 (:meth:`CampaignLocks.verify`, a row lock on PostgreSQL), so a sync that stalled past its lease
 cannot write after another one took over. Unlike a Redis lock, it needs no extra service and
 survives restarts; a crashed holder's lease simply expires.
+
+A lease lasts long (a sync of a large segment takes minutes), so waiting out a crashed
+holder's lease would stop the campaign's syncs for that long. A caller that can tell whether
+a holder has ended (``holder_gone``: the sync jobs ask Dagster whether the holder's run is
+still queued or in progress) takes over a gone holder's lease at once. The takeover bumps the
+token as any acquisition does, so if the holder was alive after all, its write is refused
+by :meth:`CampaignLocks.verify`: a wrong answer costs a sync, never a double write.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -40,10 +48,39 @@ class CampaignLocks:
         self.session = session
 
     def acquire(
-        self, campaign_id: int, holder: str, ttl: timedelta, *, now: datetime | None = None
+        self,
+        campaign_id: int,
+        holder: str,
+        ttl: timedelta,
+        *,
+        now: datetime | None = None,
+        holder_gone: Callable[[str], bool] | None = None,
     ) -> Lease | None:
-        """Take the lease if it is free or expired; ``None`` if someone else holds it."""
+        """Take the lease if it is free, expired or held by a holder that ``holder_gone``
+        says has ended; ``None`` if someone else holds it."""
         now = now or utcnow()
+        held = self.session.execute(
+            select(CampaignSyncLock.token, CampaignSyncLock.holder).where(
+                CampaignSyncLock.campaign_id == campaign_id, CampaignSyncLock.expires_at > now
+            )
+        ).one_or_none()
+        if held is not None and holder_gone is not None and holder_gone(held.holder):
+            # Only this very lease (its token) is taken over: a newer one is left alone.
+            taken = self.session.execute(
+                update(CampaignSyncLock)
+                .where(
+                    CampaignSyncLock.campaign_id == campaign_id,
+                    CampaignSyncLock.token == held.token,
+                )
+                .values(
+                    holder=holder,
+                    token=CampaignSyncLock.token + 1,
+                    acquired_at=now,
+                    expires_at=now + ttl,
+                )
+                .returning(CampaignSyncLock.token)
+            ).scalar_one_or_none()
+            return None if taken is None else Lease(campaign_id, holder, taken)
         taken = self.session.execute(
             update(CampaignSyncLock)
             .where(CampaignSyncLock.campaign_id == campaign_id, CampaignSyncLock.expires_at <= now)

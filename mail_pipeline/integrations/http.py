@@ -7,6 +7,13 @@ that turns an error response into a typed :mod:`~mail_pipeline.integrations.erro
 Retrying a POST is only safe when the request carries an idempotency key; clients that create
 things (printers, Stripe, Klaviyo events) always send one, so a retried create never makes a
 second object.
+
+Every call passes the vendor account's circuit breaker (:mod:`.circuit`): a call whose retry
+budget ran out counts as a failure, any answer (a success or a 4xx) as proof the vendor is up;
+while the circuit is open a call fails at once with the retryable
+:class:`~mail_pipeline.integrations.circuit.CircuitOpen` and sends nothing, a call in its retry
+loop stops when another call opened the circuit, and the one trial call of a half-open circuit
+makes a single attempt.
 """
 
 from __future__ import annotations
@@ -21,6 +28,14 @@ from typing import Any
 
 import httpx
 
+from mail_pipeline.integrations.circuit import (
+    CircuitBreaker,
+    CircuitOpen,
+    Permit,
+    circuit_key,
+    credential_digest,
+    registry,
+)
 from mail_pipeline.integrations.errors import (
     AuthenticationFailed,
     Conflict,
@@ -126,7 +141,23 @@ class HttpApi:
     #: Turns an error response into the vendor's typed error (reads the vendor's error body).
     error_mapper: Callable[[httpx.Response], IntegrationError] | None = None
     sleep: Callable[[float], None] = time.sleep
+    #: The account's circuit breaker; ``None``: the process's breaker for this vendor, base
+    #: URL, credential and transport (:mod:`~mail_pipeline.integrations.circuit`).
+    circuit: CircuitBreaker | None = None
     _client: httpx.Client | None = field(default=None, init=False, repr=False)
+    _circuit_key: str | None = field(default=None, init=False, repr=False)
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The circuit breaker this client's calls pass (its key is worked out on first use:
+        a resource's credentials may only be resolved by then)."""
+        if self.circuit is not None:
+            return self.circuit
+        if self._circuit_key is None:
+            self._circuit_key = circuit_key(
+                self.vendor, self.base_url, credential_digest(self.headers, self.auth)
+            )
+        return registry().breaker(self.vendor, self._circuit_key, self.transport)
 
     @property
     def client(self) -> httpx.Client:
@@ -156,47 +187,94 @@ class HttpApi:
         """Send a request, retrying 429/5xx/timeouts; return the response or raise typed.
 
         ``ok`` decides which responses are answers rather than errors (default: any 2xx);
-        Stannp's 409 idempotent replay, for one, is an answer.
+        Stannp's 409 idempotent replay, for one, is an answer. :class:`CircuitOpen` (nothing
+        sent) when the account's circuit is open.
         """
         is_ok = ok or (lambda r: r.is_success)
+        breaker = self.breaker
+        permit = breaker.admit()
+        try:
+            response = self._attempts(method, url, is_ok, breaker, permit, kwargs)
+        except _LongWait as held:
+            breaker.failed(permit, held.error, hold_for=held.seconds)
+            raise held.error from None
+        except CircuitOpen:
+            breaker.abandoned(permit)
+            raise
+        except IntegrationError as exc:
+            if exc.retryable:
+                breaker.failed(permit, exc)
+            else:
+                breaker.succeeded(permit)
+            raise
+        except BaseException:
+            breaker.abandoned(permit)
+            raise
+        breaker.succeeded(permit)
+        return response
+
+    def _attempts(
+        self,
+        method: str,
+        url: str,
+        is_ok: Callable[[httpx.Response], bool],
+        breaker: CircuitBreaker,
+        permit: Permit,
+        kwargs: dict[str, Any],
+    ) -> httpx.Response:
+        """The retry loop of one call; a trial call of a half-open circuit makes one attempt."""
+        max_attempts = 1 if permit.trial else self.retry.max_attempts
         attempt = 0
         while True:
             attempt += 1
+            if attempt > 1:
+                breaker.check()
             if self.limiter is not None:
                 self.limiter.acquire()
             try:
                 response = self.client.request(method, url, **kwargs)
             except httpx.TimeoutException as exc:
-                if attempt >= self.retry.max_attempts:
+                if attempt >= max_attempts:
                     raise VendorUnavailable(self.vendor, f"timed out: {exc}") from exc
                 self.sleep(self.retry.backoff(attempt))
                 continue
             except httpx.TransportError as exc:
-                if attempt >= self.retry.max_attempts:
+                if attempt >= max_attempts:
                     raise VendorUnavailable(self.vendor, f"connection failed: {exc}") from exc
                 self.sleep(self.retry.backoff(attempt))
                 continue
 
             if is_ok(response):
                 return response
-            if response.status_code in RETRYABLE_STATUSES and attempt < self.retry.max_attempts:
+            if response.status_code in RETRYABLE_STATUSES:
                 wait = retry_after_seconds(response)
                 if wait is not None and wait > self.retry.max_retry_after:
-                    raise self._error(response)
-                delay = wait if wait is not None else self.retry.backoff(attempt)
-                log.info(
-                    "%s %s %s -> %s; retrying in %.2fs",
-                    self.vendor,
-                    method,
-                    url,
-                    response.status_code,
-                    delay,
-                )
-                self.sleep(delay)
-                continue
+                    raise _LongWait(self._error(response), wait)
+                if attempt < max_attempts:
+                    delay = wait if wait is not None else self.retry.backoff(attempt)
+                    log.info(
+                        "%s %s %s -> %s; retrying in %.2fs",
+                        self.vendor,
+                        method,
+                        url,
+                        response.status_code,
+                        delay,
+                    )
+                    self.sleep(delay)
+                    continue
             raise self._error(response)
 
     def _error(self, response: httpx.Response) -> IntegrationError:
         if self.error_mapper is not None:
             return self.error_mapper(response)
         return default_error(self.vendor, response, response.text[:300] or response.reason_phrase)
+
+
+class _LongWait(Exception):
+    """The vendor asked for a wait longer than a call may wait: ``error`` is raised at once,
+    and the circuit stays open for ``seconds``."""
+
+    def __init__(self, error: IntegrationError, seconds: float) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.seconds = seconds

@@ -62,6 +62,21 @@ def fail_run(instance: dg.DagsterInstance, run_id: str, reason: str) -> bool:
     return True
 
 
+#: How a lock holder that is a Dagster run is named (``SyncSettings.holder``).
+RUN_HOLDER_PREFIX = "run:"
+
+
+def run_has_ended(instance: dg.DagsterInstance, holder: str) -> bool:
+    """Whether a lock's ``holder`` is a Dagster run (``run:<id>``) that has ended - succeeded,
+    failed (its worker died and the run monitoring or recovery said so), was canceled - or
+    that the instance does not know. Any other holder (a tool, a test) is never judged
+    ended: its lock waits out its lease."""
+    if not holder.startswith(RUN_HOLDER_PREFIX):
+        return False
+    run = instance.get_run_by_id(holder.removeprefix(RUN_HOLDER_PREFIX))
+    return run is None or run.is_finished
+
+
 def check_launch(
     context: dg.OpExecutionContext | dg.AssetExecutionContext, *, always: bool = False
 ) -> None:

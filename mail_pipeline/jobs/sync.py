@@ -10,11 +10,13 @@ keeps two syncs of one organization from overlapping; the op refuses to run with
                "mail_pipeline/reason": "segment fixed"}'
 """
 
+from functools import partial
+
 import dagster as dg
 
 from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.metadata import counts
-from mail_pipeline.jobs.runs import check_launch
+from mail_pipeline.jobs.runs import check_launch, run_has_ended
 from mail_pipeline.resources.cdp import CdpResource
 from mail_pipeline.resources.database import Database
 from mail_pipeline.services.manual_sync import sync_for_request
@@ -51,13 +53,17 @@ def sync_recipients(
             context.run_id,
             config.organization_id,
             campaign_ids,
+            holder_gone=partial(run_has_ended, context.instance),
         )
     else:
         result = sync_organization(
             database.session,
             cdp,
             config.organization_id,
-            SyncSettings(holder=f"run:{context.run_id}"),
+            SyncSettings(
+                holder=f"run:{context.run_id}",
+                holder_gone=partial(run_has_ended, context.instance),
+            ),
             campaign_ids=campaign_ids,
         )
     problems = result.problems

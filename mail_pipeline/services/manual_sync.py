@@ -3,7 +3,11 @@
 A request is a ``manual_sync_triggers`` row (the platform's app writes it; operators can
 with ``mail-pipeline request-sync``). A sensor turns each pending request into one sync run
 for the campaign's organization; the run marks it running, then completed or failed with the
-number of recipients created. The campaign's sync lock is shared with scheduled syncs.
+number of recipients created. The campaign's sync lock is shared with scheduled syncs: a
+request whose campaign was locked by another sync at that moment (a second request, a sync
+forced past the one-per-organization run limit, a crashed sync's unexpired lock) was not
+answered by its run, and fails saying which sync held the campaign, instead of completing
+with nothing synced.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from mail_pipeline.db.manual_sync import ManualSyncTriggers, PendingTrigger
 from mail_pipeline.services.sync import (
     CdpDirectory,
     OrganizationSyncResult,
+    Outcome,
     SyncSettings,
     sync_organization,
 )
@@ -46,30 +51,39 @@ def sync_for_request(
     run_id: str,
     organization_id: int,
     campaign_ids: list[int] | None,
+    holder_gone: Callable[[str], bool] | None = None,
 ) -> OrganizationSyncResult:
     """Run the sync a request asked for, keeping the request's state with it: running while
     it syncs, then completed with the number created, or failed with the problem campaigns'
-    details - or with the error if the sync crashed (re-raised), so the requester always
-    hears how it ended."""
+    details and the campaigns another sync held (``locked``: not synced by this request) -
+    or with the error if the sync crashed (re-raised), so the requester always hears how it
+    ended."""
     start_trigger(sessions, trigger_id, run_id)
     try:
         result = sync_organization(
             sessions,
             cdp,
             organization_id,
-            SyncSettings(holder=f"run:{run_id}"),
+            SyncSettings(holder=f"run:{run_id}", holder_gone=holder_gone),
             campaign_ids=campaign_ids,
         )
     except Exception as exc:
         finish_trigger(sessions, trigger_id, synced=0, error=f"the sync run crashed: {exc!r}")
         raise
-    finish_trigger(
-        sessions,
-        trigger_id,
-        synced=sum(result.created.values()),
-        error="; ".join(p.detail or "" for p in result.problems) or None,
-    )
+    finish_trigger(sessions, trigger_id, synced=sum(result.created.values()), error=_error(result))
     return result
+
+
+def _error(result: OrganizationSyncResult) -> str | None:
+    """What the requester reads on a request that failed: the problem campaigns' details,
+    and the campaigns this request's sync did not sync because another sync held them."""
+    lines = [p.detail or "" for p in result.problems]
+    lines += [
+        f"campaign {c.campaign_name} ({c.campaign_id}) was not synced by this request: "
+        f"{c.detail}; ask again once that sync has ended if it must read the segment anew"
+        for c in result.with_outcome(Outcome.LOCKED)
+    ]
+    return "; ".join(lines) or None
 
 
 def start_trigger(sessions: SessionFactory, trigger_id: int, run_id: str) -> None:

@@ -18,7 +18,10 @@ Per recipient, failures stay with that recipient and never stop the batch:
   probability 2^-57) -> back to ``Pending`` like an outage;
 - a vendor outage that outlived the retries (every renderer down, image host 429 lockout) ->
   back to ``Pending`` for a later batch, until the recipient has been tried ``max_attempts``
-  times; then ``Error`` with the last reason.
+  times; then ``Error`` with the last reason. A recipient whose vendor was not called at all
+  (its circuit open: :mod:`mail_pipeline.integrations.circuit`) goes back to ``Pending`` with
+  the reason and this claim not counted as an attempt: an outage long enough to keep the
+  circuit open through several batches never turns a recipient into ``Error``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from mail_pipeline.db.recipients import RecipientGateway, campaigns_by_id
 from mail_pipeline.domain.claims import DEFAULT_LEASES, LeasePolicy
 from mail_pipeline.domain.recipients import RecipientStatus
 from mail_pipeline.failpoints import failpoint
+from mail_pipeline.integrations.circuit import not_called
 from mail_pipeline.integrations.errors import IntegrationError
 from mail_pipeline.integrations.images.cloudflare import CloudflareImages, proof_image_id
 from mail_pipeline.integrations.renderer.chain import FallbackRenderer
@@ -61,6 +65,8 @@ class ProofOutcome:
     values: dict[str, Any] | None = None
     reason: str | None = None
     retryable: bool = False
+    #: The vendor was not called (its circuit was open): not an attempt at this recipient.
+    not_called: bool = False
     #: The batch was taken away (recovery returned it): nothing is written for it.
     lost: bool = False
 
@@ -232,7 +238,9 @@ def _proof_one(
     except InvalidProofRequest as exc:
         return ProofOutcome(recipient.id, reason=f"cannot proof this recipient: {exc}")
     except IntegrationError as exc:
-        return ProofOutcome(recipient.id, reason=str(exc), retryable=exc.retryable)
+        return ProofOutcome(
+            recipient.id, reason=str(exc), retryable=exc.retryable, not_called=not_called(exc)
+        )
     except Exception as exc:
         log.exception("recipient %s: unexpected failure while proofing", recipient.id)
         return ProofOutcome(recipient.id, reason=f"unexpected failure while proofing: {exc!r}")
@@ -300,8 +308,13 @@ def _apply(
             result.lost += 1
         elif outcome.values is not None:
             proofed[rid] = outcome.values
-        elif outcome.retryable and attempts.get(rid, 0) < max_attempts:
-            released[rid] = {"status_reason": f"will retry: {outcome.reason or 'proofing failed'}"}
+        elif outcome.retryable and (outcome.not_called or attempts.get(rid, 0) < max_attempts):
+            tried = attempts.get(rid, 0)
+            released[rid] = {
+                "status_reason": f"will retry: {outcome.reason or 'proofing failed'}",
+                # the claim counted an attempt; a vendor that was not called was not tried
+                "attempts": max(0, tried - 1) if outcome.not_called else tried,
+            }
         elif outcome.retryable:
             reason = outcome.reason or "proofing failed"
             errors[rid] = f"gave up after {attempts.get(rid, 0)} attempts: {reason}"

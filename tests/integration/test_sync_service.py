@@ -24,7 +24,7 @@ from sqlalchemy import delete, select
 
 from mail_pipeline.db.campaigns import IntegrationRef
 from mail_pipeline.db.engine import SessionFactory, unit_of_work
-from mail_pipeline.db.locks import CampaignLocks
+from mail_pipeline.db.locks import CampaignLocks, LockLost
 from mail_pipeline.db.models import (
     BlocklistEntry,
     Campaign,
@@ -655,6 +655,50 @@ def test_a_campaign_whose_lock_is_held_elsewhere_is_left_alone(world: World) -> 
     # once that lease has run out, the next sync takes the lock and syncs
     later = SyncSettings(holder="schedule", clock=lambda: T0 + timedelta(minutes=11))
     assert sync(world, campaign, later).created == Counter({S.PENDING: 1})
+
+
+def test_a_lock_whose_holder_has_ended_is_taken_over_at_once(world: World) -> None:
+    org = world.organization()
+    campaign = world.campaign(org, "Win-back", segment="SEG")
+    world.segment("SEG", [person("P1")])
+    with unit_of_work(world.db_url) as session:
+        lease = CampaignLocks(session).acquire(campaign, "run:dead", timedelta(minutes=30), now=T0)
+    assert lease is not None
+    asked: list[str] = []
+
+    def gone(holder: str) -> bool:
+        asked.append(holder)
+        return holder == "run:dead"
+
+    result = sync(
+        world, campaign, SyncSettings(holder="run:next", clock=lambda: T0, holder_gone=gone)
+    )
+
+    assert asked == ["run:dead"]
+    assert result.outcome is Outcome.SYNCED
+    assert result.created == Counter({S.PENDING: 1})
+    # the takeover bumped the token, so a write of the dead holder's lease would be refused
+    with unit_of_work(world.db_url) as session, pytest.raises(LockLost):
+        CampaignLocks(session).verify(lease, now=T0)
+
+
+def test_a_lock_whose_holder_is_alive_is_not_taken_over(world: World) -> None:
+    org = world.organization()
+    campaign = world.campaign(org, "Win-back", segment="SEG")
+    world.segment("SEG", [person("P1")])
+    with unit_of_work(world.db_url) as session:
+        lease = CampaignLocks(session).acquire(campaign, "run:alive", timedelta(minutes=30), now=T0)
+    assert lease is not None
+
+    result = sync(
+        world,
+        campaign,
+        SyncSettings(holder="run:next", clock=lambda: T0, holder_gone=lambda holder: False),
+    )
+
+    assert result.outcome is Outcome.LOCKED
+    assert world.count() == 0
+    assert _lock_row(world, campaign) == ("run:alive", lease.token)
 
 
 def test_a_lease_that_expires_during_the_sync_writes_nothing(world: World) -> None:

@@ -13,6 +13,10 @@ a failure part-way) bills nothing twice. The SDK's random ``Idempotency-Key`` pl
 The session token is shared by the threads using one meter: taken under a lock, renewed a
 minute before ``expires_at``, and renewed once more when the stream answers 401 (Stripe's
 ``billing_meter_event_session_expired``, e.g. a clock that runs late).
+
+Each call (a session, a chunk) passes the meter's circuit breaker
+(:mod:`~mail_pipeline.integrations.circuit`): while it is open nothing is sent and the call
+fails at once with the retryable ``CircuitOpen``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from stripe.params.v2.billing import MeterEventStreamCreateParamsEvent
 
 from mail_pipeline.integrations.billing.stripe_errors import map_stripe_error, retryable
 from mail_pipeline.integrations.billing.usage import UsageEvent
+from mail_pipeline.integrations.circuit import CircuitBreaker, Permit, call_through
 from mail_pipeline.integrations.errors import AuthenticationFailed
 from mail_pipeline.integrations.http import RetryPolicy
 
@@ -64,8 +69,11 @@ class MeterEventStream:
         retry: RetryPolicy,
         sleep: Callable[[float], None],
         clock: Callable[[], float],
+        circuit: CircuitBreaker | None = None,
     ) -> None:
+        """``circuit``: the meter's breaker (default: one of this stream's own)."""
         self.client = client
+        self.circuit = circuit or CircuitBreaker("stripe")
         self.event_name = event_name
         self.customer_key = customer_key
         self.value_key = value_key
@@ -147,13 +155,20 @@ class MeterEventStream:
         return _Session(token=created.authentication_token, expires_at=expires_at)
 
     def _with_retries(self, call: Callable[[], T], what: str) -> T:
+        return call_through(self.circuit, lambda permit: self._attempts(call, what, permit))
+
+    def _attempts(self, call: Callable[[], T], what: str, permit: Permit) -> T:
+        """``call`` with its retries (one attempt for a circuit's trial call)."""
+        max_attempts = 1 if permit.trial else self.retry.max_attempts
         failures = 0
         while True:
+            if failures:
+                self.circuit.check()
             try:
                 return call()
             except stripe.StripeError as exc:
                 failures += 1
-                if not retryable(exc) or failures >= self.retry.max_attempts:
+                if not retryable(exc) or failures >= max_attempts:
                     raise map_stripe_error(exc) from exc
                 delay = self.retry.backoff(failures)
                 log.info(

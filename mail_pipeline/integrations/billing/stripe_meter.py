@@ -24,7 +24,10 @@ identifier alone keeps a repeat from billing twice.
 Retries are ours, not the SDK's: the SDK sleeps with ``time.sleep`` and does not retry 429s,
 so the SDK runs with ``max_network_retries=0`` by default and this class retries rate limits,
 409s, 5xx and connection errors with :class:`RetryPolicy` and an injectable ``sleep``, always
-with the same idempotency key. Errors surface as the project's typed errors.
+with the same idempotency key. Errors surface as the project's typed errors. Every call, v1 and
+stream alike, passes the account's circuit breaker
+(:mod:`~mail_pipeline.integrations.circuit`, keyed by the API base, the secret key and the
+transport): while Stripe is down calls fail at once with the retryable ``CircuitOpen``.
 
 The SDK's own ``stripe.HTTPXClient`` builds its ``httpx.Client`` internally and takes no
 transport, so a sandbox plugs in through :class:`TransportHTTPClient`, a small
@@ -54,6 +57,14 @@ from mail_pipeline.integrations.billing.usage import (
     MAX_IDENTIFIER_LENGTH,
     UsageEvent,
     checked_usage_events,
+)
+from mail_pipeline.integrations.circuit import (
+    CircuitBreaker,
+    Permit,
+    call_through,
+    circuit_key,
+    credential_digest,
+    registry,
 )
 from mail_pipeline.integrations.http import RetryPolicy
 
@@ -154,10 +165,12 @@ class StripeMeter:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         timeout: float = 30.0,
+        circuit: CircuitBreaker | None = None,
     ) -> None:
         """``transport`` (a sandbox) wins over ``http_client``; by default the SDK's
         ``HTTPXClient`` talks to ``api_base`` and, for the v2 meter event stream, to
-        ``meter_events_base`` (Stripe's hosts unless overridden; a transport receives both)."""
+        ``meter_events_base`` (Stripe's hosts unless overridden; a transport receives both).
+        ``circuit`` defaults to the process's breaker for this account (and transport)."""
         if not api_key:
             raise ValueError("a Stripe meter needs a secret API key")
         if transport is not None:
@@ -166,6 +179,15 @@ class StripeMeter:
             http_client = stripe.HTTPXClient(timeout=timeout, allow_sync_methods=True)
         self.event_name = event_name
         self.retry = retry or RetryPolicy(max_attempts=4)
+        self.circuit = circuit or registry().breaker(
+            "stripe",
+            circuit_key(
+                "stripe",
+                api_base or stripe.DEFAULT_API_BASE,
+                credential_digest({"authorization": api_key}),
+            ),
+            transport,
+        )
         self.sleep = sleep
         self.clock = clock
         self._http_client = http_client
@@ -186,6 +208,7 @@ class StripeMeter:
             retry=self.retry,
             sleep=sleep,
             clock=clock,
+            circuit=self.circuit,
         )
 
     def record_usage(
@@ -235,9 +258,25 @@ class StripeMeter:
             created=True,
         )
         key = idempotency_key(name, identifier, customer_id, value, epoch)
+        return call_through(
+            self.circuit, lambda permit: self._create_event(params, key, result, permit)
+        )
+
+    def _create_event(
+        self,
+        params: MeterEventCreateParams,
+        key: str,
+        result: MeterEventResult,
+        permit: Permit,
+    ) -> MeterEventResult:
+        """The v1 create with its retries (one attempt for a circuit's trial call)."""
+        identifier = params["identifier"]
+        max_attempts = 1 if permit.trial else self.retry.max_attempts
         attempt = 0
         while True:
             attempt += 1
+            if attempt > 1:
+                self.circuit.check()
             try:
                 event = self.client.v1.billing.meter_events.create(
                     params=params,
@@ -251,7 +290,7 @@ class StripeMeter:
                     return replace(result, created=False)
                 raise map_stripe_error(exc) from exc
             except stripe.StripeError as exc:
-                if not retryable(exc) or attempt >= self.retry.max_attempts:
+                if not retryable(exc) or attempt >= max_attempts:
                     raise map_stripe_error(exc) from exc
                 delay = self.retry.backoff(attempt)
                 log.info(

@@ -38,6 +38,7 @@ import httpx
 
 from mail_pipeline.domain.mailpieces import MailpieceStatus as S
 from mail_pipeline.domain.mailpieces import PrintedPiece
+from mail_pipeline.integrations.circuit import CircuitOpen
 from mail_pipeline.integrations.errors import (
     IntegrationError,
     RateLimited,
@@ -230,6 +231,8 @@ class IntelliPrintPrinter(Printer):
                 return piece_from_print(existing)
             try:
                 response = self._create.request("POST", "/prints", json=body)
+            except CircuitOpen:
+                raise  # the vendor is down: nothing was sent, and waiting here helps nobody
             except (VendorUnavailable, RateLimited) as exc:
                 last_error = exc
                 wait = exc.retry_after if isinstance(exc, RateLimited) else None

@@ -11,7 +11,10 @@ Three :class:`Renderer` implementations draw a proof: the internal rendering gat
   caller's fault: no renderer can draw it, so it is raised at once.
 - A renderer that keeps failing is skipped for a cool-down (a small circuit breaker), so a dead
   gateway costs one retry budget per cool-down rather than per recipient. The last renderer in
-  the order is never skipped.
+  the order is never skipped. A renderer whose vendor circuit is open
+  (:class:`~mail_pipeline.integrations.circuit.CircuitOpen`) was not called either, and its
+  failure is reported as skipped; when every renderer was skipped, the error's ``not_called``
+  says the recipient's proof was never attempted.
 
 Rendering has no side effects, so falling back after a lost response is always safe.
 """
@@ -25,6 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from mail_pipeline.integrations.circuit import CircuitOpen
 from mail_pipeline.integrations.errors import IntegrationError
 from mail_pipeline.integrations.renderer.models import ProofRequest, RenderedProof
 
@@ -85,6 +89,8 @@ class AllRenderersFailed(IntegrationError):
     def __init__(self, failures: Sequence[RenderFailure]) -> None:
         self.failures = tuple(failures)
         self.retryable = any(f.retryable for f in self.failures)
+        #: No renderer was called (each skipped, or its vendor's circuit open).
+        self.not_called = bool(self.failures) and all(f.skipped for f in self.failures)
         detail = "; ".join(f"{f.renderer}: {f.reason}" for f in self.failures)
         super().__init__("renderer", f"every renderer failed ({detail})")
 
@@ -141,7 +147,14 @@ class FallbackRenderer(Renderer):
                     request.recipient_id,
                     exc,
                 )
-                failures.append(RenderFailure(renderer.name, str(exc), exc.retryable))
+                failures.append(
+                    RenderFailure(
+                        renderer.name,
+                        str(exc),
+                        exc.retryable,
+                        skipped=isinstance(exc, CircuitOpen),
+                    )
+                )
                 continue
             self._record(renderer.name, ok=True)
             return RenderOutcome(proof, tuple(failures))

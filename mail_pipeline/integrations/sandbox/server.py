@@ -23,6 +23,7 @@ prefix plus what follows the vendor's host in its real base URL:
                                     for one account (see ``orders.sandbox.sandbox_account``)
 ``/healthz``                        ``200 ok`` while the server serves
 ``/_stats``                         what each vendor answered (below)
+``/_faults``                        faults planned on a vendor at run time (below)
 ==================================  ====================================================
 
 A request is turned into an :class:`httpx.Request` and handed to the vendor's
@@ -30,8 +31,9 @@ A request is turned into an :class:`httpx.Request` and handed to the vendor's
 while handlers see the full URL, so links they write lead back through the server. Shopify
 tells shops apart by host, so its requests are re-addressed to ``<shop>.myshopify.com``. A
 *lost response* (``SandboxBehaviour.lost_response_rate``) closes the connection without an
-answer after the vendor did the work. A client that goes away mid-request costs its own
-connection only. SIGTERM (or SIGINT) stops accepting, lets the server loop finish and exits 0.
+answer after the vendor did the work, as does any transport failure a planned fault raises (a
+connection reset, a timeout). A client that goes away mid-request costs its own connection
+only. SIGTERM (or SIGINT) stops accepting, lets the server loop finish and exits 0.
 
 ``GET /_stats`` answers, per mounted vendor (``lob``, ..., ``orders/<kind>/<account>``), the
 requests it answered, the answers by status (``"lost"``: a lost response), the 429s, the rate
@@ -41,6 +43,22 @@ epoch seconds at which each request that was not refused with 429 was taken in (
 before its latency: the moment the vendor's rate window counted it), so a benchmark can compute the
 share of a per-key or per-token limit it used. The counting costs a lock, a counter and an
 append per request.
+
+``POST /_faults`` plans faults on one vendor of a running server, as a test does in process
+with ``transport.inject`` (``sandbox.transport.Fault``)::
+
+    {"vendor": "lob", "faults": [{"kind": "server_error", "times": null, "for_seconds": 60},
+                                 {"kind": "rate_limited", "times": 3, "seconds": 2}]}
+
+``vendor`` names a mount (``lob``, ..., ``orders/<kind>/<account>``); each fault has the
+fields of ``Fault`` (``kind``: ``rate_limited``, ``rate_limited_no_wait``, ``server_error``,
+``timeout``, ``slow``, ``connection_reset``, ``lost_response``, ``reset_after_acting``,
+``refused``; ``times``, ``for_seconds``, ``seconds``, ``status``, ``method``, ``path``). The
+answer is ``200`` with the vendor's planned faults, or ``400`` saying what is wrong.
+``GET /_faults`` lists, per vendor, the faults still planned and those injected so far;
+``DELETE /_faults?vendor=lob`` (without ``vendor``: every vendor) clears the plans. Over the
+network a timeout is the vendor staying silent for ``seconds`` (10 by default, the clients'
+read timeout) and then dropping the connection; a slow answer is a real wait.
 
 ``--prerendered`` makes the rendering gateway answer one fixed pre-rendered pair of images per
 print size after its latency, instead of drawing each postcard: a remote renderer's CPU is not
@@ -95,6 +113,7 @@ from mail_pipeline.integrations.renderer.sandbox import (
 from mail_pipeline.integrations.sandbox.store import SandboxStore
 from mail_pipeline.integrations.sandbox.transport import (
     DECIDED_AT,
+    Fault,
     SandboxBehaviour,
     SandboxTransport,
 )
@@ -119,8 +138,11 @@ BEHAVIOUR_NAMES = (*VENDORS, *(f"{ORDERS}-{kind.value}" for kind in IntegrationK
 ALL = "*"
 HEALTH_PATH = "/healthz"
 STATS_PATH = "/_stats"
+FAULTS_PATH = "/_faults"
 #: The status recorded for a lost response (the vendor did the work, the answer never left).
 LOST = "lost"
+#: The status recorded for a connection a planned fault reset.
+RESET = "reset"
 
 #: Not forwarded in either direction: they describe one hop, not the message.
 _HOP_HEADERS = frozenset(
@@ -277,6 +299,51 @@ class SandboxVendors:
             "vendors": {name: s.snapshot(timestamps) for name, s in sorted(stats.items())},
         }
 
+    def named(self, name: str) -> SandboxTransport | None:
+        """The transport mounted as ``name`` (``lob``, ``orders/<kind>/<account>``), if any."""
+        found = self.resolve(f"/{name.strip('/')}/")
+        return None if found is None else found[0]
+
+    def plan_faults(self, body: Any) -> dict[str, Any]:
+        """``POST /_faults``: plan the faults of ``body`` (see the module docstring); a bad
+        body raises ValueError saying what is wrong, and plans nothing."""
+        if not isinstance(body, dict) or not isinstance(body.get("vendor"), str):
+            raise ValueError('expected {"vendor": "<mount>", "faults": [{"kind": ...}, ...]}')
+        transport = self.named(body["vendor"])
+        if transport is None:
+            raise ValueError(f"no sandbox vendor is mounted as {body['vendor']!r}")
+        raw = body.get("faults")
+        if not isinstance(raw, list) or not all(isinstance(f, dict) for f in raw):
+            raise ValueError('"faults" must be a list of objects')
+        try:
+            faults = [Fault.from_json(f) for f in raw]
+        except TypeError as exc:
+            raise ValueError(f"a fault has a field of the wrong type: {exc}") from exc
+        for fault in faults:
+            transport.faults.add(fault)
+        return {"vendor": body["vendor"], "planned": transport.faults.pending()}
+
+    def faults(self) -> dict[str, Any]:
+        """``GET /_faults``: per vendor with anything planned or injected."""
+        with self._lock:
+            transports = [*self.fixed.values(), *self._accounts.values()]
+        return {
+            t.mount_path.lstrip("/"): {
+                "planned": t.faults.pending(),
+                "injected": dict(sorted(t.faults.injected.items())),
+            }
+            for t in transports
+            if t.faults.pending() or t.faults.injected
+        }
+
+    def clear_faults(self, vendor: str | None) -> None:
+        """``DELETE /_faults``: no more planned faults on ``vendor`` (None: on any)."""
+        with self._lock:
+            transports = [*self.fixed.values(), *self._accounts.values()]
+        for transport in transports:
+            if vendor is None or transport.mount_path.lstrip("/") == vendor.strip("/"):
+                transport.faults.clear()
+
     def resolve(self, path: str) -> tuple[SandboxTransport, IntegrationKind | None, str] | None:
         """The transport serving ``path``, the order source kind (or None) and the account."""
         parts = path.split("/", 4)  # "", mount, [kind, account, rest]
@@ -328,6 +395,9 @@ class SandboxVendors:
         except httpx.TimeoutException:
             stats.record(LOST, request.extensions.get(DECIDED_AT) or time.time(), credential)
             raise
+        except httpx.TransportError:
+            stats.record(RESET, request.extensions.get(DECIDED_AT) or time.time(), credential)
+            raise
         except Exception:
             stats.record("500", request.extensions.get(DECIDED_AT) or time.time(), credential)
             raise
@@ -354,6 +424,9 @@ class _Handler(BaseHTTPRequestHandler):
             stats = self.server.vendors.stats(timestamps=query.get("timestamps") == "1")
             self._write(httpx.Response(200, json=stats))
             return
+        if self.path.split("?", 1)[0] == FAULTS_PATH and self.server.vendors is not None:
+            self._faults(self.server.vendors)
+            return
         body = self._read_body()
         if body is None:  # the client went away mid-request
             self.close_connection = True
@@ -365,8 +438,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             response = vendors.handle(self.command, self.path, headers, body)
-        except httpx.TimeoutException:
-            log.info("%s %s: response lost (as configured)", self.command, self.path)
+        except httpx.TransportError as exc:
+            log.info("%s %s: no answer (as configured): %s", self.command, self.path, exc)
             self.close_connection = True
             return
         except Exception:
@@ -375,6 +448,29 @@ class _Handler(BaseHTTPRequestHandler):
                 500, json={"error": {"message": "sandbox error", "code": "sandbox_error"}}
             )
         self._write(response)
+
+    def _faults(self, vendors: SandboxVendors) -> None:
+        """``GET``, ``POST`` and ``DELETE /_faults`` (see the module docstring)."""
+        if self.command == "GET":
+            self._write(httpx.Response(200, json=vendors.faults()))
+            return
+        if self.command == "DELETE":
+            vendors.clear_faults(httpx.URL(self.path).params.get("vendor"))
+            self._write(httpx.Response(200, json=vendors.faults()))
+            return
+        if self.command != "POST":
+            self._write(httpx.Response(405, json={"error": "GET, POST or DELETE"}))
+            return
+        body = self._read_body()
+        if body is None:
+            self.close_connection = True
+            return
+        try:
+            planned = vendors.plan_faults(json.loads(body or b"null"))
+        except ValueError as exc:
+            self._write(httpx.Response(400, json={"error": str(exc)}))
+            return
+        self._write(httpx.Response(200, json=planned))
 
     def _read_body(self) -> bytes | None:
         if "chunked" in self.headers.get("transfer-encoding", "").lower():
