@@ -187,10 +187,7 @@ class System:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        (work / "workspace.yaml").write_text(
-            "load_from:\n  - grpc_server:\n      host: 127.0.0.1\n"
-            f"      port: {self.port}\n      location_name: mail_pipeline\n"
-        )
+        bench.write_workspace(self.setup, self.port)
         self.sandbox: subprocess.Popen[bytes] | None = None
         self.code_server: subprocess.Popen[bytes] | None = None
         self.daemon: subprocess.Popen[bytes] | None = None
@@ -209,26 +206,7 @@ class System:
         self.daemon = self._start_daemon()
 
     def _start_code_server(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [
-                str(BIN / "dagster"),
-                "code-server",
-                "start",
-                "-m",
-                "mail_pipeline.definitions",
-                "--location-name",
-                "mail_pipeline",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-            ],
-            cwd=ROOT,
-            env=self.setup.env,
-            stdout=(self.work / "code_server.log").open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        return bench.spawn_code_server(self.setup, self.port)
 
     def _wait_for_code_server(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout

@@ -679,19 +679,18 @@ def run_daemon(
     return seen
 
 
-def start_code_server(setup: Setup) -> subprocess.Popen[bytes]:
-    """The code location served by ``dagster code-server start`` over gRPC (production's
-    layout), and a workspace file pointing at it. With a ``python_module`` workspace the
-    daemon starts a code server of its own and replaces it every minute (it reloads its
-    workspace every 60 s), paying the definitions' import each time."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+def write_workspace(setup: Setup, port: int) -> None:
+    """``setup.work/workspace.yaml``: the code location served over gRPC on ``port``."""
     (setup.work / "workspace.yaml").write_text(
         "load_from:\n  - grpc_server:\n      host: 127.0.0.1\n"
         f"      port: {port}\n      location_name: mail_pipeline\n"
     )
-    server = subprocess.Popen(
+
+
+def spawn_code_server(setup: Setup, port: int) -> subprocess.Popen[bytes]:
+    """``dagster code-server start`` on ``port`` in its own session, logging to
+    ``setup.work/code_server.log`` (not waited for)."""
+    return subprocess.Popen(
         [
             str(BIN / "dagster"),
             "code-server",
@@ -711,6 +710,18 @@ def start_code_server(setup: Setup) -> subprocess.Popen[bytes]:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def start_code_server(setup: Setup) -> subprocess.Popen[bytes]:
+    """The code location served by ``dagster code-server start`` over gRPC (production's
+    layout), and a workspace file pointing at it. With a ``python_module`` workspace the
+    daemon starts a code server of its own and replaces it every minute (it reloads its
+    workspace every 60 s), paying the definitions' import each time."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    write_workspace(setup, port)
+    server = spawn_code_server(setup, port)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):

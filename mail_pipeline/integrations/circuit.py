@@ -391,14 +391,28 @@ def breaker_for(
     return _registry.breaker(vendor, key, transport)
 
 
+class HoldOpen(Exception):
+    """Raised inside a call when the vendor asked for a wait longer than a call may wait:
+    :func:`call_through` raises ``error`` at once and keeps the circuit open ``seconds``."""
+
+    def __init__(self, error: IntegrationError, seconds: float) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.seconds = seconds
+
+
 def call_through(breaker: CircuitBreaker, call: Callable[[Permit], T]) -> T:
     """``call(permit)`` past ``breaker``, for a client with a retry loop of its own (Stripe's
     SDK calls): the loop makes one attempt when ``permit.trial``, calls ``breaker.check()``
     before each further attempt and raises the project's typed errors; a retryable one counts
-    as a failure, any other answer as the vendor being up."""
+    as a failure, any other answer as the vendor being up, and :class:`HoldOpen` keeps the
+    circuit open for the vendor's long wait."""
     permit = breaker.admit()
     try:
         result = call(permit)
+    except HoldOpen as held:
+        breaker.failed(permit, held.error, hold_for=held.seconds)
+        raise held.error from None
     except CircuitOpen:
         breaker.abandoned(permit)
         raise

@@ -30,8 +30,9 @@ import httpx
 
 from mail_pipeline.integrations.circuit import (
     CircuitBreaker,
-    CircuitOpen,
+    HoldOpen,
     Permit,
+    call_through,
     circuit_key,
     credential_digest,
     registry,
@@ -192,26 +193,9 @@ class HttpApi:
         """
         is_ok = ok or (lambda r: r.is_success)
         breaker = self.breaker
-        permit = breaker.admit()
-        try:
-            response = self._attempts(method, url, is_ok, breaker, permit, kwargs)
-        except _LongWait as held:
-            breaker.failed(permit, held.error, hold_for=held.seconds)
-            raise held.error from None
-        except CircuitOpen:
-            breaker.abandoned(permit)
-            raise
-        except IntegrationError as exc:
-            if exc.retryable:
-                breaker.failed(permit, exc)
-            else:
-                breaker.succeeded(permit)
-            raise
-        except BaseException:
-            breaker.abandoned(permit)
-            raise
-        breaker.succeeded(permit)
-        return response
+        return call_through(
+            breaker, lambda permit: self._attempts(method, url, is_ok, breaker, permit, kwargs)
+        )
 
     def _attempts(
         self,
@@ -249,7 +233,7 @@ class HttpApi:
             if response.status_code in RETRYABLE_STATUSES:
                 wait = retry_after_seconds(response)
                 if wait is not None and wait > self.retry.max_retry_after:
-                    raise _LongWait(self._error(response), wait)
+                    raise HoldOpen(self._error(response), wait)
                 if attempt < max_attempts:
                     delay = wait if wait is not None else self.retry.backoff(attempt)
                     log.info(
@@ -268,13 +252,3 @@ class HttpApi:
         if self.error_mapper is not None:
             return self.error_mapper(response)
         return default_error(self.vendor, response, response.text[:300] or response.reason_phrase)
-
-
-class _LongWait(Exception):
-    """The vendor asked for a wait longer than a call may wait: ``error`` is raised at once,
-    and the circuit stays open for ``seconds``."""
-
-    def __init__(self, error: IntegrationError, seconds: float) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.seconds = seconds
