@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import BigInteger, func, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -43,9 +43,38 @@ class LockLost(RuntimeError):
         )
 
 
+#: The upper half of the PostgreSQL advisory lock keys that serialize the recipient writes of
+#: each organization's syncs (the lower half is the organization's id).
+WRITE_LOCK_KEY = 0x4D50_5359  # "MPSY"
+
+
 class CampaignLocks:
     def __init__(self, session: Session) -> None:
         self.session = session
+
+    def one_writer_per_organization(self, organization_id: int) -> None:
+        """Wait until no other sync transaction writes this organization's recipients, then
+        hold the organization until this transaction ends. Call it first in the transaction.
+
+        Cross-campaign exclusion reads the people the organization's other campaigns hold
+        and writes this campaign's recipients in one transaction. Two syncs of one
+        organization at once (forced past the one-sync-per-organization run limit: ``dagster
+        job execute``, two daemons) each take a different campaign's lock; without this, on
+        PostgreSQL each would read before the other's recipients were committed and put the
+        same person in both campaigns. PostgreSQL: a transaction-scoped advisory lock, taken
+        first in the transaction so that it never waits while holding a lock another sync
+        needs; SQLite: every write transaction already begins with the database's write
+        lock."""
+        if self.session.get_bind().dialect.name != "postgresql":
+            return
+        key = (WRITE_LOCK_KEY << 32) | organization_id
+        self.session.execute(select(func.pg_advisory_xact_lock(literal(key, BigInteger))))
+
+    def holder(self, campaign_id: int) -> str | None:
+        """Who holds (or last held) the campaign's lock, if it ever had one."""
+        return self.session.scalar(
+            select(CampaignSyncLock.holder).where(CampaignSyncLock.campaign_id == campaign_id)
+        )
 
     def acquire(
         self,

@@ -5,9 +5,9 @@ the previous campaign just wrote), each under the campaign's sync lock shared wi
 syncs. Two syncs of one organization forced to run at once (past the run limit of one per
 organization) share out its campaigns: each campaign is synced by the one that takes its lock
 and reported ``locked``, naming the holder, by the other; and their writes take turns
-(:func:`_one_writer_per_organization`), so exclusion still sees every recipient. For each
-campaign the mode gate is checked again - it may have changed since it was selected, and
-manual syncs enter here too:
+(:meth:`CampaignLocks.one_writer_per_organization`), so exclusion still sees every
+recipient. For each campaign the mode gate is checked again - it may have changed since it
+was selected, and manual syncs enter here too:
 
 - automated campaigns sync while Pending, Active or Paused; one_off campaigns only while
   Pending; anything else syncs 0 and says why;
@@ -40,7 +40,6 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import BigInteger, func, literal, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -53,7 +52,7 @@ from mail_pipeline.db.campaigns import (
 )
 from mail_pipeline.db.engine import SessionFactory
 from mail_pipeline.db.locks import CampaignLocks, LockLost
-from mail_pipeline.db.models import CampaignSyncLock, utcnow
+from mail_pipeline.db.models import utcnow
 from mail_pipeline.db.recipients import RecipientGateway
 from mail_pipeline.domain.campaigns import CampaignMode, is_sync_candidate
 from mail_pipeline.domain.profiles import Destination, judge_profile
@@ -205,7 +204,7 @@ def _sync(
     if lease is None:
         result.outcome = Outcome.LOCKED
         result.detail = (
-            f"another sync of this campaign ({_lock_holder(sessions, campaign.id)}) holds its "
+            f"another sync of this campaign ({_holder_of(sessions, campaign.id)}) holds its "
             "lock; it will be synced there"
         )
         log.info("campaign %s (%s): %s", campaign.id, campaign.name, result.detail)
@@ -218,8 +217,9 @@ def _sync(
             result.outcome, result.detail = Outcome.FAILED, f"reading the segment failed: {exc}"
             return
         with sessions() as session:
-            _one_writer_per_organization(session, campaign.organization_id)
-            CampaignLocks(session).verify(lease, now=settings.clock())
+            locks = CampaignLocks(session)
+            locks.one_writer_per_organization(campaign.organization_id)
+            locks.verify(lease, now=settings.clock())
             _write_recipients(session, campaign, pages, result, settings.clock())
         failpoint("sync.written")
     except LockLost as exc:
@@ -234,36 +234,11 @@ def _sync(
             CampaignLocks(session).release(lease)
 
 
-#: The upper half of the PostgreSQL advisory lock keys that serialize the recipient writes of
-#: each organization's syncs (the lower half is the organization's id).
-WRITE_LOCK_KEY = 0x4D50_5359  # "MPSY"
-
-
-def _one_writer_per_organization(session: Session, organization_id: int) -> None:
-    """Wait until no other sync transaction writes this organization's recipients, then hold
-    the organization until this transaction ends.
-
-    Cross-campaign exclusion reads the people the organization's other campaigns hold and
-    writes this campaign's recipients in one transaction. Two syncs of one organization at
-    once (forced past the one-sync-per-organization run limit: ``dagster job execute``, two
-    daemons) each take a different campaign's lock; without this, on PostgreSQL each would
-    read before the other's recipients were committed and put the same person in both
-    campaigns. PostgreSQL: a transaction-scoped advisory lock, taken first in the transaction
-    so that it never waits while holding a lock another sync needs; SQLite: every write
-    transaction already begins with the database's write lock."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    key = (WRITE_LOCK_KEY << 32) | organization_id
-    session.execute(select(func.pg_advisory_xact_lock(literal(key, BigInteger))))
-
-
-def _lock_holder(sessions: SessionFactory, campaign_id: int) -> str:
+def _holder_of(sessions: SessionFactory, campaign_id: int) -> str:
     """Who holds the campaign's sync lock (``run:<id>`` for a sync run), to name in a
     refusal."""
     with sessions() as session:
-        holder = session.scalar(
-            select(CampaignSyncLock.holder).where(CampaignSyncLock.campaign_id == campaign_id)
-        )
+        holder = CampaignLocks(session).holder(campaign_id)
     return holder or "a sync that has just ended"
 
 
