@@ -5,7 +5,7 @@ audit queue, auditing each requested organization and storing its report
 import dagster as dg
 
 from mail_pipeline.jobs import tags
-from mail_pipeline.jobs.metadata import Metadata
+from mail_pipeline.jobs.metadata import Metadata, unparked_failure
 from mail_pipeline.jobs.queues import DrainConfig
 from mail_pipeline.jobs.runs import check_launch
 from mail_pipeline.resources.cdp import CdpResource
@@ -67,7 +67,10 @@ def run_audits(
         visibility_timeout=queues.visibility_timeout,
         log=context.log,
     )
-    return dg.Output(None, metadata=audit_metadata(result))
+    metadata = audit_metadata(result)
+    if failure := unparked_failure(result, metadata, "audit request"):
+        raise failure
+    return dg.Output(None, metadata=metadata)
 
 
 @dg.job(

@@ -43,3 +43,24 @@ def counts_metadata(result: object) -> Metadata:
         elif isinstance(value, tuple) and value:
             metadata[f.name] = dg.MetadataValue.json(list(value))
     return metadata
+
+
+def unparked_failure(result: object, metadata: Metadata, what: str) -> dg.Failure | None:
+    """The failure a queue-draining op raises after its pass when messages bound for the
+    dead-letter queue could not be moved there (``dead_letter_failures``): the pass's other
+    work is committed and deleted, and those messages stay on their queue (they come back
+    after the visibility timeout, and the queue's redrive policy parks them after its
+    maximum receives), but a DLQ that refuses writes is an outage someone has to see, so the
+    run fails instead of succeeding with a count nobody reads. ``None`` when all were parked."""
+    failures = getattr(result, "dead_letter_failures", 0)
+    if not failures:
+        return None
+    noun = "message" if failures == 1 else "messages"
+    return dg.Failure(
+        description=(
+            f"{failures} {what} {noun} could not be moved to the dead-letter queue; they stay "
+            "on their queue and come back after the visibility timeout (the rest of the pass "
+            "is committed). Check that the DLQ exists and this role may send to it."
+        ),
+        metadata=metadata,
+    )

@@ -10,7 +10,7 @@ a second the status webhooks alone bring several hundred messages a second.
 import dagster as dg
 
 from mail_pipeline.jobs import tags
-from mail_pipeline.jobs.metadata import counts_metadata
+from mail_pipeline.jobs.metadata import counts_metadata, unparked_failure
 from mail_pipeline.jobs.runs import check_launch
 from mail_pipeline.resources.database import Database
 from mail_pipeline.resources.images import ImageHostResource
@@ -56,7 +56,10 @@ def apply_mail_statuses(
         ),
         idle_seconds=config.idle_seconds,
     )
-    return dg.Output(None, metadata=counts_metadata(result))
+    metadata = counts_metadata(result)
+    if failure := unparked_failure(result, metadata, "status"):
+        raise failure
+    return dg.Output(None, metadata=metadata)
 
 
 @dg.job(
@@ -87,7 +90,10 @@ def delete_hosted_images(
         ),
         idle_seconds=config.idle_seconds,
     )
-    return dg.Output(None, metadata=counts_metadata(result))
+    metadata = counts_metadata(result)
+    if failure := unparked_failure(result, metadata, "image deletion"):
+        raise failure
+    return dg.Output(None, metadata=metadata)
 
 
 @dg.job(

@@ -8,7 +8,7 @@ queue with their reason, unsupported ones (opens, clicks, subscription notices) 
 import dagster as dg
 
 from mail_pipeline.jobs import tags
-from mail_pipeline.jobs.metadata import counts_metadata
+from mail_pipeline.jobs.metadata import counts_metadata, unparked_failure
 from mail_pipeline.jobs.queues import DrainConfig
 from mail_pipeline.jobs.runs import check_launch
 from mail_pipeline.resources.database import Database
@@ -39,6 +39,8 @@ def apply_report_email_events(
     metadata["bounced_reports_by_organization"] = dg.MetadataValue.json(
         {str(organization): n for organization, n in sorted(bounces.items())}
     )
+    if failure := unparked_failure(result, metadata, "report email event"):
+        raise failure
     return dg.Output(None, metadata=metadata)
 
 

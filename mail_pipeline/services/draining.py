@@ -22,14 +22,36 @@ from mail_pipeline.integrations.queues.base import MAX_RECEIVE, MessageQueue, Qu
 
 R = TypeVar("R")
 
+logger = logging.getLogger(__name__)
+
 
 def receive_pages(
-    queue: MessageQueue, max_receives: int, visibility_timeout: int
+    queue: MessageQueue,
+    max_receives: int,
+    visibility_timeout: int,
+    log: logging.Logger = logger,
 ) -> list[QueueMessage]:
-    """Up to ``max_receives`` receives of at most 10 messages; stops at the first empty one."""
+    """Up to ``max_receives`` receives of at most 10 messages; stops at the first empty one.
+
+    A receive that fails for good (the client's retries spent) after earlier pages arrived
+    ends the receiving, not the pass: the pages already held are returned and processed now
+    rather than hidden for a visibility timeout, and the failure is logged. The next pass's
+    first receive meets the outage again and raises it, so a queue that stays down still
+    fails the run."""
     messages: list[QueueMessage] = []
     for _ in range(max_receives):
-        page = queue.receive(MAX_RECEIVE, visibility_timeout=visibility_timeout)
+        try:
+            page = queue.receive(MAX_RECEIVE, visibility_timeout=visibility_timeout)
+        except IntegrationError as exc:
+            if not messages:
+                raise
+            log.warning(
+                "receive from %s failed after %s messages arrived; processing those: %s",
+                queue.name,
+                len(messages),
+                exc,
+            )
+            break
         if not page:
             break
         messages += page

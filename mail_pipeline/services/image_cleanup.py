@@ -145,7 +145,7 @@ def process_image_deletions(
     """One pass over the image-deletion queue (see the module docstring)."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-    messages = receive_pages(queue, max_receives, visibility_timeout)
+    messages = receive_pages(queue, max_receives, visibility_timeout, log)
 
     requests: list[tuple[QueueMessage, ImageDeletion]] = []
     reasons: list[str] = []

@@ -497,6 +497,9 @@ class EmailEventsRunResult:
     unsupported: int = 0
     dead_lettered: int = 0
     dead_letter_reasons: tuple[str, ...] = ()
+    #: Messages that should have gone to the DLQ but could not be moved there; they come
+    #: back after the visibility timeout.
+    dead_letter_failures: int = 0
     messages_deleted: int = 0
     delete_failures: int = 0
 
@@ -513,11 +516,11 @@ def process_report_email_events(
     dead-letter with its reason, unsupported -> delete); apply every event in one
     transaction, each in its own savepoint; after the commit dead-letter the events that
     failed and delete the rest. A database outage propagates with nothing deleted."""
-    messages = receive_pages(queue, max_receives, visibility_timeout)
+    messages = receive_pages(queue, max_receives, visibility_timeout, log)
     done: list[QueueMessage] = []
     parsed: list[tuple[QueueMessage, EmailEvent]] = []
     reasons: list[str] = []
-    unsupported = 0
+    unsupported = unparked = 0
     for message in messages:
         try:
             parsed.append((message, parse_ses_notification(message.body)))
@@ -527,6 +530,8 @@ def process_report_email_events(
         except MalformedEmailEvent as exc:
             if dead_letter(queue, message, str(exc), log, "report email event"):
                 reasons.append(str(exc))
+            else:
+                unparked += 1
     outcomes: dict[EventOutcome, int] = dict.fromkeys(EventOutcome, 0)
     failed: list[tuple[QueueMessage, str]] = []
     if parsed:
@@ -544,6 +549,8 @@ def process_report_email_events(
     for message, reason in failed:
         if dead_letter(queue, message, reason, log, "report email event"):
             reasons.append(reason)
+        else:
+            unparked += 1
     delete_failures = delete_processed(queue, done, log, "report email event")
     return EmailEventsRunResult(
         received=len(messages),
@@ -553,6 +560,7 @@ def process_report_email_events(
         unsupported=unsupported,
         dead_lettered=len(reasons),
         dead_letter_reasons=tuple(reasons),
+        dead_letter_failures=unparked,
         messages_deleted=len(done) - delete_failures,
         delete_failures=delete_failures,
     )

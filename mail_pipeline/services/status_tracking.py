@@ -174,7 +174,7 @@ def process_status_queue(
     is dead-lettered on that delivery. A database outage propagates after nothing was
     deleted or dead-lettered for it (every message comes back).
     """
-    messages = receive_pages(queue, max_receives, visibility_timeout)
+    messages = receive_pages(queue, max_receives, visibility_timeout, log)
     dead = _DeadLetters(queue, log)
     parsed: list[tuple[QueueMessage, list[StatusUpdate]]] = []
     for message in messages:
