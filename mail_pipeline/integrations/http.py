@@ -21,6 +21,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ from mail_pipeline.integrations.ratelimit import Limiter
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Connections per client: httpx keeps 20 idle ones by default, fewer than the threads a
+#: mailing run sends from (32), so a busy run kept closing and reopening connections.
+CONNECTION_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=64)
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,7 @@ class HttpApi:
     #: URL, credential and transport (:mod:`~mail_pipeline.integrations.circuit`).
     circuit: CircuitBreaker | None = None
     _client: httpx.Client | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _circuit_key: str | None = field(default=None, init=False, repr=False)
 
     @property
@@ -162,15 +167,25 @@ class HttpApi:
 
     @property
     def client(self) -> httpx.Client:
-        if self._client is None:
-            self._client = httpx.Client(
-                base_url=self.base_url,
-                headers=dict(self.headers),
-                auth=self.auth,
-                timeout=self.timeout,
-                transport=self.transport,
-            )
-        return self._client
+        """The account's one ``httpx.Client``, made on first use. A run's pool threads all
+        start at once: the lock makes one client (one TLS context, one connection pool)
+        instead of one per thread, each but the last left open. Idle connections are kept
+        for as many threads as a run sends from, so a busy run reuses its connections
+        instead of opening new ones."""
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = httpx.Client(
+                        base_url=self.base_url,
+                        headers=dict(self.headers),
+                        auth=self.auth,
+                        timeout=self.timeout,
+                        transport=self.transport,
+                        limits=CONNECTION_LIMITS,
+                    )
+                client = self._client
+        return client
 
     def close(self) -> None:
         if self._client is not None:
