@@ -19,11 +19,11 @@ The gateway works inside the caller's session and transaction; it never commits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import bindparam, exists, select, update
 from sqlalchemy.orm import Session
 
 from mail_pipeline.db.engine import dialect_insert
@@ -149,6 +149,77 @@ class OfferCodeGateway:
             self.session.execute(stmt, execution_options={"synchronize_session": False}).first()
             is not None
         )
+
+    def in_use_many(self, organization_id: int, codes: Iterable[str]) -> set[str]:
+        """Those of ``codes`` on a recipient or in the pool of the organization (:meth:`in_use`
+        for many: two queries per :data:`CHUNK` codes instead of one per code)."""
+        wanted = sorted(set(codes))
+        used: set[str] = set()
+        for start in range(0, len(wanted), CHUNK):
+            part = wanted[start : start + CHUNK]
+            used.update(
+                self.session.scalars(
+                    select(Recipient.offer_code).where(
+                        Recipient.organization_id == organization_id,
+                        Recipient.offer_code.in_(part),
+                    )
+                )
+            )
+            used.update(
+                self.session.scalars(
+                    select(OfferCode.code).where(
+                        OfferCode.organization_id == organization_id, OfferCode.code.in_(part)
+                    )
+                )
+            )
+        return used
+
+    def give_many(
+        self,
+        codes: Mapping[int, str],
+        *,
+        status: RecipientStatus,
+        holder: str,
+        now: datetime,
+    ) -> list[int]:
+        """:meth:`give` for many recipients (``recipient id -> code``): the recipients still
+        in ``status``, held by ``holder`` and without a code are read (on PostgreSQL locked),
+        then one executemany writes their codes; returns those written. A code another
+        recipient of the organization holds raises ``IntegrityError`` and the caller's
+        savepoint rolls every write of the call back."""
+        ids = sorted(codes)
+        if not ids:
+            return []
+        held = list(
+            self.session.scalars(
+                select(Recipient.id)
+                .where(
+                    Recipient.id.in_(ids),
+                    Recipient.status == status,
+                    Recipient.claimed_by_run == holder,
+                    Recipient.offer_code.is_(None),
+                )
+                .order_by(Recipient.id)
+                .with_for_update()
+            )
+        )
+        if not held:
+            return []
+        table = Recipient.__table__
+        stmt = (
+            update(table)  # type: ignore[arg-type]
+            .where(
+                table.c.id == bindparam("_recipient_id"),
+                table.c.status == status,
+                table.c.claimed_by_run == holder,
+                table.c.offer_code.is_(None),
+            )
+            .values(offer_code=bindparam("_code"), updated_at=now)
+        )
+        self.session.connection().execute(
+            stmt, [{"_recipient_id": rid, "_code": codes[rid]} for rid in held]
+        )
+        return held
 
     def codes_of(self, recipient_ids: Iterable[int]) -> dict[int, str]:
         """The codes the given recipients carry (those without one are absent)."""

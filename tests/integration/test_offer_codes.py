@@ -184,21 +184,57 @@ def test_a_code_taken_at_the_moment_of_writing_is_drawn_again(
     db_url: str, make_campaign, add_recipients, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The unique constraint is the last word: a code another recipient got after the check
-    (another run) rolls back only this recipient's savepoint, and it draws again."""
+    (another run) rolls back only its savepoint - one recipient's, or the group of generated
+    codes written together, which is then given codes one at a time - and it draws again."""
     org, campaign = make_campaign(design=DESIGN)
     add_recipients(campaign, 1, S.PROOFED, offer_code="TRAIL-RACED")
     ids = held(db_url, campaign, add_recipients, 3, "run-1")
     monkeypatch.setattr(OfferCodeGateway, "in_use", lambda self, org, code: False)
+    monkeypatch.setattr(OfferCodeGateway, "in_use_many", lambda self, org, codes: set())
 
     result = assign_offer_codes(
         partial(unit_of_work, db_url),
         needs(org, campaign, ids),
         "run-1",
-        generate=scripted("TRAIL-A", "TRAIL-RACED", "TRAIL-B", "TRAIL-C"),
+        generate=scripted("TRAIL-A", "TRAIL-RACED", "TRAIL-B", "TRAIL-C", "TRAIL-D", "TRAIL-E"),
     )
 
-    assert recipient_codes(db_url, ids) == {ids[0]: "TRAIL-A", ids[1]: "TRAIL-B", ids[2]: "TRAIL-C"}
-    assert result.generated == 3 and not result.failed
+    codes = recipient_codes(db_url, ids)
+    assert codes[ids[0]] == "TRAIL-A", "the first recipient finds the pools empty, alone"
+    assert len(set(codes.values())) == 3
+    assert set(codes.values()) <= {"TRAIL-A", "TRAIL-B", "TRAIL-C", "TRAIL-D", "TRAIL-E"}
+    assert result.generated == 3 and not result.failed and not result.lost
+
+
+def test_codes_generated_together_skip_those_in_use_or_repeated_and_the_unheld(
+    db_url: str, make_campaign, add_recipients
+) -> None:
+    """Once the pools are known empty, a transaction's recipients get generated codes
+    together: a code in use in the organization, or drawn twice in the group, is drawn
+    again; a recipient the run no longer holds gets none (and is reported lost)."""
+    org, campaign = make_campaign(design=DESIGN)
+    add_recipients(campaign, 1, S.PROOFED, offer_code="TRAIL-TAKEN")
+    ids = held(db_url, campaign, add_recipients, 5, "run-1")
+    with unit_of_work(db_url) as session:  # another run took the last one over
+        session.get_one(Recipient, ids[4]).claimed_by_run = "run-2"
+
+    result = assign_offer_codes(
+        partial(unit_of_work, db_url),
+        needs(org, campaign, ids),
+        "run-1",
+        generate=scripted(
+            "TRAIL-FIRST", "TRAIL-TAKEN", "TRAIL-TWICE", "TRAIL-TWICE", "TRAIL-X", "TRAIL-Y",
+            "TRAIL-Z",
+        ),
+    )
+
+    codes = recipient_codes(db_url, ids)
+    assert codes[ids[0]] == "TRAIL-FIRST"
+    assert codes[ids[4]] is None and result.lost == {ids[4]}
+    given = [codes[i] for i in ids[1:4]]
+    assert None not in given and len(set(given)) == 3
+    assert "TRAIL-TAKEN" not in given and given.count("TRAIL-TWICE") == 1
+    assert result.generated == 4 and not result.failed
 
 
 def test_a_recipient_without_a_free_code_after_every_draw_is_left_without_one(
