@@ -298,7 +298,8 @@ def _mail_one(
             if not RecipientGateway(session).holds(rid, S.SENDING, holder):
                 return MailOutcome(rid, Result.LOST, "the batch was returned by recovery")
             if gated:
-                stopped = _gate(SendGate(session), recipient, day, clock(), holder)
+                gate, now = SendGate(session), clock()
+                stopped = _gate(gate, recipient, day, now, holder, gate.suppression(recipient, now))
                 if stopped is not None:
                     return stopped
             mailpiece = MailpieceLedger(session).request(
@@ -375,12 +376,18 @@ def _mail_one(
 
 
 def _gate(
-    gate: SendGate, recipient: Recipient, day: date, now: datetime, holder: str
+    gate: SendGate,
+    recipient: Recipient,
+    day: date,
+    now: datetime,
+    holder: str,
+    suppressed: str | None,
 ) -> MailOutcome | None:
     """The gate before a new postcard (``domain.suppressions``, ``domain.sending``): a
-    suppression makes the recipient Skipped, a pause or a full cap sends it back to Proofed,
-    each with the reason; ``None`` when it may be printed (its places under the caps taken)."""
-    suppressed = gate.suppression(recipient, now)
+    suppression (``suppressed``: :meth:`SendGate.suppression`, or one of a chunk's
+    :meth:`SendGate.suppressions`) makes the recipient Skipped, a pause or a full cap sends it
+    back to Proofed, each with the reason; ``None`` when it may be printed (its places under
+    the caps taken)."""
     held = None
     if suppressed is None:
         held = paused_reason(gate.facts(recipient.campaign_id)) or gate.reserve(
@@ -749,13 +756,16 @@ class _ChunkWork:
             for rid in recipients.mark_errors(errors, S.SENDING, now=now, holder=holder):
                 outcomes[rid] = MailOutcome(rid, Result.ERROR, errors[rid])
             gate = SendGate(session)
+            suppressed = gate.suppressions(
+                [by_id[rid] for rid, job in printing.items() if rid in held and job.gated], now
+            )
             requests: list[PieceRequest] = []
             for rid, job in list(printing.items()):
                 if rid not in held:
                     del printing[rid]
                     continue
                 if job.gated:
-                    stopped = _gate(gate, by_id[rid], day, now, holder)
+                    stopped = _gate(gate, by_id[rid], day, now, holder, suppressed.get(rid))
                     if stopped is not None:
                         outcomes[rid] = stopped
                         del printing[rid]

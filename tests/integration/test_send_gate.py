@@ -241,3 +241,103 @@ def test_a_suppression_that_applies_since_the_sync_skips_at_the_printer(shop: Sh
         ),
     }
     assert set(shop.mailpieces()) == {fine}, "no mailpiece row for a suppressed recipient"
+
+
+def test_a_chunks_suppressions_judge_each_recipient_by_its_own_organization_and_window(
+    shop: Shop,
+) -> None:
+    """The mailing chunk asks the gate once for all its recipients: a row of one
+    organization never suppresses a recipient of another, each is judged by its own
+    organization's days, a recipient's own mailing does not count against it, and the
+    answer for the chunk is the answer for each recipient asked alone."""
+    from mail_pipeline.db.models import Recipient
+
+    now = datetime.now(UTC)
+    strict = shop.organization(min_days_between_mailings=30, recent_purchase_days=14)
+    lenient = shop.organization(min_days_between_mailings=10, recent_purchase_days=2)
+    a, a_other = shop.campaign(strict), shop.campaign(strict)
+    b, b_other = shop.campaign(lenient), shop.campaign(lenient)
+    for campaign in (a_other, b_other):  # mailed 20 days ago in both organizations
+        shop.recipients(campaign, 1, S.SENT, email_key="mailed@x", sent_at=now - timedelta(days=20))
+    # mailed 3 days ago and ordered yesterday, in the strict organization only
+    shop.recipients(a_other, 1, S.SENT, email_key="recent@x", sent_at=now - timedelta(days=3))
+    with unit_of_work(shop.db_url) as session:
+        session.add(
+            Order(
+                organization_id=strict,
+                source=IntegrationKind.SHOPIFY,
+                external_order_id="o-strict-only",
+                address_key="US|10017|3 strict buyer",
+                total_minor=100,
+                currency="USD",
+                ordered_at=now - timedelta(days=1),
+            )
+        )
+        for org in (strict, lenient):
+            session.add(
+                Order(
+                    organization_id=org,
+                    source=IntegrationKind.SHOPIFY,
+                    external_order_id=f"o-{org}",
+                    address_key="US|10017|1 buyer st",
+                    total_minor=100,
+                    currency="USD",
+                    ordered_at=now - timedelta(days=5),
+                )
+            )
+        session.add(
+            BlocklistEntry(organization_id=None, kind="address", value="US|10017|1 anywhere")
+        )
+        session.add(BlocklistEntry(organization_id=strict, kind="email", value="strict-only@x"))
+        session.add(BlocklistEntry(organization_id=strict, kind="address", value="US|10017|2 both"))
+    people = {
+        "mailed": {"email_key": "mailed@x"},
+        "buyer": {"email_key": "buyer@x", "address_key": "US|10017|1 buyer st"},
+        "anywhere": {"email_key": "anywhere@x", "address_key": "US|10017|1 anywhere"},
+        "strict-only": {"email_key": "strict-only@x"},
+        "both": {"email_key": "strict-only@x", "address_key": "US|10017|2 both"},
+        "fine": {"email_key": "fine@x"},
+        "recent": {"email_key": "recent@x"},
+        "strict buyer": {"email_key": "sb@x", "address_key": "US|10017|3 strict buyer"},
+    }
+    ids = {
+        (org_name, who): shop.recipients(campaign, 1, S.PROOFED, **keys)[0]
+        for org_name, campaign in (("strict", a), ("lenient", b))
+        for who, keys in people.items()
+    }
+    (self_mailed,) = shop.recipients(a, 1, S.SENT, email_key="self@x", sent_at=now)
+
+    with unit_of_work(shop.db_url) as session:
+        recipients = [session.get_one(Recipient, rid) for rid in [*ids.values(), self_mailed]]
+        gate = SendGate(session)
+        together = gate.suppressions(recipients, now)
+        alone = {
+            r.id: reason for r in recipients if (reason := gate.suppression(r, now)) is not None
+        }
+
+    assert together == alone
+    by_name = {key: together.get(rid) for key, rid in ids.items()}
+    assert (
+        by_name[("strict", "mailed")] is not None
+        and "once every 30 days" in by_name[("strict", "mailed")]
+    )
+    assert by_name[("lenient", "mailed")] is None, "20 days ago is outside its 10 days"
+    assert (
+        by_name[("strict", "buyer")] is not None and "for 14 days" in by_name[("strict", "buyer")]
+    )
+    assert by_name[("lenient", "buyer")] is None, "5 days ago is outside its 2 days"
+    assert (
+        by_name[("strict", "anywhere")]
+        == by_name[("lenient", "anywhere")]
+        == ("postal address is on the do-not-mail list")
+    )
+    assert by_name[("strict", "strict-only")] == "email address is on the do-not-mail list"
+    assert by_name[("lenient", "strict-only")] is None
+    assert by_name[("strict", "both")] == "email address is on the do-not-mail list"
+    assert by_name[("lenient", "both")] is None
+    assert by_name[("strict", "fine")] is None and by_name[("lenient", "fine")] is None
+    assert by_name[("strict", "recent")] is not None
+    assert by_name[("lenient", "recent")] is None, "mailed by another organization"
+    assert by_name[("strict", "strict buyer")] is not None
+    assert by_name[("lenient", "strict buyer")] is None, "a buyer of another organization"
+    assert self_mailed not in together, "its own mailing does not count against it"
