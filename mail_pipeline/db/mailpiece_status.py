@@ -180,20 +180,21 @@ class MailpieceStatusGateway:
             }
             for e in events
         ]
-        for start in range(0, len(rows), _INSERT_CHUNK):
-            stmt = self._insert_ignoring_duplicates(rows[start : start + _INSERT_CHUNK])
-            inserted.update((printer, event_id) for printer, event_id in self.session.execute(stmt))
-        return inserted
-
-    def _insert_ignoring_duplicates(self, rows: list[dict[str, Any]]) -> Any:
-        return (
-            dialect_insert(self.session)(MailpieceEvent)
-            .values(rows)
-            .on_conflict_do_nothing(
-                index_elements=[MailpieceEvent.printer, MailpieceEvent.provider_event_id]
-            )
-            .returning(MailpieceEvent.printer, MailpieceEvent.provider_event_id)
+        # An executemany (sent as multi-row INSERTs of at most _INSERT_CHUNK rows): compiled
+        # once per process, where a multi-VALUES statement is compiled per call.
+        table = MailpieceEvent.__table__
+        stmt = (
+            dialect_insert(self.session)(table)
+            .on_conflict_do_nothing(index_elements=[table.c.printer, table.c.provider_event_id])
+            .returning(table.c.printer, table.c.provider_event_id)
         )
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            part = rows[start : start + _INSERT_CHUNK]
+            inserted.update(
+                (printer, event_id)
+                for printer, event_id in self.session.connection().execute(stmt, part)
+            )
+        return inserted
 
     def advance(
         self, moves: Sequence[PieceMove], *, now: datetime | None = None

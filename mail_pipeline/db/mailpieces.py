@@ -118,13 +118,18 @@ class MailpieceLedger:
             )
         written: set[int] = set()
         if rows:
+            # An executemany (SQLAlchemy sends it as multi-row INSERTs): its statement is
+            # compiled once per process, where a multi-VALUES statement is compiled per call.
+            table = Mailpiece.__table__
             written = set(
-                self.session.scalars(
-                    dialect_insert(self.session)(Mailpiece)
-                    .values(rows)
+                self.session.connection()
+                .execute(
+                    dialect_insert(self.session)(table)
                     .on_conflict_do_nothing()
-                    .returning(Mailpiece.recipient_id)
+                    .returning(table.c.recipient_id),
+                    rows,
                 )
+                .scalars()
             )
         now = self.current_many([r.recipient_id for r in requests])
         return {
@@ -185,15 +190,12 @@ class MailpieceLedger:
         if not pairs:
             return {}
         keys = {pair: side_effect_key(pair[1], pair[0]) for pair in pairs}
-        self.session.execute(
-            dialect_insert(self.session)(SideEffect)
-            .values(
-                [
-                    {"recipient_id": rid, "kind": kind, "idempotency_key": key}
-                    for (rid, kind), key in sorted(keys.items())
-                ]
-            )
-            .on_conflict_do_nothing()
+        self.session.connection().execute(
+            dialect_insert(self.session)(SideEffect.__table__).on_conflict_do_nothing(),
+            [
+                {"recipient_id": rid, "kind": kind, "idempotency_key": key}
+                for (rid, kind), key in sorted(keys.items())
+            ],
         )
         self.session.execute(
             update(SideEffect)
