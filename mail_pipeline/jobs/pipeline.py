@@ -194,7 +194,7 @@ def proof_recipients(
     )
     if not result.held:
         context.log.warning(
-            "batch %s was already returned by recovery; nothing to do", config.batch_id
+            "batch %s not taken: %s; nothing to do", config.batch_id, result.refusal
         )
         return dg.Output(None, metadata={"batch_id": config.batch_id, "recipients": 0})
     metadata: Metadata = {
@@ -271,7 +271,7 @@ def mail_recipients(
     )
     if not result.held:
         context.log.warning(
-            "batch %s was already returned by recovery; nothing to do", config.batch_id
+            "batch %s not taken: %s; nothing to do", config.batch_id, result.refusal
         )
         return dg.Output(None, metadata={"batch_id": config.batch_id, "recipients": 0})
     metadata: Metadata = {

@@ -59,6 +59,8 @@ class BatchHold:
         self.clock = clock
         #: Set when a renewal found the batch taken away.
         self.lost = threading.Event()
+        #: Why :meth:`start` could not take the batch (for the run's log), else None.
+        self.refusal: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -75,14 +77,24 @@ class BatchHold:
                 now=now,
             )
         if held is None:
-            log.warning(
-                "batch %s is not held by %s (returned by recovery or held by another run)",
-                self.batch_id,
-                self.holder,
-            )
+            self.refusal = self._refusal()
+            log.warning("batch %s not taken by %s: %s", self.batch_id, self.holder, self.refusal)
             return None
         failpoint("batch.taken")
         return [r.id for r in held]
+
+    def _refusal(self) -> str:
+        """Why the batch could not be taken, from its lease as it is now."""
+        with self.sessions() as session:
+            lease = BatchLeases(session).get(self.batch_id)
+        if lease is None:
+            return (
+                "it is no longer waiting for a run (recovery returned its recipients to their "
+                "stage, or it was finished)"
+            )
+        if lease.holder is not None and lease.holder != self.holder:
+            return f"another run holds it ({lease.holder})"
+        return "its lease could not be taken"
 
     def finish(self, *, unfinished: int = 0) -> None:
         """Release the lease, or hand it back to expire ``deferred`` from now when

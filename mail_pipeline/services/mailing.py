@@ -152,6 +152,8 @@ class MailingResult:
     lost: int = 0
     #: False when the batch was not this run's to take (already returned or taken).
     held: bool = True
+    #: Why, when ``held`` is False: the batch's lease as the run found it.
+    refusal: str | None = None
 
     def absorb(self, other: MailingResult) -> None:
         """Add a later batch's result of the same run to this one."""
@@ -191,6 +193,7 @@ def mail_batch(
     hold = BatchHold(sessions, batch_id, holder_token(run_id), policy=leases, clock=clock)
     if hold.start(S.SENDING_STAGED, S.SENDING) is None:
         result.held = False
+        result.refusal = hold.refusal
         return result
     with sessions() as session:
         recipients = RecipientGateway(session).batch(batch_id, S.SENDING, holder=hold.holder)

@@ -85,6 +85,8 @@ class ProofingResult:
     lost: int = 0
     #: False when the batch was not this run's to take (already returned or taken).
     held: bool = True
+    #: Why, when ``held`` is False: the batch's lease as the run found it.
+    refusal: str | None = None
     #: Offer codes given in this run: drawn from an uploaded pool, or generated.
     codes_from_pool: int = 0
     codes_generated: int = 0
@@ -136,6 +138,7 @@ def proof_batch(
     # A retried op of the same run also finishes what its batch left in Proofing.
     if hold.start(S.PROOFING_STAGED, S.PROOFING) is None:
         result.held = False
+        result.refusal = hold.refusal
         return result
     with sessions() as session:
         recipients = RecipientGateway(session).batch(batch_id, S.PROOFING, holder=hold.holder)

@@ -64,6 +64,25 @@ def test_a_working_run_renews_its_lease_and_learns_when_it_is_gone(shop: Shop) -
     assert hold.renew() is False and hold.lost.is_set(), "the next renewal finds it gone"
 
 
+def test_a_run_that_cannot_take_its_batch_says_why(shop: Shop) -> None:
+    """The run's log names the reason it found: another run's hold, or a batch that
+    recovery already returned."""
+    campaign = shop.campaign(shop.organization())
+    shop.recipients(campaign, 2)
+    batch = shop.claim(S.PENDING, S.PROOFING_STAGED, campaign)
+    assert BatchHold(shop.sessions, batch, "run-1").start(S.PROOFING_STAGED, S.PROOFING)
+
+    second = BatchHold(shop.sessions, batch, "run-2")
+    assert second.start(S.PROOFING_STAGED, S.PROOFING) is None
+    assert second.refusal == "another run holds it (run-1)"
+
+    assert shop.recover(after=LATER).returned == Counter({"Proofing": 2})
+    third = BatchHold(shop.sessions, batch, "run-3")
+    assert third.start(S.PROOFING_STAGED, S.PROOFING) is None
+    assert third.refusal is not None
+    assert third.refusal.startswith("it is no longer waiting for a run (recovery returned")
+
+
 class RecoversAfterFirstPrint(Printer):
     """Lob, but the run loses its batch right after the first postcard: recovery (run as if
     the lease had expired) returns the batch while the run is still working."""
