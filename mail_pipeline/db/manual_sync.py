@@ -24,6 +24,8 @@ class PendingTrigger:
     campaign_id: int
     requested_by: str
     reason: str | None
+    #: Which run of the request this is (``domain.manual_sync``): 1, or more after lost runs.
+    attempt: int = 1
 
 
 class ManualSyncTriggers:
@@ -61,18 +63,40 @@ class ManualSyncTriggers:
             .limit(limit)
         )
         return [
-            PendingTrigger(t.id, t.organization_id, t.campaign_id, t.requested_by, t.reason)
+            PendingTrigger(
+                t.id, t.organization_id, t.campaign_id, t.requested_by, t.reason, t.attempt
+            )
             for t in rows
         ]
 
-    def running(self) -> list[tuple[int, str | None]]:
-        """``(request id, its run's id)`` of every request marked running."""
+    def running(self) -> list[tuple[int, str | None, int]]:
+        """``(request id, its run's id, attempt)`` of every request marked running."""
         rows = self.session.execute(
-            select(ManualSyncTrigger.id, ManualSyncTrigger.run_id)
+            select(ManualSyncTrigger.id, ManualSyncTrigger.run_id, ManualSyncTrigger.attempt)
             .where(ManualSyncTrigger.status == ManualSyncStatus.RUNNING.value)
             .order_by(ManualSyncTrigger.id)
         )
-        return [(int(i), run_id) for i, run_id in rows]
+        return [(int(i), run_id, int(attempt)) for i, run_id, attempt in rows]
+
+    def relaunch(self, trigger_id: int, attempt: int, note: str) -> bool:
+        """Put a request whose ``attempt``-th run was lost back to pending for the next run,
+        with ``note`` (why) in its error; whether it was still open on that attempt."""
+        result = self.session.execute(
+            update(ManualSyncTrigger)
+            .where(
+                ManualSyncTrigger.id == trigger_id,
+                ManualSyncTrigger.attempt == attempt,
+                ManualSyncTrigger.status.in_([s.value for s in OPEN_STATUSES]),
+            )
+            .values(
+                status=ManualSyncStatus.PENDING.value,
+                attempt=attempt + 1,
+                run_id=None,
+                launched_at=None,
+                error=note,
+            )
+        )
+        return bool(getattr(result, "rowcount", 0))
 
     def abandon(self, trigger_id: int, error: str, *, now: datetime | None = None) -> bool:
         """Fail a request whose run ended without saying how the sync went, if it is still

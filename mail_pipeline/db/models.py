@@ -621,6 +621,9 @@ class ManualSyncTrigger(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     launched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The run asked for it: 1, then one more each time a run was lost before it finished
+    #: (``domain.manual_sync.MAX_ATTEMPTS``).
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class CampaignSyncLock(Base):

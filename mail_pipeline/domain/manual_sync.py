@@ -6,6 +6,12 @@ problem campaigns' details, or the error of a crashed run). Only pending request
 launched; a pending or running request is still open, so no second one is filed for the same
 campaign while it is.
 
+A run that ends without saying how the sync went was lost (its worker killed, out of
+memory, its host gone): the request goes back to ``pending`` for another run, its
+``attempt`` one higher and the lost run named in its ``error``, up to :data:`MAX_ATTEMPTS`
+runs; then it is failed, and a person may ask again. A sync can be run again safely: the
+recipients it already created are not created twice.
+
 The values are stored as they are in ``manual_sync_triggers.status`` (at most 16 characters),
 which the platform's app also reads.
 """
@@ -20,6 +26,15 @@ class ManualSyncStatus(StrEnum):
     RUNNING = "running"  # its run started (``launched_at``, ``run_id``)
     COMPLETED = "completed"  # the sync ended without problems (``synced_count``)
     FAILED = "failed"  # a campaign could not be synced, or the run crashed (``error``)
+
+
+#: Runs a request is given before a lost run fails it instead of launching another.
+MAX_ATTEMPTS = 3
+
+
+def run_key(trigger_id: int, attempt: int) -> str:
+    """The run key of a request's ``attempt``-th run (the first keeps the plain key)."""
+    return f"manual-sync-{trigger_id}" if attempt <= 1 else f"manual-sync-{trigger_id}-{attempt}"
 
 
 #: Requests that have not ended yet.

@@ -3,6 +3,7 @@ sync candidates, and each minute for manual "sync now" requests."""
 
 import dagster as dg
 
+from mail_pipeline.domain.manual_sync import run_key
 from mail_pipeline.jobs import tags
 from mail_pipeline.jobs.runs import active_runs
 from mail_pipeline.jobs.sync import SyncConfig, sync_organization_job
@@ -63,28 +64,29 @@ def recipient_sync_schedule(
     description="Launches a sync run for each manual 'sync now' request.",
 )
 def manual_sync_sensor(context: dg.SensorEvaluationContext, database: Database) -> dg.SensorResult:
-    """Every pending request is asked for each tick; the run key (one per request) makes
-    Dagster launch it once. No id cursor: on PostgreSQL a request can commit after one with
-    a higher id, and a cursor would skip it for ever. A request leaves 'pending' when its
-    run starts. A request whose run ended without finishing it (its worker was lost, so the
-    run could not say how it went) is failed with the reason instead of staying open for
-    ever (``services.manual_sync.settle_abandoned``)."""
+    """Every pending request is asked for each tick; the run key (one per request and
+    attempt) makes Dagster launch it once. No id cursor: on PostgreSQL a request can commit
+    after one with a higher id, and a cursor would skip it for ever. A request leaves
+    'pending' when its run starts. A request whose run ended without finishing it (its
+    worker was lost, so the run could not say how it went) is launched again, up to
+    ``domain.manual_sync.MAX_ATTEMPTS`` runs, then failed with the reason instead of staying
+    open for ever (``services.manual_sync.settle_abandoned``)."""
     triggers = pending_triggers(database.session)
     settled = settle_abandoned(
         database.session,
         triggers,
-        run_of_pending=lambda trigger_id: _run_of(context.instance, f"manual-sync-{trigger_id}"),
+        run_of_pending=lambda t: _run_of(context.instance, run_key(t.id, t.attempt)),
         run_status=lambda run_id: _status_of(context.instance, run_id),
     )
-    for trigger_id, reason in settled:
-        context.log.warning(f"manual sync request {trigger_id} failed: {reason}")
-    gone = {trigger_id for trigger_id, _ in settled}
-    triggers = [t for t in triggers if t.id not in gone]
+    for done in settled:
+        context.log.warning(f"manual sync request {done.trigger_id}: {done.reason}")
+    if settled:  # read again: a request launched again is pending on its next attempt
+        triggers = pending_triggers(database.session)
     if not triggers:
         return dg.SensorResult(skip_reason=dg.SkipReason("no pending manual sync request"))
     requests = [
         dg.RunRequest(
-            run_key=f"manual-sync-{t.id}",
+            run_key=run_key(t.id, t.attempt),
             run_config=dg.RunConfig(
                 ops={
                     "sync_recipients": SyncConfig(

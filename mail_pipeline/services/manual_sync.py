@@ -13,9 +13,11 @@ with nothing synced.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from mail_pipeline.db.engine import SessionFactory
 from mail_pipeline.db.manual_sync import ManualSyncTriggers, PendingTrigger
+from mail_pipeline.domain.manual_sync import MAX_ATTEMPTS
 from mail_pipeline.services.sync import (
     CdpDirectory,
     OrganizationSyncResult,
@@ -104,52 +106,75 @@ RUN_GONE = "gone"
 RUN_IN_FLIGHT = frozenset({"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"})
 
 
+@dataclass(frozen=True)
+class Settled:
+    """A request whose run ended without finishing it, and what became of it."""
+
+    trigger_id: int
+    #: Why, naming the lost run.
+    reason: str
+    #: Launched again (back to pending, its attempt one higher); else failed.
+    again: bool
+
+
 def settle_abandoned(
     sessions: SessionFactory,
     pending: list[PendingTrigger],
-    run_of_pending: Callable[[int], tuple[str, str] | None],
+    run_of_pending: Callable[[PendingTrigger], tuple[str, str] | None],
     run_status: Callable[[str], str],
-) -> list[tuple[int, str]]:
-    """Fail, with a reason the requester can read, every open request whose run ended
-    without finishing it - its worker was lost (killed, out of memory, its host gone), so
-    neither ``completed`` nor ``failed`` was written - instead of leaving it open for ever.
+) -> list[Settled]:
+    """Every open request whose run ended without finishing it - its worker was lost
+    (killed, out of memory, its host gone), so neither ``completed`` nor ``failed`` was
+    written - is launched again (back to pending for its next attempt) while it has had
+    fewer than :data:`~mail_pipeline.domain.manual_sync.MAX_ATTEMPTS` runs, then failed with
+    a reason the requester can read, instead of staying open for ever:
 
     - a *running* request whose run (``run_status`` of its id: a Dagster status name, or
       :data:`RUN_GONE`) is no longer queued, starting or started;
-    - a *pending* request whose run was launched (``run_of_pending``: its run's id and
-      status, or None when none was launched) and ended before it could mark the request
-      running. Its run key stops the sensor from launching another, so only a person can
-      ask again (``mail-pipeline request-sync``), and the reason says so.
+    - a *pending* request whose run for its attempt was launched (``run_of_pending``: that
+      run's id and status, or None when none was launched) and ended before it could mark
+      the request running.
 
-    Returns ``(request id, reason)`` of each request failed."""
-    failed: list[tuple[int, str]] = []
+    Returns what was done with each."""
+    lost: list[tuple[int, int, str]] = []
     with sessions() as session:
         running = ManualSyncTriggers(session).running()
-    for trigger_id, run_id in running:
+    for trigger_id, run_id, attempt in running:
         status = run_status(run_id) if run_id else RUN_GONE
         if status in RUN_IN_FLIGHT:
             continue
-        failed.append(
+        lost.append(
             (
                 trigger_id,
+                attempt,
                 f"its sync run {run_id} ended ({status.lower()}) without recording how the "
-                "sync went (its worker was lost); ask again with mail-pipeline request-sync",
+                "sync went (its worker was lost)",
             )
         )
     for trigger in pending:
-        launched = run_of_pending(trigger.id)
+        launched = run_of_pending(trigger)
         if launched is None or launched[1] in RUN_IN_FLIGHT:
             continue
-        failed.append(
+        lost.append(
             (
                 trigger.id,
+                trigger.attempt,
                 f"its sync run {launched[0]} ended ({launched[1].lower()}) before it started "
-                "the sync; ask again with mail-pipeline request-sync",
+                "the sync",
             )
         )
     settled = []
-    for trigger_id, reason in failed:
+    for trigger_id, attempt, why in lost:
         with sessions() as session:
-            if ManualSyncTriggers(session).abandon(trigger_id, reason):
-                settled.append((trigger_id, reason))
+            triggers = ManualSyncTriggers(session)
+            if attempt < MAX_ATTEMPTS:
+                reason = f"attempt {attempt} of {MAX_ATTEMPTS}: {why}; launched again"
+                if triggers.relaunch(trigger_id, attempt, reason):
+                    settled.append(Settled(trigger_id, reason, again=True))
+                continue
+            reason = (
+                f"{why}, the last of {MAX_ATTEMPTS} runs; ask again with mail-pipeline request-sync"
+            )
+            if triggers.abandon(trigger_id, reason):
+                settled.append(Settled(trigger_id, reason, again=False))
     return settled

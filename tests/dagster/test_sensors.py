@@ -39,6 +39,7 @@ from mail_pipeline.domain.campaigns import (
     OrganizationStatus,
     Postage,
 )
+from mail_pipeline.domain.manual_sync import MAX_ATTEMPTS
 from mail_pipeline.domain.recipients import RecipientStatus
 from mail_pipeline.integrations.klaviyo.client import KlaviyoClient
 from mail_pipeline.integrations.klaviyo.sandbox_data import KlaviyoSandboxData, profile_resource
@@ -716,31 +717,48 @@ def _request_row(env: Env, trigger: int) -> ManualSyncTrigger:
         return row
 
 
-def test_a_request_whose_run_lost_its_worker_is_failed_with_the_reason(env: Env) -> None:
+def test_a_request_whose_run_lost_its_worker_is_launched_again_then_failed(env: Env) -> None:
     """The run marked the request running, then its worker died (no 'completed' or 'failed'
-    could be written); run monitoring failed the run. The request must not stay running."""
+    could be written); run monitoring failed the run. The request must not stay running: it
+    goes back to pending and the next tick launches another run under the next attempt's
+    run key, naming the lost run; after the last attempt's run is lost too, it is failed
+    and the requester is told to ask again."""
     org = env.organization()
     lost = request_sync(env.sessions, env.campaign(org, segment="SEG"), "ana@ops")
     alive = request_sync(env.sessions, env.campaign(org, segment="SEG-2"), "bo@ops")
-    dead_run = env.running("sync_organization_job", {}, dg.DagsterRunStatus.FAILURE)
     live_run = env.running("sync_organization_job", {})
-    start_trigger(env.sessions, lost, dead_run.run_id)
     start_trigger(env.sessions, alive, live_run.run_id)
 
-    assert env.tick("manual_sync_sensor").skip_message == "no pending manual sync request"
+    dead_runs = []
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        dead_run = env.running("sync_organization_job", {}, dg.DagsterRunStatus.FAILURE)
+        dead_runs.append(dead_run.run_id)
+        start_trigger(env.sessions, lost, dead_run.run_id)
+        tick = env.tick("manual_sync_sensor")
+        row = _request_row(env, lost)
+        if attempt < MAX_ATTEMPTS:
+            assert [r.run_key for r in tick.run_requests] == [f"manual-sync-{lost}-{attempt + 1}"]
+            assert row.status == "pending" and row.attempt == attempt + 1
+            assert row.error == (
+                f"attempt {attempt} of {MAX_ATTEMPTS}: its sync run {dead_run.run_id} ended "
+                "(failure) without recording how the sync went (its worker was lost); "
+                "launched again"
+            )
+        else:
+            assert tick.skip_message == "no pending manual sync request"
 
     row = _request_row(env, lost)
     assert row.status == "failed" and row.completed_at is not None
-    assert f"its sync run {dead_run.run_id} ended (failure)" in (row.error or "")
+    assert f"its sync run {dead_runs[-1]} ended (failure)" in (row.error or "")
+    assert f"the last of {MAX_ATTEMPTS} runs" in (row.error or "")
     assert "mail-pipeline request-sync" in (row.error or "")
     assert _request_row(env, alive).status == "running", "its run is still going"
 
 
-def test_a_request_whose_run_died_before_starting_it_is_failed_not_left_pending(
-    env: Env,
-) -> None:
+def test_a_request_whose_run_died_before_starting_it_is_launched_again(env: Env) -> None:
     org = env.organization()
     campaign = env.campaign(org, segment="SEG")
+    env.segment("SEG", ["P1"])
     trigger = request_sync(env.sessions, campaign, "ana@ops")
     (request,) = env.tick("manual_sync_sensor").run_requests
     # The daemon launched it under its run key; the run died before its op began.
@@ -752,10 +770,17 @@ def test_a_request_whose_run_died_before_starting_it_is_failed_not_left_pending(
     assert _request_row(env, trigger).status == "pending"
 
     env.instance.report_run_failed(queued)
-    assert env.tick("manual_sync_sensor").skip_message == "no pending manual sync request"
+    relaunched = env.tick("manual_sync_sensor")
+    assert [r.run_key for r in relaunched.run_requests] == [f"manual-sync-{trigger}-2"]
     row = _request_row(env, trigger)
-    assert row.status == "failed"
-    assert "ended (failure) before it started the sync" in (row.error or "")
+    assert row.status == "pending" and row.attempt == 2
+    assert "ended (failure) before it started the sync; launched again" in (row.error or "")
+
+    # The second run completes it as any run does.
+    result = env.execute(relaunched.run_requests[0], "sync_organization_job")
+    assert result.success
+    row = _request_row(env, trigger)
+    assert row.status == "completed" and row.error is None and row.synced_count == 1
 
 
 @pytest.mark.parametrize("sync_org_tag", [None, "other"])
