@@ -61,8 +61,16 @@ def sendable(day: date) -> Any:
     )
 
 
-def _keys(recipient: Recipient) -> bool:
-    return bool(recipient.email_key or recipient.address_key)
+def _asking(
+    recipients: Sequence[Recipient], since: Mapping[int, datetime | None]
+) -> tuple[list[Recipient], datetime | None]:
+    """The recipients a window rule applies to (a window, and a key to match people by),
+    and the earliest of their windows (None when there are none)."""
+    asking = [
+        r for r in recipients if since.get(r.id) is not None and (r.email_key or r.address_key)
+    ]
+    windows = [w for r in asking if (w := since[r.id]) is not None]
+    return asking, min(windows, default=None)
 
 
 def _same_keys(recipient: Recipient, email_key: str | None, address_key: str | None) -> bool:
@@ -171,10 +179,9 @@ class SendGate:
         """For each recipient with a mailed window and a key: the campaign name and time of
         the latest mailing to the same person (email or address key) by another recipient of
         its organization within its window."""
-        asking = [r for r in recipients if since.get(r.id) is not None and _keys(r)]
-        if not asking:
+        asking, earliest = _asking(recipients, since)
+        if earliest is None:
             return {}
-        earliest = min(since[r.id] for r in asking)  # type: ignore[type-var]
         rows = self._people_rows(
             asking,
             select(
@@ -211,10 +218,9 @@ class SendGate:
     ) -> dict[int, datetime]:
         """For each recipient with an ordered window and a key: the latest order (not
         cancelled) by the same person in its organization within its window."""
-        asking = [r for r in recipients if since.get(r.id) is not None and _keys(r)]
-        if not asking:
+        asking, earliest = _asking(recipients, since)
+        if earliest is None:
             return {}
-        earliest = min(since[r.id] for r in asking)  # type: ignore[type-var]
         rows = self._people_rows(
             asking,
             select(
