@@ -241,6 +241,7 @@ class SandboxPrinters(PrintersResource):
             returned_rate=self.returned_rate,
         )
 
-    def emit_webhooks(self, send: Any, now: float | None = None) -> int:
-        """Deliver the status webhooks that are due onto the status queue (``send``)."""
-        return emit_due_webhooks(shared_store(self.sandbox_path), send, now)
+    def emit_webhooks(self, send: Any, now: float | None = None, *, send_many: Any = None) -> int:
+        """Deliver the status webhooks that are due onto the status queue (``send`` one at a
+        time, or ``send_many`` a page at a time)."""
+        return emit_due_webhooks(shared_store(self.sandbox_path), send, now, send_many=send_many)

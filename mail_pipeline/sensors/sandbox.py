@@ -34,7 +34,7 @@ from mail_pipeline.services.sandbox_shoppers import go_shopping
 )
 def sandbox_printer_webhooks(printers: SandboxPrinters, queues: QueuesResource) -> dg.SkipReason:
     queue = queues.status_queue()
-    sent = printers.emit_webhooks(queue.send)
+    sent = printers.emit_webhooks(queue.send, send_many=queue.send_batch)
     return dg.SkipReason(f"delivered {sent} webhooks to {queue.name}" if sent else "no webhook due")
 
 

@@ -147,6 +147,34 @@ def test_a_failed_send_is_owed_again_later() -> None:
     assert len(statuses(ok, store)["lob"]) == 5
 
 
+def test_a_page_of_webhooks_goes_out_in_one_call_and_a_failed_page_is_owed_again_whole() -> None:
+    """With ``send_many`` (the queue's ``send_batch``) each printer's due page is one call,
+    in the order the statuses happened; a page whose call raised is owed again whole, and
+    sending it again delivers what the one-at-a-time path would have."""
+    store = SandboxStore()
+    mail_one_each(store)
+    calls: list[list[str]] = []
+
+    def refuse_lob(page: list[str]) -> None:
+        if json.loads(page[0])["printer"] == "lob":
+            raise ConnectionError("queue unavailable")
+        calls.append(page)
+
+    now = time.time() + 60
+    with pytest.raises(ConnectionError):
+        emit_due_webhooks(store, pytest.fail, now=now, send_many=refuse_lob)
+    assert calls == [], "lob comes first: nothing else went out before the failure"
+
+    assert emit_due_webhooks(store, pytest.fail, now=now + 1, send_many=calls.append) == 4 + 3
+    assert emit_due_webhooks(store, pytest.fail, now=now + 31, send_many=calls.append) == 5
+    assert len(calls) == 3, "one call per printer's page"
+    assert statuses([m for page in calls for m in page], store) == {
+        "lob": [S.CREATED, S.MAILED, S.IN_TRANSIT, S.IN_LOCAL_AREA, S.DELIVERED],
+        "stannp": [S.IN_PRODUCTION, S.MAILED, S.IN_LOCAL_AREA, S.DELIVERED],
+        "intelliprint": [S.IN_PRODUCTION, S.MAILED, S.IN_TRANSIT],
+    }
+
+
 def test_cancelling_drops_the_webhooks_still_owed() -> None:
     store = SandboxStore()
     printers = sandbox_printers(store, timeline=QUICK)

@@ -714,12 +714,9 @@ def deliver_webhooks(
     ``stop``. A failed send leaves what was not sent owed again later
     (:func:`emit_due_webhooks`); the loop logs it and goes on."""
 
-    def send(body: str) -> None:
-        queue.send(body)
-
     while not stop.wait(interval):
         try:
-            sent = emit_due_webhooks(store, send)
+            sent = emit_due_webhooks(store, queue.send, send_many=queue.send_batch)
         except Exception:
             log.exception("delivering status webhooks to %s failed; retrying", queue.name)
             continue

@@ -202,13 +202,19 @@ def sandbox_printers_at(
 
 
 def emit_due_webhooks(
-    store: SandboxStore, send: Callable[[str], None], now: float | None = None
+    store: SandboxStore,
+    send: Callable[[str], object],
+    now: float | None = None,
+    *,
+    send_many: Callable[[list[str]], object] | None = None,
 ) -> int:
     """Send every webhook due by ``now`` as a JSON envelope; return how many were sent.
 
-    Webhooks go out in the order their statuses happened, per printer. If ``send`` raises,
-    what was not sent is owed again :data:`REDELIVERY_DELAY` seconds later and the error
-    propagates.
+    Webhooks go out in the order their statuses happened, per printer, one ``send`` each -
+    or, with ``send_many`` (a queue's ``send_batch``), a page of up to 100 in one call. If a
+    send raises, what was not sent is owed again :data:`REDELIVERY_DELAY` seconds later and
+    the error propagates; a page whose ``send_many`` raised is owed again whole (a part of it
+    may have gone out: the status consumer applies a repeated webhook once).
     """
     now = time.time() if now is None else now
     sent = 0
@@ -219,6 +225,12 @@ def emit_due_webhooks(
                 break
             pending = dict(due)
             try:
+                if send_many is not None:
+                    rendered = list(render(due, now))
+                    send_many([envelope_to_json(envelope) for envelope, _ in rendered])
+                    sent += len(rendered)
+                    pending.clear()
+                    continue
                 for envelope, keys in render(due, now):
                     send(envelope_to_json(envelope))
                     sent += 1
