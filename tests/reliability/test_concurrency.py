@@ -473,7 +473,9 @@ def test_a_batch_launched_twice_at_once_is_worked_by_one_run(
     assert (done[winner].taken, done[loser].taken) == (n, 0)
     assert asked == dict.fromkeys(ids, per_recipient), "each recipient asked of a vendor once"
     assert set(shop.status(ids).values()) == {finished}
-    assert f"batch {batch} is not held by {loser}" in caplog.text, "the refusal is logged"
+    refusal = f"batch {batch} not taken by {loser}: another run holds it ({winner})"
+    assert refusal in caplog.text, "the refusal is logged, naming the holder"
+    assert done[loser].refusal == f"another run holds it ({winner})"
     if stage == "mailing":
         assert done[winner].created == n and len(shop.meter_events()) == n
         with unit_of_work(race_url) as session:
