@@ -223,7 +223,12 @@ def test_codes_generated_together_skip_those_in_use_or_repeated_and_the_unheld(
         needs(org, campaign, ids),
         "run-1",
         generate=scripted(
-            "TRAIL-FIRST", "TRAIL-TAKEN", "TRAIL-TWICE", "TRAIL-TWICE", "TRAIL-X", "TRAIL-Y",
+            "TRAIL-FIRST",
+            "TRAIL-TAKEN",
+            "TRAIL-TWICE",
+            "TRAIL-TWICE",
+            "TRAIL-X",
+            "TRAIL-Y",
             "TRAIL-Z",
         ),
     )
