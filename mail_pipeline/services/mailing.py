@@ -32,7 +32,8 @@ The run takes its recipients through these steps a chunk at a time (``CHUNK_SIZE
 chunks in flight): each step is one transaction for the whole chunk - the attempts written
 together before any printer of the chunk is asked, the printers' answers written together,
 the follow-ups' keys, then their results and ``Sent`` - and the vendor calls of a step run
-concurrently (the meter events of a chunk in one call). A chunk holds at most the run's
+concurrently (the meter events of a chunk in one call, and its Klaviyo events in one bulk call
+per Klaviyo account: ``_send_cdp_events``). A chunk holds at most the run's
 ``concurrency`` recipients, and at most ``CHUNKS_IN_FLIGHT`` chunks are past the gate at once:
 a pause that lands mid-run is honoured from the next chunk. A chunk
 that fails as a whole (a database error mid-step) is taken again recipient by recipient
@@ -77,6 +78,7 @@ from mail_pipeline.failpoints import failpoint
 from mail_pipeline.integrations.billing import InvalidUsageEvents, StripeMeter, UsageEvent
 from mail_pipeline.integrations.errors import IntegrationError
 from mail_pipeline.integrations.klaviyo.client import KlaviyoClient
+from mail_pipeline.integrations.klaviyo.models import CdpEvent
 from mail_pipeline.integrations.printers.base import PostcardRequest, Printer
 from mail_pipeline.integrations.printers.strategy import PrinterStrategy, RoutingError
 from mail_pipeline.integrations.queues.base import MessageQueue
@@ -554,8 +556,19 @@ def _cdp_event(
     mailed_at: datetime,
 ) -> None:
     client = services.cdp.client_for(cdp)
-    client.create_event(
-        CDP_EVENT,
+    client.send_event(_cdp_event_of(recipient, context, mailpiece, key, mailed_at))
+
+
+def _cdp_event_of(
+    recipient: Recipient,
+    context: _Context,
+    mailpiece: MailpieceRecord,
+    key: str,
+    mailed_at: datetime,
+) -> CdpEvent:
+    """The "Postcard Sent" event of a mailed recipient; its ledger key is its ``unique_id``."""
+    return CdpEvent(
+        metric_name=CDP_EVENT,
         unique_id=key,
         email=recipient.email,
         profile_id=None if recipient.email else recipient.external_profile_id,
@@ -567,6 +580,45 @@ def _cdp_event(
         },
         time=mailed_at,
     )
+
+
+#: A bulk call Klaviyo refuses with one of these names an invalid event: the chunk's events
+#: are then sent one by one, so only that event is refused and the others are recorded.
+_INVALID_JOB_STATUSES = frozenset({400, 413, 422})
+
+
+def _send_cdp_events(
+    clients: CdpClients, cdp: IntegrationRef, events: Mapping[str, CdpEvent]
+) -> dict[str, IntegrationError]:
+    """A chunk's events for one Klaviyo account in one bulk call; returns the events refused
+    for good (by ledger key, each with Klaviyo's reason) after the others were recorded.
+
+    Klaviyo validates a job whole, so an invalid event refuses the call: the events are then
+    sent one by one (each keeps its ``unique_id``, so one recorded by an earlier call is not
+    recorded twice) and only the invalid one is refused. Any other permanent refusal (a
+    revoked key) refuses every event of the call; a retryable failure is raised, and the
+    whole chunk's events are retried later with the same keys.
+    """
+    if not events:
+        return {}
+    client = clients.client_for(cdp)
+    try:
+        client.send_events(list(events.values()))
+    except IntegrationError as exc:
+        if exc.retryable:
+            raise
+        if exc.status_code not in _INVALID_JOB_STATUSES:
+            return dict.fromkeys(events, exc)
+        refused: dict[str, IntegrationError] = {}
+        for key, event in events.items():
+            try:
+                client.send_event(event)
+            except IntegrationError as single:
+                if single.retryable:
+                    raise
+                refused[key] = single
+        return refused
+    return {}
 
 
 def _record_usage(meter: StripeMeter, events: list[UsageEvent]) -> dict[str, IntegrationError]:
@@ -859,6 +911,43 @@ class _ChunkWork:
             )
         return follow
 
+    def _cdp_calls(
+        self, items: Mapping[tuple[int, str], _FollowUp], keys: Mapping[tuple[int, str], str]
+    ) -> list[tuple[list[tuple[int, str]], Future[Any]]]:
+        """The chunk's Klaviyo events submitted as one bulk call per Klaviyo account: each
+        call's follow-ups and its future (an event that cannot be built fails alone)."""
+        accounts: dict[
+            tuple[int, str, str], tuple[IntegrationRef, dict[tuple[int, str], CdpEvent]]
+        ] = {}
+        calls: list[tuple[list[tuple[int, str]], Future[Any]]] = []
+        for pair, item in items.items():
+            context = self.contexts[item.recipient.id]
+            ref = context.cdp
+            if ref is None:
+                continue
+            try:
+                event = _cdp_event_of(
+                    item.recipient,
+                    context,
+                    item.mailpiece,
+                    keys[pair],
+                    item.mailpiece.accepted_at or _utcnow(),
+                )
+            except ValueError as exc:
+                calls.append(([pair], _failed(exc)))
+                continue
+            account = (ref.organization_id, str(ref.kind), ref.secret_ref)
+            accounts.setdefault(account, (ref, {}))[1][pair] = event
+        for ref, events in accounts.values():
+            future = self.calls.submit(
+                _send_cdp_events,
+                self.services.cdp,
+                ref,
+                {keys[pair]: event for pair, event in events.items()},
+            )
+            calls.append((list(events), future))
+        return calls
+
     def _follow_up(self, follow: list[_FollowUp], outcomes: dict[int, MailOutcome]) -> None:
         """The follow-ups' keys written, their calls made (concurrently), their results and
         ``Sent`` written: two transactions for the chunk."""
@@ -868,6 +957,8 @@ class _ChunkWork:
         planned: dict[tuple[int, str], Callable[[str], object]] = {}
         #: The chunk's meter events, sent in one call: (recipient, kind) -> (customer, time).
         usage: dict[tuple[int, str], tuple[str, datetime]] = {}
+        #: The chunk's Klaviyo events, one bulk call per account: (recipient, kind) -> item.
+        cdp: dict[tuple[int, str], _FollowUp] = {}
         with self.sessions() as session:
             held = RecipientGateway(session).held(
                 [f.recipient.id for f in follow], S.SENDING, holder
@@ -887,6 +978,8 @@ class _ChunkWork:
                     customer = context.organization.stripe_customer_id
                     if effect is SideEffectKind.BILLING and customer:
                         usage[pair] = (customer, item.mailpiece.accepted_at or _utcnow())
+                    elif effect is SideEffectKind.CDP_EVENT:
+                        cdp[pair] = item
             ledger = MailpieceLedger(session)
             settled = ledger.side_effects_settled(
                 {rid for rid, _k in planned}, {k for _r, k in planned}
@@ -900,13 +993,16 @@ class _ChunkWork:
             if pair in todo
         }
         billed = self.calls.submit(_record_usage, self.services.billing, list(events.values()))
-        futures: dict[tuple[int, str], Future[Any]] = {
-            pair: self.calls.submit(action, keys[pair])
-            for pair, action in todo.items()
-            if pair not in events
-        }
-        for pair in events:
-            futures[pair] = billed
+        futures: dict[tuple[int, str], Future[Any]] = dict.fromkeys(events, billed)
+        batched: set[Future[Any]] = {billed}
+        for pairs, future in self._cdp_calls(
+            {pair: item for pair, item in cdp.items() if pair in todo}, keys
+        ):
+            batched.add(future)
+            futures.update(dict.fromkeys(pairs, future))
+        for pair, action in todo.items():
+            if pair not in futures:
+                futures[pair] = self.calls.submit(action, keys[pair])
         done: list[str] = []
         failed: dict[str, str] = {}
         deferred: dict[str, str] = {}
@@ -916,7 +1012,7 @@ class _ChunkWork:
             key = keys[(rid, kind)]
             try:
                 answer = future.result()
-                if future is billed and key in answer:
+                if future in batched and key in answer:
                     raise answer[key]
             except IntegrationError as exc:
                 if exc.retryable:
@@ -972,6 +1068,12 @@ class _ChunkWork:
                 created=item.created,
                 follow_up_failures=tuple(failures.get(rid, ())),
             )
+
+
+def _failed(exc: BaseException) -> Future[Any]:
+    future: Future[Any] = Future()
+    future.set_exception(exc)
+    return future
 
 
 def _lost(recipient_id: int, item: _FollowUp | None = None) -> MailOutcome:

@@ -217,14 +217,32 @@ class CdpEvent:
 
     def to_jsonapi(self) -> dict[str, Any]:
         """The JSON:API request body Klaviyo documents for ``POST /api/events``."""
+        attributes = self._event_attributes()
+        attributes["profile"] = {"data": self._profile()}
+        return {"data": {"type": "event", "attributes": attributes}}
+
+    def to_bulk_entry(self) -> dict[str, Any]:
+        """This event as one entry of ``POST /api/event-bulk-create-jobs``: its profile, and
+        the event (the same attributes as :meth:`to_jsonapi`'s, without the profile)."""
+        return {
+            "type": "event-bulk-create",
+            "attributes": {
+                "profile": {"data": self._profile()},
+                "events": {"data": [{"type": "event", "attributes": self._event_attributes()}]},
+            },
+        }
+
+    def _profile(self) -> dict[str, Any]:
         profile: dict[str, Any] = {"type": "profile", "attributes": {}}
         if self.profile_id:
             profile["id"] = self.profile_id
         if self.email:
             profile["attributes"]["email"] = self.email
+        return profile
+
+    def _event_attributes(self) -> dict[str, Any]:
         attributes: dict[str, Any] = {
             "metric": {"data": {"type": "metric", "attributes": {"name": self.metric_name}}},
-            "profile": {"data": profile},
             "properties": dict(self.properties),
             "unique_id": self.unique_id,
         }
@@ -234,7 +252,7 @@ class CdpEvent:
             attributes["value"] = self.value
         if self.value_currency is not None:
             attributes["value_currency"] = self.value_currency
-        return {"data": {"type": "event", "attributes": attributes}}
+        return attributes
 
 
 @dataclass(frozen=True)

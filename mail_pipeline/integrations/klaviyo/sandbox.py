@@ -8,6 +8,10 @@ It answers the endpoints the pipeline uses the way Klaviyo does (integrations.md
 - ``POST /api/events``: 202 with an empty body; the first event per
   ``(unique_id, profile, metric)`` is recorded and repeats are silently dropped (without a
   ``unique_id``, one event per profile, metric and second).
+- ``POST /api/event-bulk-create-jobs``: 202 with an empty body; up to 1,000 events (one or
+  more per profile entry), each validated as ``POST /api/events`` validates one and recorded
+  the same way; one invalid event refuses the whole job with a 400 whose ``source.pointer``
+  names it, as Klaviyo validates a job before accepting it. 10 calls a second, 150 a minute.
 - ``GET /api/accounts``: the one account the key belongs to (:data:`SANDBOX_ACCOUNT`),
   limited to 1 request per second and 15 per minute as Klaviyo's accounts endpoint is;
 - ``GET /api/segments/{id}``: a seeded segment (its id as name), without its members; 404
@@ -103,6 +107,7 @@ _CODES = {
 #: The base transport's generic codes, in Klaviyo's words.
 _BASE_CODES = {"not_allowed": "method_not_allowed", "rate_limit_exceeded": "throttled"}
 _MAX_PROPERTIES = 400
+_MAX_BULK_EVENTS = 1000
 _EARLIEST_EVENT = datetime(1990, 1, 1, tzinfo=UTC)
 _YEAR = 365 * 24 * 3600.0
 
@@ -113,6 +118,7 @@ class KlaviyoLimits:
 
     segment_profiles: tuple[int, int] = (75, 750)
     events: tuple[int, int] = (350, 3500)
+    bulk_events: tuple[int, int] = (10, 150)
     accounts: tuple[int, int] = (1, 15)
     segments: tuple[int, int] = (75, 700)
     profiles: tuple[int, int] = (75, 700)
@@ -167,6 +173,7 @@ class KlaviyoSandbox(SandboxTransport):
     routes = [
         ("GET", r"/api/segments/(?P<segment_id>[^/]+)/profiles", "get_segment_profiles"),
         ("POST", r"/api/events", "create_event"),
+        ("POST", r"/api/event-bulk-create-jobs", "bulk_create_events"),
         ("GET", r"/api/accounts", "get_accounts"),
         ("GET", r"/api/segments/(?P<segment_id>[^/]+)", "get_segment"),
         ("GET", r"/api/profiles", "get_profiles"),
@@ -191,6 +198,7 @@ class KlaviyoSandbox(SandboxTransport):
             else {
                 "segment_profiles": _FixedWindows(*limits.segment_profiles),
                 "events": _FixedWindows(*limits.events),
+                "bulk_events": _FixedWindows(*limits.bulk_events),
                 "accounts": _FixedWindows(*limits.accounts),
                 "segments": _FixedWindows(*limits.segments),
                 "profiles": _FixedWindows(*limits.profiles),
@@ -476,11 +484,87 @@ class KlaviyoSandbox(SandboxTransport):
         self.store.insert_if_absent(EVENTS, parsed.pop("_dedupe_key"), parsed)
         return httpx.Response(202, content=b"", headers=limit_headers)
 
-    def _parse_event(self, body: Any) -> dict[str, Any] | httpx.Response:
-        """The event to record (with its dedupe key), or Klaviyo's 400 naming the bad part."""
+    # -- POST /api/event-bulk-create-jobs ----------------------------------------------------
+    @atomic
+    def bulk_create_events(self, request: httpx.Request) -> httpx.Response:
+        denied, limit_headers = self._preflight(request, "bulk_events")
+        if denied is not None:
+            return denied
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in (JSONAPI, "application/json"):
+            return self.error(415, f"Unsupported media type {media!r}; send {JSONAPI}.")
+        try:
+            body = json.loads(request.content or b"null")
+        except ValueError:
+            return self.error(400, "The request body is not valid JSON.")
+        root = "/data/attributes/events-bulk-create/data"
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, dict) or data.get("type") != "event-bulk-create-job":
+            return self.error(
+                400,
+                "The body must be {'data': {'type': 'event-bulk-create-job', ...}}.",
+                source={"pointer": "/data"},
+            )
+        entries = _nested(data, "attributes", "events-bulk-create", "data")
+        if not isinstance(entries, list) or not entries:
+            return self.error(
+                400, "events-bulk-create.data must be a list of entries.", source={"pointer": root}
+            )
+        recorded: list[dict[str, Any]] = []
+        for n, entry in enumerate(entries):
+            events = _nested(entry, "attributes", "events", "data")
+            if (
+                not isinstance(entry, dict)
+                or entry.get("type") != "event-bulk-create"
+                or not isinstance(events, list)
+                or not events
+            ):
+                return self.error(
+                    400,
+                    "Each entry must be an event-bulk-create with a profile and a list of events.",
+                    source={"pointer": f"{root}/{n}"},
+                )
+            for m, event in enumerate(events):
+                attributes = event.get("attributes") if isinstance(event, dict) else None
+                single = {
+                    "data": {
+                        "type": event.get("type") if isinstance(event, dict) else None,
+                        "attributes": {
+                            **(attributes if isinstance(attributes, dict) else {}),
+                            "profile": _nested(entry, "attributes", "profile"),
+                        },
+                    }
+                }
+                parsed = self._parse_event(
+                    single,
+                    bulk_entry=f"{root}/{n}",
+                    bulk_event=f"{root}/{n}/attributes/events/data/{m}",
+                )
+                if isinstance(parsed, httpx.Response):
+                    return parsed
+                recorded.append(parsed)
+                if len(recorded) > _MAX_BULK_EVENTS:
+                    return self.error(
+                        400,
+                        f"A job may hold at most {_MAX_BULK_EVENTS} events.",
+                        source={"pointer": root},
+                    )
+        for parsed in recorded:
+            self.store.insert_if_absent(EVENTS, parsed.pop("_dedupe_key"), parsed)
+        return httpx.Response(202, content=b"", headers=limit_headers)
 
-        def bad(detail: str, pointer: str) -> httpx.Response:
-            return self.error(400, detail, source={"pointer": pointer})
+    def _parse_event(
+        self, body: Any, bulk_entry: str = "", bulk_event: str = ""
+    ) -> dict[str, Any] | httpx.Response:
+        """The event to record (with its dedupe key), or Klaviyo's 400 naming the bad part
+        (in a bulk job, the pointers name the event's entry, for its profile, and the event)."""
+
+        def bad(detail: str, where: str) -> httpx.Response:
+            if bulk_entry and where.startswith("/data/attributes/profile"):
+                where = bulk_entry + where.removeprefix("/data")
+            elif bulk_event:
+                where = bulk_event + where.removeprefix("/data")
+            return self.error(400, detail, source={"pointer": where})
 
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, dict) or data.get("type") != "event":
