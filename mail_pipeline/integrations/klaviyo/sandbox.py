@@ -465,19 +465,29 @@ class KlaviyoSandbox(SandboxTransport):
             200, {"data": resource, "links": {"self": str(request.url)}}, limit_headers
         )
 
-    # -- POST /api/events -------------------------------------------------------------------
-    @atomic
-    def create_event(self, request: httpx.Request) -> httpx.Response:
-        denied, limit_headers = self._preflight(request, "events")
+    def _write_request(
+        self, request: httpx.Request, endpoint: str
+    ) -> tuple[Any, dict[str, str]] | httpx.Response:
+        """A POST's JSON body and its rate-limit headers, or the refusal: the revision, the
+        endpoint's limit, the media type, the JSON."""
+        denied, limit_headers = self._preflight(request, endpoint)
         if denied is not None:
             return denied
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media not in (JSONAPI, "application/json"):
             return self.error(415, f"Unsupported media type {media!r}; send {JSONAPI}.")
         try:
-            body = json.loads(request.content or b"null")
+            return json.loads(request.content or b"null"), limit_headers
         except ValueError:
             return self.error(400, "The request body is not valid JSON.")
+
+    # -- POST /api/events -------------------------------------------------------------------
+    @atomic
+    def create_event(self, request: httpx.Request) -> httpx.Response:
+        read = self._write_request(request, "events")
+        if isinstance(read, httpx.Response):
+            return read
+        body, limit_headers = read
         parsed = self._parse_event(body)
         if isinstance(parsed, httpx.Response):
             return parsed
@@ -487,16 +497,10 @@ class KlaviyoSandbox(SandboxTransport):
     # -- POST /api/event-bulk-create-jobs ----------------------------------------------------
     @atomic
     def bulk_create_events(self, request: httpx.Request) -> httpx.Response:
-        denied, limit_headers = self._preflight(request, "bulk_events")
-        if denied is not None:
-            return denied
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media not in (JSONAPI, "application/json"):
-            return self.error(415, f"Unsupported media type {media!r}; send {JSONAPI}.")
-        try:
-            body = json.loads(request.content or b"null")
-        except ValueError:
-            return self.error(400, "The request body is not valid JSON.")
+        read = self._write_request(request, "bulk_events")
+        if isinstance(read, httpx.Response):
+            return read
+        body, limit_headers = read
         root = "/data/attributes/events-bulk-create/data"
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, dict) or data.get("type") != "event-bulk-create-job":
