@@ -687,6 +687,11 @@ def _chunked(recipients: Sequence[Recipient], size: int) -> Iterator[list[Recipi
         yield list(recipients[start : start + step])
 
 
+def _cdp_account(integration: IntegrationRef) -> tuple[int, str, str]:
+    """The Klaviyo account an integration names: one client, and one bulk call per chunk."""
+    return (integration.organization_id, str(integration.kind), integration.secret_ref)
+
+
 class _CachedCdp:
     """One CDP client per integration for the whole run (a client per event would build a
     connection pool, and a TLS context, per postcard); closed when the run's batch is done."""
@@ -697,7 +702,7 @@ class _CachedCdp:
         self._lock = threading.Lock()
 
     def client_for(self, integration: IntegrationRef) -> KlaviyoClient:
-        key = (integration.organization_id, str(integration.kind), integration.secret_ref)
+        key = _cdp_account(integration)
         with self._lock:
             client = self._clients.get(key)
             if client is None:
@@ -936,8 +941,7 @@ class _ChunkWork:
             except ValueError as exc:
                 calls.append(([pair], _failed(exc)))
                 continue
-            account = (ref.organization_id, str(ref.kind), ref.secret_ref)
-            accounts.setdefault(account, (ref, {}))[1][pair] = event
+            accounts.setdefault(_cdp_account(ref), (ref, {}))[1][pair] = event
         for ref, events in accounts.values():
             future = self.calls.submit(
                 _send_cdp_events,
