@@ -256,6 +256,45 @@ def test_the_server_survives_clients_that_go_away_mid_request(server: Server) ->
     assert lob.create_postcard(postcard("after-disconnects")).provider_piece_id
 
 
+def _exchange(server: Server, raw: bytes) -> bytes:
+    """Send ``raw`` on a new connection and read until the server closes it."""
+    url = httpx.URL(server.url)
+    assert url.port is not None
+    with socket.create_connection((url.host, url.port), timeout=10) as conn:
+        conn.sendall(raw)
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    return received
+
+
+def test_requests_on_one_connection_are_answered_in_turn(server: Server) -> None:
+    """Keep-alive: two requests sent together on one connection get two answers in order;
+    a HEAD answer has the length of the body and no body."""
+    answer = _exchange(
+        server,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /lob/v1/postcards HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+
+    assert answer.count(b"HTTP/1.1 ") == 3
+    first, head, lob = answer.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"200 OK") and first.endswith(b"\r\n\r\nok\n")
+    assert head.startswith(b"200 OK") and b"content-length: 3" in head.lower()
+    assert head.endswith(b"\r\n\r\n"), "no body after a HEAD answer's headers"
+    assert lob.startswith(b"401 "), "Lob wants its key"
+    assert b"date: " in lob.lower()
+
+
+def test_a_request_that_is_not_http_gets_400_and_the_server_goes_on(server: Server) -> None:
+    answer = _exchange(server, b"HELLO THERE\r\n\r\n")
+
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"bad_request" in answer
+    assert httpx.get(f"{server.url}/healthz").text == "ok\n"
+
+
 def test_sigterm_stops_the_server(tmp_path: Path) -> None:
     running = Server(tmp_path)
     assert httpx.get(f"{running.url}/healthz").status_code == 200
