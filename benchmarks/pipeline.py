@@ -148,11 +148,13 @@ class Window:
         return f"{self.calls}/{self.seconds:g} s{kind}"
 
 
-#: What a vendor's share is measured against: its published limit, and for Klaviyo also the
-#: steady window its sandbox enforces by itself (fixed windows of 1 s and 60 s per endpoint).
+#: What a vendor's share is measured against: its published limit; for Klaviyo the windows of
+#: Bulk Create Events, the endpoint mailing sends its events to (10 calls a second and 150 a
+#: minute per account, fixed windows its sandbox enforces by itself; the few other calls of a
+#: run, segment reads, count against them too, so the share errs high).
 SHARE_WINDOWS: dict[str, tuple[Window, ...]] = {
     **{name: (Window(*limit),) for name, limit in PUBLISHED_LIMITS.items()},
-    "klaviyo": (Window(350, 1.0), Window(350, 1.0, fixed=True), Window(3500, 60.0, fixed=True)),
+    "klaviyo": (Window(10, 1.0, fixed=True), Window(150, 60.0, fixed=True)),
 }
 
 #: The SPEC's targets (section 7) and issue 10's.
