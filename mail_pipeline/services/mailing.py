@@ -147,6 +147,8 @@ class MailingResult:
     printers: Counter[str] = field(default_factory=Counter)
     #: Postcards the printer already had when asked (a resumed run's reconciliation).
     reconciled: int = 0
+    #: Postcards this run's printer calls created (also those of a chunk that was then taken
+    #: again one by one, which finds them on the ledger or at the printer).
     created: int = 0
     #: Permanent failures of billing/CDP/image follow-ups, for an operator.
     follow_up_failures: dict[int, tuple[str, ...]] = field(default_factory=dict)
@@ -756,20 +758,24 @@ class _ChunkWork:
     def mail(self, chunk: list[Recipient]) -> list[MailOutcome]:
         if self.hold.lost.is_set():
             return [_lost(r.id) for r in chunk]
+        created: set[int] = set()
         try:
-            return self._mail(chunk)
+            return self._mail(chunk, created)
         except Exception:
             # Whatever was committed is on the ledger; one by one resumes from it (the
             # printer is asked for an attempt already written before it is asked to print).
             log.exception("a chunk of %s recipients failed; mailing them one by one", len(chunk))
-            return [
+            outcomes = [
                 _mail_safely(
                     self.sessions, r, self.contexts[r.id], self.services, self.clock, self.hold
                 )
                 for r in chunk
             ]
+            # A postcard the chunk's printer call created was created by this run, although
+            # one by one finds it on the ledger or at the printer.
+            return [replace(o, created=True) if o.recipient_id in created else o for o in outcomes]
 
-    def _mail(self, chunk: list[Recipient]) -> list[MailOutcome]:
+    def _mail(self, chunk: list[Recipient], created: set[int]) -> list[MailOutcome]:
         outcomes: dict[int, MailOutcome] = {}
         with self.sessions() as session:
             current = MailpieceLedger(session).current_many([r.id for r in chunk])
@@ -791,7 +797,7 @@ class _ChunkWork:
                 continue
             printing[recipient.id] = _Printing(recipient, request, printer, piece)
         records = self._write_attempts(chunk, printing, unmailable, current, outcomes)
-        follow += self._print(printing, records, outcomes)
+        follow += self._print(printing, records, outcomes, created)
         self._follow_up(follow, outcomes)
         return [outcomes.get(r.id) or _lost(r.id) for r in chunk]
 
@@ -849,8 +855,10 @@ class _ChunkWork:
         printing: dict[int, _Printing],
         records: Mapping[int, MailpieceRecord],
         outcomes: dict[int, MailOutcome],
+        created: set[int],
     ) -> list[_FollowUp]:
-        """Ask the printers (concurrently), then write every answer in one transaction."""
+        """Ask the printers (concurrently), then write every answer in one transaction;
+        ``created`` gets the recipients whose postcard a printer created here."""
         if not printing or self.hold.lost.is_set():
             return []
         futures = {
@@ -868,6 +876,8 @@ class _ChunkWork:
             name = printing[rid].printer.name
             try:
                 accepted[rid] = future.result()
+                if not accepted[rid][1]:  # not reconciled: this call created the postcard
+                    created.add(rid)
             except IntegrationError as exc:
                 if exc.retryable:
                     outcomes[rid] = MailOutcome(rid, Result.DEFERRED, str(exc), printer=name)

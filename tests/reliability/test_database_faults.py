@@ -526,6 +526,8 @@ def test_a_statement_failing_mid_mailing_step_is_retried_and_nothing_is_half_app
     assert (result.sent, result.lost, result.errors, result.deferred) == (MAILED, 0, {}, {})
     # Only the chunk whose printers' answers were lost asks the printer before printing.
     assert result.reconciled == (CHUNK if step == "printer_answers" else 0)
+    # Every postcard was created by this run, the failed chunk's too.
+    assert result.created == MAILED
     assert finish_mailing(shop, batch, org) == 0
     assert_mailed_exactly_once(shop, ids)
 
