@@ -24,6 +24,14 @@ MAX_RUNTIME = "dagster/max_runtime"
 MAX_RETRIES = "dagster/max_retries"
 #: ``false``: a run is retried only when it failed without an op failing (its worker was lost).
 RETRY_ON_OP_FAILURE = "dagster/retry_on_asset_or_op_failure"
+#: The run queue takes queued runs with a higher priority first (FIFO among equals).
+PRIORITY = "dagster/priority"
+#: The run queue's priority, by stage (others 0). Status runs apply the printers' webhooks,
+#: so every recipient's delivery state waits for a slot whenever they do: a quarter-hour's
+#: scheduled runs (syncs, orders, analytics) once held the queue for minutes during a
+#: mailing burst. Status runs cannot crowd others out: their stage runs one at a time
+#: (two in production).
+PRIORITIES: Mapping[str, int] = MappingProxyType({"status": 1})
 #: The run's Fargate task size on ECS (CPU units, MiB), read by dagster-aws's EcsRunLauncher.
 ECS_CPU = "ecs/cpu"
 ECS_MEMORY = "ecs/memory"
@@ -117,11 +125,14 @@ RUN_SIZES: Mapping[str, RunSize] = MappingProxyType(
 
 def job_tags(stage: str, *, max_runtime: int, retries: int = 0) -> dict[str, str]:
     """The tags of a job of ``stage``: the stage, the maximum runtime in seconds, the run's
-    size, and, with ``retries``, how many times a run that failed without an op failing (its
-    task or pod stopped, its host went away, it never started) is launched again. A failure
-    an op reported (a vendor refused, an organization failed) is never retried: the next
-    tick, or a person, decides."""
+    size, its priority in the run queue (:data:`PRIORITIES`), and, with ``retries``, how
+    many times a run that failed without an op failing (its task or pod stopped, its host
+    went away, it never started) is launched again. A failure an op reported (a vendor
+    refused, an organization failed) is never retried: the next tick, or a person,
+    decides."""
     job = {STAGE: stage, MAX_RUNTIME: str(max_runtime), **RUN_SIZES[stage].tags()}
+    if PRIORITIES.get(stage):
+        job[PRIORITY] = str(PRIORITIES[stage])
     if retries:
         job[MAX_RETRIES] = str(retries)
         job[RETRY_ON_OP_FAILURE] = "false"

@@ -184,3 +184,31 @@ def _jobs_in(markdown: str) -> Iterator[str]:
 def test_the_documentation_names_only_real_jobs() -> None:
     unknown = set(_jobs_in(DEPLOYMENT_DOC.read_text())) - set(_jobs())
     assert not unknown
+
+
+def test_status_runs_go_first_in_the_run_queue_and_only_they() -> None:
+    """The run queue takes higher ``dagster/priority`` first: a status run (the printers'
+    webhooks, every recipient's delivery state) must not wait behind a quarter-hour's
+    scheduled runs, and no other stage jumps the queue."""
+    priorities = {
+        name: (_run_tags(job)[tags.STAGE], int(_run_tags(job).get(tags.PRIORITY, "0")))
+        for name, job in _jobs().items()
+    }
+    status = {name: p for name, (stage, p) in priorities.items() if stage == "status"}
+    others = {name: p for name, (stage, p) in priorities.items() if stage != "status"}
+    assert status and all(p > 0 for p in status.values()), status
+    assert all(p == 0 for p in others.values()), others
+
+
+@pytest.mark.parametrize("instance", ["dagster.yaml", "deploy/dagster.production.yaml"])
+def test_status_runs_cannot_crowd_out_the_others(instance: str) -> None:
+    """Going first is safe because the status stage holds at most a small share of the
+    run slots (one run locally, two in production)."""
+    runs = load_yaml(Path(__file__).resolve().parents[2] / instance)["concurrency"]["runs"]
+    limits = {
+        entry["value"]: entry["limit"]
+        for entry in runs["tag_concurrency_limits"]
+        if entry["key"] == tags.STAGE and isinstance(entry.get("value"), str)
+    }
+    assert limits["status"] <= 2
+    assert limits["status"] * 4 <= runs["max_concurrent_runs"]
