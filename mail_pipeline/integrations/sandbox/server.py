@@ -464,8 +464,6 @@ class _Handler(socketserver.BaseRequestHandler):
                     data = self.request.recv(self.READ_SIZE)
                 except (ConnectionError, TimeoutError) as exc:
                     raise _ClientGone from exc
-                if not data and request is None and connection.their_state is h11.IDLE:
-                    raise _ClientGone
                 connection.receive_data(data)  # b"": the client closed its side
             elif isinstance(event, h11.Request):
                 request = event
@@ -493,11 +491,8 @@ class _Handler(socketserver.BaseRequestHandler):
             )
         if path == FAULTS_PATH:
             return _faults(vendors, method, target, body)
-        headers = [
-            (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in request.headers
-            if name.decode("latin-1") not in _HOP_HEADERS
-        ]
+        decoded = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers)
+        headers = [(name, value) for name, value in decoded if name not in _HOP_HEADERS]
         try:
             return vendors.handle(method, target, headers, body)
         except httpx.TransportError as exc:
